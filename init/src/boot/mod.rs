@@ -1,0 +1,223 @@
+//! The boot sequence, in the order the machine runs it.
+//!
+//! [`STAGE1`] is the declared list of steps; [`run`] is the one runner that times them, logs
+//! `step X (i/n): done`, turns a failed step into a `fallback` event, and checks for a
+//! shutdown request between steps. Steps only compose: pure modules decide, `sys` acts,
+//! `events` reports.
+
+mod cmdline;
+mod early;
+mod modules;
+mod services;
+
+use crate::config::Config;
+use crate::events::{Event, EventLog, ShutdownRequest};
+use crate::supervise::Supervisor;
+use crate::sys::power::PowerAction;
+use crate::sys::reap::Children;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// One step of a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Pseudo filesystems, kmsg; emits `init.start`.
+    Early,
+    /// Read and parse `/proc/cmdline`; arm `phase.poweroff`.
+    Cmdline,
+    /// Load the initramfs's kernel modules; emits `modules.loaded`.
+    Modules,
+    /// Signals, the reaper, the supervisor.
+    Services,
+    /// Fault drills asked for with `phase.selftest=`.
+    Selftest,
+    /// Emits `init.ready`.
+    Ready,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Early => "early",
+            Step::Cmdline => "cmdline",
+            Step::Modules => "modules",
+            Step::Services => "services",
+            Step::Selftest => "selftest",
+            Step::Ready => "ready",
+        }
+    }
+}
+
+/// Stage 1, in order.
+pub const STAGE1: &[Step] = &[
+    Step::Early,
+    Step::Cmdline,
+    Step::Modules,
+    Step::Services,
+    Step::Selftest,
+    Step::Ready,
+];
+
+/// How long stopping the services may take at shutdown.
+const STOP_BOUND: Duration = Duration::from_secs(3);
+/// Seconds shown before a deliberate reboot after a fatal error.
+const REBOOT_COUNTDOWN_S: u64 = 5;
+
+/// A step's failure: a stable reason for the `fallback` event and a message for the log.
+#[derive(Debug)]
+pub struct StepError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// State the steps share, filled in as the boot goes.
+pub struct Boot {
+    pub t0_ms: u64,
+    pub events: Arc<EventLog>,
+    pub config: Config,
+    pub children: Arc<Children>,
+    pub supervisor: Supervisor,
+    shutdown_tx: UnboundedSender<ShutdownRequest>,
+    shutdown_rx: UnboundedReceiver<ShutdownRequest>,
+}
+
+impl Boot {
+    async fn step(&mut self, step: Step) -> Result<(), StepError> {
+        match step {
+            Step::Early => early::run(self),
+            Step::Cmdline => cmdline::run(self),
+            Step::Modules => modules::run(self),
+            Step::Services => services::run(self),
+            Step::Selftest => crate::selftest::run(self).await,
+            Step::Ready => {
+                self.events.emit(Event::InitReady {
+                    mode: self.config.mode.as_str().to_string(),
+                    stage: match self.config.stage {
+                        crate::config::Stage::One => 1,
+                        crate::config::Stage::Two => 2,
+                    },
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Run stage 1, then serve until asked to shut down. Returns what to do with the machine.
+pub async fn run(t0_ms: u64, events: Arc<EventLog>) -> PowerAction {
+    let (shutdown_tx, shutdown_rx) = unbounded_channel();
+    let mut boot = Boot {
+        t0_ms,
+        supervisor: Supervisor::new(events.clone()),
+        events,
+        config: Config::default(),
+        children: Arc::new(Children::new()),
+        shutdown_tx,
+        shutdown_rx,
+    };
+    let n = STAGE1.len();
+    for (i, step) in STAGE1.iter().enumerate() {
+        let started = crate::sys::clock::boottime_ms();
+        match boot.step(*step).await {
+            Ok(()) => tracing::info!(
+                "step {} ({}/{n}): done, {} ms",
+                step.name(),
+                i + 1,
+                crate::sys::clock::boottime_ms().saturating_sub(started)
+            ),
+            Err(e) => {
+                // Every step so far degrades rather than stops the boot: log why, go on.
+                tracing::warn!(
+                    "step {} ({}/{n}): {}; continuing",
+                    step.name(),
+                    i + 1,
+                    e.message
+                );
+                boot.events.emit(Event::Fallback {
+                    step: step.name().to_string(),
+                    reason: e.reason.to_string(),
+                });
+            }
+        }
+        if let Ok(req) = boot.shutdown_rx.try_recv() {
+            return shutdown(&mut boot, req).await;
+        }
+    }
+    let req = match boot.shutdown_rx.recv().await {
+        Some(req) => req,
+        // Unreachable while `boot` holds a sender; power off rather than spin.
+        None => ShutdownRequest::Terminate,
+    };
+    shutdown(&mut boot, req).await
+}
+
+/// Stop services in order, then hand back the power action.
+async fn shutdown(boot: &mut Boot, req: ShutdownRequest) -> PowerAction {
+    let (action, reason) = match req {
+        ShutdownRequest::PoweroffAfterEvent => (PowerAction::PowerOff, "phase.poweroff"),
+        ShutdownRequest::Terminate => (PowerAction::PowerOff, "sigterm"),
+        ShutdownRequest::CtrlAltDel => (PowerAction::Reboot, "ctrl_alt_del"),
+    };
+    tracing::info!("shutting down ({reason}): stopping services");
+    boot.supervisor.stop(STOP_BOUND).await;
+    boot.events.emit(Event::Shutdown {
+        action: action.as_str().to_string(),
+        reason: reason.to_string(),
+    });
+    action
+}
+
+/// After a fatal error: say so, count down, reboot. Used when the boot sequence panicked or
+/// could not start.
+pub fn deliberate_reboot(events: &EventLog, why: &str) -> PowerAction {
+    tracing::error!("{why}: rebooting in {REBOOT_COUNTDOWN_S} s");
+    for left in (1..=REBOOT_COUNTDOWN_S).rev() {
+        tracing::error!("rebooting in {left} s");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    events.emit(Event::Shutdown {
+        action: PowerAction::Reboot.as_str().to_string(),
+        reason: "panic".to_string(),
+    });
+    PowerAction::Reboot
+}
+
+/// Log every panic as an event. Panics in supervised tasks are then handled by the
+/// supervisor; a panic of the boot sequence itself reaches `main`, which reboots.
+pub fn install_panic_hook(events: Arc<EventLog>) {
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!("panic in thread {thread}: {payload}{at}");
+        events.emit(Event::Panic {
+            thread,
+            message: format!("{payload}{at}"),
+        });
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage1_order() {
+        assert_eq!(
+            STAGE1.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            ["early", "cmdline", "modules", "services", "selftest", "ready"]
+        );
+    }
+}

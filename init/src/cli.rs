@@ -1,0 +1,77 @@
+//! The host CLI: what `phase` does when it is not PID 1.
+
+use crate::config;
+
+const HELP: &str = "\
+phase — Phase Boot's init (as PID 1) and its host tool (otherwise)
+
+USAGE:
+    phase <COMMAND> [ARGS]
+
+COMMANDS:
+    cmdline [FILE]    Parse a kernel command line (default /proc/cmdline; - for stdin)
+                      and print the resulting configuration and any warnings.
+    keys              Print the table of phase.* kernel command-line keys (markdown).
+    version           Print the version.
+    selftest ARGS     Child side of the boot-time fault drills (used by PID 1 itself).
+    help              Print this help.
+
+As PID 1 (the kernel's /init) it boots the machine; see docs/cmdline.md for phase.* keys.
+Exit status: 0 on success, 1 on a failed command, 2 on a usage error.";
+
+pub fn run(args: Vec<String>) -> i32 {
+    match args.first().map(String::as_str) {
+        None | Some("help" | "--help" | "-h") => {
+            println!("{HELP}");
+            if args.is_empty() {
+                2
+            } else {
+                0
+            }
+        }
+        Some("version" | "--version" | "-V") => {
+            println!("phase {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("keys") => {
+            print!("{}", keys_table());
+            0
+        }
+        Some("cmdline") => cmdline(args.get(1).map(String::as_str)),
+        Some("selftest") => crate::selftest::child_main(&args[1..]),
+        Some(other) => {
+            eprintln!("phase: unknown command {other:?}; see phase --help");
+            2
+        }
+    }
+}
+
+/// The markdown table of keys that docs/cmdline.md carries.
+pub fn keys_table() -> String {
+    let mut s = String::from("| key | default | meaning |\n| --- | --- | --- |\n");
+    for k in config::KEYS {
+        s.push_str(&format!("| `{}` | `{}` | {} |\n", k.name, k.default, k.doc));
+    }
+    s
+}
+
+fn cmdline(path: Option<&str>) -> i32 {
+    use std::io::Read;
+    let path = path.unwrap_or("/proc/cmdline");
+    let mut raw = Vec::new();
+    let read = if path == "-" {
+        std::io::stdin().read_to_end(&mut raw).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| raw = b)
+    };
+    if let Err(e) = read {
+        eprintln!("phase cmdline: read {path}: {e}");
+        return 1;
+    }
+    let (cfg, warnings) = config::parse(&raw);
+    println!("{cfg:#?}");
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    0
+}

@@ -1,0 +1,298 @@
+//! The machine-readable boot timeline: `PHASE-EVENT {"event":"<name>","t_ms":<ms>,...}`.
+//!
+//! Event names are spelled only here. [`Event::line`] is pure; [`EventLog`] is the one writer
+//! (console, then `/dev/kmsg`) and also notices when the `phase.poweroff=` event has been
+//! written, so the boot runner can power off right after it.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Mutex;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Every milestone and failure the init reports. Variant fields become JSON fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event")]
+pub enum Event {
+    #[serde(rename = "init.start")]
+    InitStart { version: String, pid: i32 },
+    #[serde(rename = "modules.loaded")]
+    ModulesLoaded {
+        loaded: Vec<String>,
+        already: Vec<String>,
+        builtin: Vec<String>,
+        missing: Vec<String>,
+        failed: Vec<String>,
+    },
+    #[serde(rename = "init.ready")]
+    InitReady { mode: String, stage: u8 },
+    /// A supervised task ended badly; `restart_in_ms` is absent when it is not restarted.
+    #[serde(rename = "task.failed")]
+    TaskFailed {
+        task: String,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restart_in_ms: Option<u64>,
+    },
+    #[serde(rename = "task.done")]
+    TaskDone { task: String, runs: u32 },
+    #[serde(rename = "panic")]
+    Panic { thread: String, message: String },
+    #[serde(rename = "selftest.child")]
+    SelftestChild {
+        args: String,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+    },
+    #[serde(rename = "selftest.orphans")]
+    SelftestOrphans {
+        spawned: u32,
+        reaped: u64,
+        zombies: u32,
+    },
+    #[serde(rename = "fallback")]
+    Fallback { step: String, reason: String },
+    #[serde(rename = "shutdown")]
+    Shutdown { action: String, reason: String },
+}
+
+impl Event {
+    /// The event's name, as it appears after `"event":`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::InitStart { .. } => "init.start",
+            Event::ModulesLoaded { .. } => "modules.loaded",
+            Event::InitReady { .. } => "init.ready",
+            Event::TaskFailed { .. } => "task.failed",
+            Event::TaskDone { .. } => "task.done",
+            Event::Panic { .. } => "panic",
+            Event::SelftestChild { .. } => "selftest.child",
+            Event::SelftestOrphans { .. } => "selftest.orphans",
+            Event::Fallback { .. } => "fallback",
+            Event::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    /// The console line, without a trailing newline. `event` and `t_ms` come first, then the
+    /// variant's fields in key order (stable, so lines diff cleanly).
+    pub fn line(&self, t_ms: u64) -> String {
+        let mut s = format!(
+            "PHASE-EVENT {{\"event\":\"{}\",\"t_ms\":{}",
+            self.name(),
+            t_ms
+        );
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
+            for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "event") {
+                // Keys are our own field names; values are serialised JSON (escaped).
+                s.push_str(&format!(",\"{k}\":{v}"));
+            }
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Why the system is going down; sent to the boot runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    /// `phase.poweroff=EVENT` was reached.
+    PoweroffAfterEvent,
+    /// SIGTERM.
+    Terminate,
+    /// SIGINT (ctrl-alt-del once CAD is off).
+    CtrlAltDel,
+}
+
+/// The one writer of events.
+pub struct EventLog {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    kmsg: Option<std::fs::File>,
+    poweroff_after: Option<String>,
+    emitted: Vec<&'static str>,
+    shutdown: Option<UnboundedSender<ShutdownRequest>>,
+}
+
+impl EventLog {
+    pub fn new() -> Self {
+        EventLog {
+            inner: Mutex::new(Inner {
+                kmsg: None,
+                poweroff_after: None,
+                emitted: Vec::new(),
+                shutdown: None,
+            }),
+        }
+    }
+
+    /// Also copy events to `/dev/kmsg` from now on (after devtmpfs is mounted).
+    pub fn attach_kmsg(&self, kmsg: std::fs::File) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.kmsg = Some(kmsg);
+        }
+    }
+
+    /// Arm `phase.poweroff=EVENT`. If EVENT was already written, the request goes out now.
+    pub fn arm_poweroff(&self, event: Option<String>, tx: UnboundedSender<ShutdownRequest>) {
+        if let Ok(mut g) = self.inner.lock() {
+            if let Some(e) = &event {
+                if g.emitted.iter().any(|n| n == e) {
+                    let _ = tx.send(ShutdownRequest::PoweroffAfterEvent);
+                }
+            }
+            g.poweroff_after = event;
+            g.shutdown = Some(tx);
+        }
+    }
+
+    /// Write one event stamped now.
+    pub fn emit(&self, event: Event) {
+        self.emit_at(event, crate::sys::clock::boottime_ms())
+    }
+
+    /// Write one event with a given timestamp (for `init.start`, stamped at entry).
+    pub fn emit_at(&self, event: Event, t_ms: u64) {
+        let line = event.line(t_ms);
+        // A poisoned lock still holds usable state: an event must never be lost to a panic.
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        if let Some(k) = g.kmsg.as_mut() {
+            // Facility user, level debug: recorded in the kernel log without being echoed
+            // to the console a second time.
+            let _ = k.write_all(format!("<15>{line}\n").as_bytes());
+        }
+        g.emitted.push(event.name());
+        if g.poweroff_after.as_deref() == Some(event.name()) {
+            if let Some(tx) = &g.shutdown {
+                let _ = tx.send(ShutdownRequest::PoweroffAfterEvent);
+            }
+        }
+    }
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format() {
+        let cases = [
+            (
+                Event::InitStart {
+                    version: "0.1.0".into(),
+                    pid: 1,
+                },
+                2034,
+                r#"PHASE-EVENT {"event":"init.start","t_ms":2034,"pid":1,"version":"0.1.0"}"#,
+            ),
+            (
+                Event::InitReady {
+                    mode: "private".into(),
+                    stage: 1,
+                },
+                0,
+                r#"PHASE-EVENT {"event":"init.ready","t_ms":0,"mode":"private","stage":1}"#,
+            ),
+            (
+                Event::TaskFailed {
+                    task: "x".into(),
+                    reason: "panic: \"boom\"\n".into(),
+                    restart_in_ms: None,
+                },
+                5,
+                r#"PHASE-EVENT {"event":"task.failed","t_ms":5,"reason":"panic: \"boom\"\n","task":"x"}"#,
+            ),
+        ];
+        for (ev, t, want) in cases {
+            assert_eq!(ev.line(t), want);
+            // Every line is one line of valid JSON after the prefix.
+            let json = ev.line(t);
+            let v: serde_json::Value =
+                serde_json::from_str(json.strip_prefix("PHASE-EVENT ").unwrap()).unwrap();
+            assert_eq!(v["event"], ev.name());
+            assert!(!json.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn names_match_serde_tags() {
+        let all = [
+            Event::ModulesLoaded {
+                loaded: vec![],
+                already: vec![],
+                builtin: vec![],
+                missing: vec![],
+                failed: vec![],
+            },
+            Event::TaskDone {
+                task: "t".into(),
+                runs: 1,
+            },
+            Event::Panic {
+                thread: "main".into(),
+                message: "m".into(),
+            },
+            Event::SelftestChild {
+                args: "a".into(),
+                exit_code: Some(1),
+                signal: None,
+            },
+            Event::SelftestOrphans {
+                spawned: 1,
+                reaped: 1,
+                zombies: 0,
+            },
+            Event::Fallback {
+                step: "s".into(),
+                reason: "r".into(),
+            },
+            Event::Shutdown {
+                action: "poweroff".into(),
+                reason: "r".into(),
+            },
+        ];
+        for ev in all {
+            let v = serde_json::to_value(&ev).unwrap();
+            assert_eq!(v["event"], ev.name());
+        }
+    }
+
+    #[test]
+    fn poweroff_request_after_named_event() {
+        let log = EventLog::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        log.arm_poweroff(Some("init.ready".into()), tx);
+        log.emit_at(
+            Event::Fallback {
+                step: "a".into(),
+                reason: "b".into(),
+            },
+            1,
+        );
+        assert!(rx.try_recv().is_err());
+        log.emit_at(
+            Event::InitReady {
+                mode: "internet".into(),
+                stage: 1,
+            },
+            2,
+        );
+        assert_eq!(rx.try_recv(), Ok(ShutdownRequest::PoweroffAfterEvent));
+        // Armed after the event already happened: fires at once.
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        log.arm_poweroff(Some("fallback".into()), tx2);
+        assert_eq!(rx2.try_recv(), Ok(ShutdownRequest::PoweroffAfterEvent));
+    }
+}

@@ -1,0 +1,59 @@
+//! `phase`: the Phase Boot PID 1, and the host CLI when it is not PID 1.
+//!
+//! As PID 1 it runs [`boot::run`] inside `catch_unwind`, and whatever happens it ends in
+//! [`sys::power::finish`]: poweroff or reboot, never a return to the kernel (an exiting
+//! PID 1 is a kernel panic). As any other process it is the `phase` CLI (`phase --help`).
+//!
+//! # Dependencies (all on the boot path, so each must pay for its size)
+//! - `rustix`: typed, libc-free syscalls (mount, finit_module, reboot, waitpid, clocks); no
+//!   unsafe of our own for them.
+//! - `tokio` (current-thread runtime, signals, timers, sync): the supervisor runs the node's
+//!   services as tasks in this one process, and signals (SIGCHLD/SIGTERM/SIGINT) arrive as
+//!   streams instead of async-signal-unsafe handlers.
+//! - `tracing` + `tracing-subscriber` (fmt only, no ANSI, no env filter): structured logs
+//!   to the console and `/dev/kmsg`; the same facade the later node code (libp2p, wasmtime)
+//!   logs through.
+//! - `serde` + `serde_json`: event lines now, signed release metadata next; one JSON
+//!   implementation for both.
+//! - `thiserror`: one error enum per module with a stable `reason()`, at no runtime cost.
+
+mod boot;
+mod cli;
+mod config;
+mod events;
+mod kmod;
+mod log;
+mod selftest;
+mod supervise;
+mod sys;
+
+fn main() {
+    if rustix::process::getpid().is_init() {
+        pid1()
+    } else {
+        std::process::exit(cli::run(std::env::args().skip(1).collect()))
+    }
+}
+
+/// PID 1: boot, and end in poweroff/reboot whatever happens.
+fn pid1() -> ! {
+    let t0 = sys::clock::boottime_ms();
+    log::init();
+    let events = std::sync::Arc::new(events::EventLog::new());
+    boot::install_panic_hook(events.clone());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => Ok(rt.block_on(boot::run(t0, events.clone()))),
+            Err(e) => Err(e),
+        }
+    }));
+    let action = match outcome {
+        Ok(Ok(action)) => action,
+        Ok(Err(e)) => boot::deliberate_reboot(&events, &format!("tokio runtime: {e}")),
+        Err(_) => boot::deliberate_reboot(&events, "panic in the boot sequence"),
+    };
+    sys::power::finish(action)
+}

@@ -1,0 +1,9 @@
+//! EFFECT: thin, typed wrappers over the syscalls the init makes. No decisions live here:
+//! each function does one thing, and errors keep their `Errno` and name what they touched.
+
+pub mod clock;
+pub mod module;
+pub mod mount;
+pub mod power;
+pub mod proc;
+pub mod reap;

@@ -1,0 +1,125 @@
+//! `phase-bench`: boot timings against Debian's initramfs-tools baseline.
+//!
+//! Boots `out/vmlinuz` + `out/initramfs.img` RUNS times (default 5) with
+//! `phase.poweroff=init.ready` and prints medians of kernel start → `init.start` and
+//! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size.
+//! If BASELINE_LOG names the output of ../shared/bench/debian-initrd-baseline.sh, it also
+//! prints Debian's figures and the ratios.
+
+use phase_qemu::{accel, artifact, Outcome, Vm};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Medians of PROBE-UPTIME (seconds) per baseline name.
+fn baseline(log: &str, name: &str) -> Option<(f64, f64)> {
+    let (mut up, mut wall) = (Vec::new(), Vec::new());
+    for l in log.lines().filter(|l| l.starts_with(name)) {
+        let w = l
+            .split("wall_ms=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()?;
+        if let Some(u) = l
+            .split("PROBE-UPTIME ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+        {
+            up.push(u.parse::<f64>().ok()?);
+            wall.push(w);
+        }
+    }
+    (!up.is_empty()).then(|| (median(up), median(wall)))
+}
+
+fn main() {
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let size = std::fs::metadata(artifact("initramfs.img"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let (mut start, mut ready_d, mut ready, mut wall) = (vec![], vec![], vec![], vec![]);
+    println!("phase-bench: {runs} boots, accelerator {:?}", accel());
+    for i in 0..runs {
+        let b = match Vm::default_artifacts()
+            .append("phase.poweroff=init.ready")
+            .run()
+        {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("run {i}: qemu failed: {e}");
+                std::process::exit(1);
+            }
+        };
+        let (Some(s), Some(r)) = (b.event("init.start"), b.event("init.ready")) else {
+            eprintln!("run {i}: no init.start/init.ready\n{}", b.explain());
+            std::process::exit(1);
+        };
+        if b.outcome != Outcome::PowerOff {
+            eprintln!("run {i}: ended {:?}", b.outcome);
+        }
+        start.push(s.t_ms as f64);
+        ready_d.push(r.t_ms.saturating_sub(s.t_ms) as f64);
+        ready.push(r.t_ms as f64);
+        wall.push(b.wall.as_secs_f64() * 1000.0);
+    }
+    let (m_start, m_work, m_ready, m_wall) =
+        (median(start), median(ready_d), median(ready), median(wall));
+    println!("kernel start -> init.start   median {m_start:.0} ms (guest)");
+    println!("init.start -> init.ready     median {m_work:.0} ms (guest)");
+    println!("kernel start -> init.ready   median {m_ready:.0} ms (guest), {m_wall:.0} ms wall incl. firmware+poweroff");
+    println!(
+        "initramfs.img                {size} bytes ({:.1} MiB)",
+        size as f64 / 1048576.0
+    );
+
+    let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
+    else {
+        println!("(no BASELINE_LOG: Debian baseline not run)");
+        return;
+    };
+    let (Some((floor_up, floor_wall)), Some((deb_up, deb_wall))) =
+        (baseline(&log, "floor"), baseline(&log, "debian-initrd"))
+    else {
+        println!("BASELINE_LOG has no floor/debian-initrd figures:\n{log}");
+        return;
+    };
+    let deb_work = (deb_up - floor_up) * 1000.0;
+    println!(
+        "debian floor (static probe as /init)  uptime {:.0} ms, wall {floor_wall:.0} ms",
+        floor_up * 1000.0
+    );
+    println!(
+        "debian initramfs-tools -> root init   uptime {:.0} ms, wall {deb_wall:.0} ms",
+        deb_up * 1000.0
+    );
+    println!("debian initramfs work (minus floor)   {deb_work:.0} ms");
+    if let Some(deb_size) = log.lines().find_map(|l| {
+        l.split("debian-initrd=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()
+    }) {
+        println!(
+            "ratio initramfs size  debian/phase = {:.1}x",
+            deb_size / size as f64
+        );
+    }
+    println!(
+        "ratio kernel->init start   phase/floor  = {:.2}",
+        m_start / (floor_up * 1000.0)
+    );
+    println!("ratio boot to ready        debian/phase = {:.2}x (kernel start -> root init vs -> init.ready)", deb_up * 1000.0 / m_ready);
+    println!("ratio initramfs work       debian/phase = {:.1}x (debian {deb_work:.0} ms vs phase init.start->init.ready {m_work:.0} ms)", deb_work / m_work.max(1.0));
+}

@@ -1,0 +1,40 @@
+//! `phase-vm`: boot `out/vmlinuz` + `out/initramfs.img` interactively on this terminal,
+//! with the same QEMU command line the tests use. Quit QEMU with Ctrl-A then X.
+//!
+//! Usage: phase-vm [--uefi] [KERNEL-ARGS...]
+
+use phase_qemu::{accel, Firmware, Vm};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "phase-vm [--uefi] [KERNEL-ARGS...]\n\nBoots out/vmlinuz + out/initramfs.img in QEMU on this \
+             terminal (serial console). Extra words go on the kernel command line, e.g. \
+             phase.mode=private. Quit with Ctrl-A X, or let phase.poweroff=EVENT end it."
+        );
+        return ExitCode::SUCCESS;
+    }
+    let uefi = args.iter().any(|a| a == "--uefi");
+    args.retain(|a| a != "--uefi");
+    let mut vm = Vm::default_artifacts().append(&args.join(" "));
+    if uefi {
+        vm = vm.firmware(Firmware::Uefi);
+    }
+    let accel = accel();
+    let mut cmd = vm.command(accel);
+    cmd.args(["-serial", "mon:stdio"]);
+    eprintln!("phase-vm: {:?} (quit: Ctrl-A X)", accel);
+    match cmd.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("phase-vm: qemu exited with {s}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("phase-vm: cannot start qemu-system-x86_64: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The QEMU boot harness every boot test uses.
+//!
+//! [`Vm`] describes one boot (kernel, initramfs, command line, disks, firmware); [`Vm::run`]
+//! starts `qemu-system-x86_64` under TCG (KVM only if a quick probe boot succeeds, see
+//! [`accel`]), captures the serial console, parses `PHASE-EVENT` lines as they arrive, and
+//! returns a [`Boot`]: the timeline, the console text and how the guest ended. Every
+//! timeout is multiplied by `PHASE_TIMEOUT_SCALE` (default 1.0).
+//!
+//! Networking is off unless a test adds it: no test traffic leaves this machine.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where the build put its artifacts: `$PHASE_OUT`, else `<workspace>/out`.
+pub fn out_dir() -> PathBuf {
+    std::env::var_os("PHASE_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../out"))
+}
+
+/// An artifact in [`out_dir`], which must exist (a test must not pass by skipping).
+pub fn artifact(name: &str) -> PathBuf {
+    let p = out_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make build` (or `make test`, which builds first)",
+        p.display()
+    );
+    p
+}
+
+/// The one global timeout multiplier, `PHASE_TIMEOUT_SCALE` (default 1.0).
+pub fn timeout_scale() -> f64 {
+    std::env::var("PHASE_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// `base` scaled by [`timeout_scale`].
+pub fn scaled(base: Duration) -> Duration {
+    base.mul_f64(timeout_scale())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn arg(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// The accelerator for this process: `PHASE_ACCEL=kvm|tcg` if set; otherwise KVM only if
+/// `/dev/kvm` opens and a probe boot powers off within 20 s (on these machines a KVM guest
+/// can hang), else TCG. Probed once per process.
+pub fn accel() -> Accel {
+    static ACCEL: OnceLock<Accel> = OnceLock::new();
+    *ACCEL.get_or_init(|| match std::env::var("PHASE_ACCEL").as_deref() {
+        Ok("kvm") => Accel::Kvm,
+        Ok("tcg") => Accel::Tcg,
+        _ => probe_kvm(),
+    })
+}
+
+fn probe_kvm() -> Accel {
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let (kernel, initrd) = (out_dir().join("vmlinuz"), out_dir().join("initramfs.img"));
+    if !kvm_opens || !kernel.exists() || !initrd.exists() {
+        return Accel::Tcg;
+    }
+    let vm = Vm::new(&kernel, &initrd)
+        .append("phase.poweroff=init.start")
+        .timeout_unscaled(Duration::from_secs(20));
+    match vm.run_with(Accel::Kvm) {
+        Ok(b) if b.outcome == Outcome::PowerOff && b.event("init.start").is_some() => {
+            eprintln!("phase-qemu: KVM probe booted; using KVM");
+            Accel::Kvm
+        }
+        Ok(b) => {
+            eprintln!("phase-qemu: KVM probe ended {:?}; using TCG", b.outcome);
+            Accel::Tcg
+        }
+        Err(e) => {
+            eprintln!("phase-qemu: KVM probe failed to start ({e}); using TCG");
+            Accel::Tcg
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF (x86_64 UEFI), read-only code with a scratch copy of the variable store.
+    Uefi,
+}
+
+/// One `PHASE-EVENT` line, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub t_ms: u64,
+    pub fields: serde_json::Value,
+}
+
+impl Event {
+    /// A field as a string, for terse assertions.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).and_then(|v| v.as_str())
+    }
+}
+
+/// Parse one console line; only lines that *start* with `PHASE-EVENT ` count (the kernel's
+/// echo of /dev/kmsg starts with a timestamp and is ignored).
+pub fn parse_event(line: &str) -> Option<Event> {
+    let json = line.trim_end_matches('\r').strip_prefix("PHASE-EVENT ")?;
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some(Event {
+        name: v.get("event")?.as_str()?.to_string(),
+        t_ms: v.get("t_ms")?.as_u64()?,
+        fields: v,
+    })
+}
+
+/// How the guest ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel powered off ("reboot: Power down").
+    PowerOff,
+    /// The kernel restarted ("reboot: Restarting system"); QEMU exits thanks to -no-reboot.
+    Reboot,
+    /// The kernel panicked (for instance "Attempted to kill init").
+    KernelPanic,
+    /// The harness killed QEMU at the deadline.
+    TimedOut,
+    /// QEMU exited some other way, with this status.
+    Exited(i32),
+}
+
+/// The result of one boot.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub events: Vec<Event>,
+    pub console: String,
+    pub outcome: Outcome,
+    pub accel: Accel,
+    pub wall: Duration,
+    pub qemu_status: Option<i32>,
+}
+
+impl Boot {
+    pub fn event(&self, name: &str) -> Option<&Event> {
+        self.events.iter().find(|e| e.name == name)
+    }
+    pub fn all(&self, name: &str) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.name == name).collect()
+    }
+    pub fn names(&self) -> Vec<&str> {
+        self.events.iter().map(|e| e.name.as_str()).collect()
+    }
+    /// A readable dump for assertion messages: the events and the console's tail.
+    pub fn explain(&self) -> String {
+        let tail: Vec<&str> = self.console.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "outcome {:?} (qemu status {:?}, {:?}, {:.1}s wall)\nevents: {:?}\nconsole tail:\n{}",
+            self.outcome,
+            self.qemu_status,
+            self.accel,
+            self.wall.as_secs_f64(),
+            self.names(),
+            tail.join("\n")
+        )
+    }
+}
+
+/// One boot to run.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    append: Vec<String>,
+    memory_mib: u32,
+    disks: Vec<PathBuf>,
+    firmware: Firmware,
+    timeout: Duration,
+    extra: Vec<String>,
+}
+
+impl Vm {
+    /// Direct kernel boot (`-kernel/-initrd`), serial console, 1 GiB, no network,
+    /// virtio-rng, a 120 s (scaled) deadline.
+    pub fn new(kernel: &Path, initrd: &Path) -> Vm {
+        Vm {
+            kernel: kernel.to_path_buf(),
+            initrd: Some(initrd.to_path_buf()),
+            append: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
+            memory_mib: 1024,
+            disks: Vec::new(),
+            firmware: Firmware::Bios,
+            timeout: scaled(Duration::from_secs(120)),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The default artifacts: `out/vmlinuz` and `out/initramfs.img`.
+    pub fn default_artifacts() -> Vm {
+        Vm::new(&artifact("vmlinuz"), &artifact("initramfs.img"))
+    }
+
+    /// Add kernel command-line words (space separated).
+    pub fn append(mut self, words: &str) -> Vm {
+        self.append
+            .extend(words.split_whitespace().map(str::to_string));
+        self
+    }
+    /// Remove a default word such as `quiet`.
+    pub fn without(mut self, word: &str) -> Vm {
+        self.append.retain(|w| w != word);
+        self
+    }
+    pub fn memory_mib(mut self, m: u32) -> Vm {
+        self.memory_mib = m;
+        self
+    }
+    pub fn disk(mut self, p: &Path) -> Vm {
+        self.disks.push(p.to_path_buf());
+        self
+    }
+    pub fn firmware(mut self, f: Firmware) -> Vm {
+        self.firmware = f;
+        self
+    }
+    /// Base timeout; scaled by [`timeout_scale`].
+    pub fn timeout(mut self, base: Duration) -> Vm {
+        self.timeout = scaled(base);
+        self
+    }
+    fn timeout_unscaled(mut self, t: Duration) -> Vm {
+        self.timeout = t;
+        self
+    }
+    /// Raw extra QEMU arguments.
+    pub fn qemu_args(mut self, args: &[&str]) -> Vm {
+        self.extra.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// The QEMU command line (without the serial wiring, which differs for tests and
+    /// interactive runs).
+    pub fn command(&self, accel: Accel) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-accel",
+            accel.arg(),
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            "1",
+        ]);
+        c.args(["-display", "none", "-no-reboot", "-nic", "none"]);
+        c.args(["-device", "virtio-rng-pci"]);
+        if self.firmware == Firmware::Uefi {
+            c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+        }
+        c.arg("-kernel").arg(&self.kernel);
+        if let Some(i) = &self.initrd {
+            c.arg("-initrd").arg(i);
+        }
+        c.arg("-append").arg(self.append.join(" "));
+        for d in &self.disks {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", d.display()));
+        }
+        c.args(&self.extra);
+        c
+    }
+
+    /// Boot with the process-wide accelerator.
+    pub fn run(&self) -> std::io::Result<Boot> {
+        self.run_with(accel())
+    }
+
+    pub fn run_with(&self, accel: Accel) -> std::io::Result<Boot> {
+        let started = Instant::now();
+        let mut cmd = self.command(accel);
+        cmd.args(["-serial", "stdio", "-monitor", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let mut stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while let Ok(n) = r.read_until(b'\n', &mut buf) {
+                if n == 0 || tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let deadline = started + self.timeout;
+        let (mut console, mut events, mut timed_out) = (String::new(), Vec::new(), false);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(e) = parse_event(line.trim_end_matches('\n')) {
+                        events.push(e);
+                    }
+                    console.push_str(&line);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    let _ = child.kill();
+                    break;
+                }
+            }
+        }
+        let status = child.wait()?;
+        let stderr = err_thread.join().unwrap_or_default();
+        if !stderr.trim().is_empty() {
+            console.push_str(&format!("\n[qemu stderr] {stderr}"));
+        }
+        let outcome = if timed_out {
+            Outcome::TimedOut
+        } else if console.contains("Kernel panic - not syncing") {
+            Outcome::KernelPanic
+        } else if console.contains("reboot: Power down") {
+            Outcome::PowerOff
+        } else if console.contains("reboot: Restarting system") {
+            Outcome::Reboot
+        } else {
+            Outcome::Exited(status.code().unwrap_or(-1))
+        };
+        Ok(Boot {
+            events,
+            console,
+            outcome,
+            accel,
+            wall: started.elapsed(),
+            qemu_status: status.code(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines() {
+        let e = parse_event("PHASE-EVENT {\"event\":\"init.start\",\"t_ms\":2034,\"pid\":1}\r")
+            .unwrap();
+        assert_eq!((e.name.as_str(), e.t_ms), ("init.start", 2034));
+        assert_eq!(e.fields["pid"], 1);
+        for not_event in [
+            "[    2.1] PHASE-EVENT {\"event\":\"x\",\"t_ms\":1}",
+            "PHASE-EVENT {not json}",
+            "PHASE-EVENT {\"t_ms\":1}",
+            "PHASE-EVENT {\"event\":\"x\"}",
+            "",
+        ] {
+            assert!(parse_event(not_event).is_none(), "{not_event:?}");
+        }
+    }
+
+    #[test]
+    fn command_line_has_no_network_and_is_scaled() {
+        let vm = Vm::new(Path::new("/k"), Path::new("/i")).append("phase.mode=private");
+        let c = vm.command(Accel::Tcg);
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
+        assert!(args.windows(2).any(|w| w == ["-nic", "none"]));
+        assert!(args.windows(2).any(|w| w == ["-accel", "tcg"]));
+        assert!(args.iter().any(|a| a.ends_with("quiet phase.mode=private")));
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what building, running and testing Phase Boot needs on a Debian machine.
+# Idempotent: installs only what is missing. Needs root for apt (sudo is used if present).
+set -euo pipefail
+pkgs=(qemu-system-x86 ovmf musl-tools cpio zstd e2fsprogs cryptsetup-bin file)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  echo "setup: adding rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
+fi
+if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
+if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
