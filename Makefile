@@ -34,6 +34,7 @@ binaries: setup
 	@echo "out/phase: $$(stat -c %s $(OUT)/phase) bytes, $$(file -b $(OUT)/phase | cut -d, -f1-5)"
 
 build: kernel binaries
+	@rm -f $(OUT)/accel.probe
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  $(OUT)/phase-image initramfs --init $(OUT)/phase \
 	    --modules-dir $(KDIR)/lib/modules/$$rel --modules-list initramfs/modules.txt \

@@ -109,7 +109,7 @@ impl Archive {
         }
         header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
         // Pad the archive to a 512-byte multiple, as GNU cpio does.
-        while out.len() % 512 != 0 {
+        while !out.len().is_multiple_of(512) {
             out.push(0);
         }
         out
@@ -152,7 +152,7 @@ fn header(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

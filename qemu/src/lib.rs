@@ -62,15 +62,28 @@ impl Accel {
     }
 }
 
-/// The accelerator for this process: `PHASE_ACCEL=kvm|tcg` if set; otherwise KVM only if
-/// `/dev/kvm` opens and a probe boot powers off within 20 s (on these machines a KVM guest
-/// can hang), else TCG. Probed once per process.
+/// The accelerator: `PHASE_ACCEL=kvm|tcg` if set; otherwise KVM only if `/dev/kvm` opens
+/// and a probe boot powers off within 20 s (on these machines a KVM guest can hang), else
+/// TCG. Probed once per build (`out/accel.probe`, removed by `make build`).
 pub fn accel() -> Accel {
     static ACCEL: OnceLock<Accel> = OnceLock::new();
     *ACCEL.get_or_init(|| match std::env::var("PHASE_ACCEL").as_deref() {
         Ok("kvm") => Accel::Kvm,
         Ok("tcg") => Accel::Tcg,
-        _ => probe_kvm(),
+        _ => {
+            // The probe costs up to 20 s when KVM hangs: remember its verdict next to the
+            // artifacts it booted, so each test process does not pay again.
+            let cache = out_dir().join("accel.probe");
+            match std::fs::read_to_string(&cache).as_deref().map(str::trim) {
+                Ok("kvm") => Accel::Kvm,
+                Ok("tcg") => Accel::Tcg,
+                _ => {
+                    let a = probe_kvm();
+                    let _ = std::fs::write(&cache, a.arg());
+                    a
+                }
+            }
+        }
     })
 }
 
@@ -127,8 +140,10 @@ impl Event {
 }
 
 /// Parse one console line; only lines that *start* with `PHASE-EVENT ` count (the kernel's
-/// echo of /dev/kmsg starts with a timestamp and is ignored).
+/// echo of /dev/kmsg starts with a timestamp and is ignored). Terminal escape sequences that
+/// firmware leaves on the serial line (OVMF clears the screen) are skipped first.
 pub fn parse_event(line: &str) -> Option<Event> {
+    let line = strip_escapes(line);
     let json = line.trim_end_matches('\r').strip_prefix("PHASE-EVENT ")?;
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     Some(Event {
@@ -136,6 +151,30 @@ pub fn parse_event(line: &str) -> Option<Event> {
         t_ms: v.get("t_ms")?.as_u64()?,
         fields: v,
     })
+}
+
+/// Remove ANSI/VT100 escape sequences (`ESC [ params final`, `ESC x`).
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
 }
 
 /// How the guest ended.
@@ -201,6 +240,8 @@ pub struct Vm {
     firmware: Firmware,
     timeout: Duration,
     extra: Vec<String>,
+    /// Human-monitor commands to send when an event is seen: (event, command).
+    on_event: Vec<(String, String)>,
 }
 
 impl Vm {
@@ -216,6 +257,7 @@ impl Vm {
             firmware: Firmware::Bios,
             timeout: scaled(Duration::from_secs(120)),
             extra: Vec::new(),
+            on_event: Vec::new(),
         }
     }
 
@@ -262,6 +304,13 @@ impl Vm {
         self
     }
 
+    /// When `event` appears, send `command` to the QEMU monitor (e.g.
+    /// `sendkey ctrl-alt-delete`): how a test plays an operator at the console.
+    pub fn on_event(mut self, event: &str, command: &str) -> Vm {
+        self.on_event.push((event.to_string(), command.to_string()));
+        self
+    }
+
     /// The QEMU command line (without the serial wiring, which differs for tests and
     /// interactive runs).
     pub fn command(&self, accel: Accel) -> Command {
@@ -300,8 +349,19 @@ impl Vm {
     pub fn run_with(&self, accel: Accel) -> std::io::Result<Boot> {
         let started = Instant::now();
         let mut cmd = self.command(accel);
-        cmd.args(["-serial", "stdio", "-monitor", "none"])
-            .stdin(Stdio::null())
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let monitor = std::env::temp_dir().join(format!(
+            "phase-qemu-{}-{}.mon",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        cmd.args(["-serial", "stdio", "-monitor"]);
+        if self.on_event.is_empty() {
+            cmd.arg("none");
+        } else {
+            cmd.arg(format!("unix:{},server=on,wait=off", monitor.display()));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
@@ -330,6 +390,9 @@ impl Vm {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(e) = parse_event(line.trim_end_matches('\n')) {
+                        for (_, command) in self.on_event.iter().filter(|(n, _)| *n == e.name) {
+                            send_monitor(&monitor, command);
+                        }
                         events.push(e);
                     }
                     console.push_str(&line);
@@ -343,6 +406,7 @@ impl Vm {
             }
         }
         let status = child.wait()?;
+        let _ = std::fs::remove_file(&monitor);
         let stderr = err_thread.join().unwrap_or_default();
         if !stderr.trim().is_empty() {
             console.push_str(&format!("\n[qemu stderr] {stderr}"));
@@ -369,6 +433,18 @@ impl Vm {
     }
 }
 
+fn send_monitor(socket: &Path, command: &str) {
+    use std::io::Write;
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(mut s) => {
+            let _ = writeln!(s, "{command}");
+            // Give QEMU a moment to read the command before the connection closes.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(e) => eprintln!("phase-qemu: monitor {}: {e}", socket.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,8 +455,11 @@ mod tests {
             .unwrap();
         assert_eq!((e.name.as_str(), e.t_ms), ("init.start", 2034));
         assert_eq!(e.fields["pid"], 1);
+        let ovmf = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3h\u{1b}[2J\u{1b}[01;01HPHASE-EVENT {\"event\":\"a\",\"t_ms\":3}";
+        assert_eq!(parse_event(ovmf).map(|e| e.name), Some("a".to_string()));
         for not_event in [
             "[    2.1] PHASE-EVENT {\"event\":\"x\",\"t_ms\":1}",
+            "\u{1b}[2Jjunk PHASE-EVENT {\"event\":\"x\",\"t_ms\":1}",
             "PHASE-EVENT {not json}",
             "PHASE-EVENT {\"t_ms\":1}",
             "PHASE-EVENT {\"event\":\"x\"}",

@@ -4,9 +4,11 @@ fn kv(k: &str, v: Option<&str>) -> (String, Option<String>) {
     (k.to_string(), v.map(str::to_string))
 }
 
+type Params = Vec<(String, Option<String>)>;
+
 #[test]
 fn tokenize_table() {
-    let cases: &[(&str, Vec<(String, Option<String>)>)] = &[
+    let cases: &[(&str, Params)] = &[
         ("", vec![]),
         ("   \n\t ", vec![]),
         ("quiet", vec![kv("quiet", None)]),

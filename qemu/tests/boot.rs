@@ -1,0 +1,244 @@
+//! Boot tests: the real Debian kernel and our initramfs under QEMU. Each reads the
+//! PHASE-EVENT timeline and how the guest ended; none greps free-form logs, except for the
+//! kernel's own "Attempted to kill init" / panic lines, which must never appear.
+
+use phase_qemu::{artifact, out_dir, Boot, Firmware, Outcome, Vm};
+use std::path::PathBuf;
+
+fn assert_no_kernel_panic(b: &Boot) {
+    assert!(
+        !b.console.contains("Attempted to kill init") && !b.console.contains("Kernel panic"),
+        "the kernel panicked:\n{}",
+        b.explain()
+    );
+}
+
+/// Events happen in this order (each present).
+fn assert_order(b: &Boot, names: &[&str]) {
+    let mut last = 0;
+    for n in names {
+        let i = b
+            .events
+            .iter()
+            .position(|e| e.name == *n)
+            .unwrap_or_else(|| panic!("no {n} event:\n{}", b.explain()));
+        assert!(i >= last, "{n} out of order:\n{}", b.explain());
+        last = i;
+    }
+}
+
+fn assert_clean_poweroff(b: &Boot) {
+    assert_no_kernel_panic(b);
+    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
+    assert_eq!(b.qemu_status, Some(0), "{}", b.explain());
+    let s = b.event("shutdown").expect("shutdown event");
+    assert_eq!(s.str("action"), Some("poweroff"), "{}", b.explain());
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn boots_to_ready_with_modules_and_powers_off() {
+    let b = Vm::default_artifacts()
+        .append("phase.poweroff=init.ready")
+        .run()
+        .expect("qemu runs");
+    assert_order(
+        &b,
+        &["init.start", "modules.loaded", "init.ready", "shutdown"],
+    );
+    assert_clean_poweroff(&b);
+    let m = b.event("modules.loaded").unwrap();
+    let mut present = names(&m.fields["loaded"]);
+    present.extend(names(&m.fields["already"]));
+    present.extend(names(&m.fields["builtin"]));
+    for want in [
+        "virtio_blk",
+        "squashfs",
+        "overlay",
+        "loop",
+        "virtio_pci",
+        "dm_verity",
+    ] {
+        assert!(
+            present.iter().any(|p| p == want),
+            "{want} not loaded: {}",
+            m.fields
+        );
+    }
+    assert!(names(&m.fields["failed"]).is_empty(), "{}", m.fields);
+    assert!(names(&m.fields["missing"]).is_empty(), "{}", m.fields);
+    let start = b.event("init.start").unwrap();
+    assert_eq!(start.fields["pid"], 1);
+    assert!(start.t_ms > 0 && start.t_ms <= b.event("init.ready").unwrap().t_ms);
+    assert!(b.event("fallback").is_none(), "{}", b.explain());
+}
+
+#[test]
+fn faults_around_pid1_do_not_take_it_down() {
+    // Also: unknown keys, bad values and garbage on the command line are not fatal.
+    let b = Vm::default_artifacts()
+        .append("phase.selftest=faults phase.bogus=1 phase.mode=turbo phase.mode=local")
+        .append("phase.poweroff=init.ready \"unterminated garbage \u{7f}")
+        .run()
+        .expect("qemu runs");
+    assert_clean_poweroff(&b);
+    let children = b.all("selftest.child");
+    let by_args = |a: &str| {
+        children
+            .iter()
+            .find(|e| e.str("args") == Some(a))
+            .unwrap_or_else(|| panic!("no selftest.child {a}:\n{}", b.explain()))
+    };
+    // The init, not a blind waitpid, received each status.
+    assert_eq!(by_args("crash").fields["signal"], 6, "{}", b.explain());
+    assert_eq!(by_args("exit 7").fields["exit_code"], 7);
+    assert_eq!(by_args("orphans 4").fields["exit_code"], 0);
+    let o = b.event("selftest.orphans").expect("orphans drill");
+    assert_eq!(o.fields["zombies"], 0, "{}", b.explain());
+    assert!(o.fields["reaped"].as_u64() >= Some(4), "{}", b.explain());
+    // The panicking task was restarted with backoff and its second run succeeded.
+    let failed = b.event("task.failed").expect("task.failed");
+    assert_eq!(failed.str("task"), Some("selftest-panic"));
+    assert_eq!(failed.str("reason"), Some("panic"));
+    assert!(failed.fields["restart_in_ms"].as_u64().is_some());
+    assert!(b
+        .all("task.done")
+        .iter()
+        .any(|e| e.str("task") == Some("selftest-panic") && e.fields["runs"] == 2));
+    assert_order(
+        &b,
+        &[
+            "init.start",
+            "task.failed",
+            "task.done",
+            "init.ready",
+            "shutdown",
+        ],
+    );
+    assert_eq!(b.event("init.ready").unwrap().str("mode"), Some("local"));
+}
+
+#[test]
+fn panic_in_boot_sequence_reboots_deliberately() {
+    let b = Vm::default_artifacts()
+        .append("phase.selftest=panic-boot")
+        .run()
+        .expect("qemu runs");
+    assert_no_kernel_panic(&b);
+    assert_order(&b, &["init.start", "panic", "shutdown"]);
+    let s = b.event("shutdown").unwrap();
+    assert_eq!(
+        (s.str("action"), s.str("reason")),
+        (Some("reboot"), Some("panic"))
+    );
+    assert_eq!(b.outcome, Outcome::Reboot, "{}", b.explain());
+    assert!(b.event("init.ready").is_none());
+}
+
+#[test]
+fn ctrl_alt_del_reboots_in_order() {
+    let b = Vm::default_artifacts()
+        .on_event("init.ready", "sendkey ctrl-alt-delete")
+        .run()
+        .expect("qemu runs");
+    assert_no_kernel_panic(&b);
+    let s = b
+        .event("shutdown")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(
+        (s.str("action"), s.str("reason")),
+        (Some("reboot"), Some("ctrl_alt_del"))
+    );
+    assert_eq!(b.outcome, Outcome::Reboot, "{}", b.explain());
+}
+
+#[test]
+fn boots_under_uefi() {
+    let b = Vm::default_artifacts()
+        .firmware(Firmware::Uefi)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .expect("qemu runs");
+    assert_order(
+        &b,
+        &["init.start", "modules.loaded", "init.ready", "shutdown"],
+    );
+    assert_clean_poweroff(&b);
+}
+
+/// A module listed but absent is a named warning in `modules.loaded`, never fatal.
+#[test]
+fn missing_module_is_named_not_fatal() {
+    let release = std::fs::read_to_string(artifact("kernel.version"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("release=").map(str::to_string))
+        .expect("release= in out/kernel.version");
+    let modules_dir = out_dir().join("../build/kernel/lib/modules").join(&release);
+    let dir = tempdir("missing-module");
+    std::fs::write(dir.join("modules.txt"), "loop\nno_such_module\n").unwrap();
+    let initrd = dir.join("initramfs.img");
+    let st = std::process::Command::new(artifact("phase-image"))
+        .args(["initramfs", "--init"])
+        .arg(artifact("phase"))
+        .arg("--modules-dir")
+        .arg(&modules_dir)
+        .arg("--modules-list")
+        .arg(dir.join("modules.txt"))
+        .arg("-o")
+        .arg(&initrd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = Vm::new(&artifact("vmlinuz"), &initrd)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .expect("qemu runs");
+    assert_clean_poweroff(&b);
+    let m = b.event("modules.loaded").unwrap();
+    assert_eq!(
+        names(&m.fields["missing"]),
+        ["no_such_module"],
+        "{}",
+        m.fields
+    );
+    assert_eq!(names(&m.fields["loaded"]), ["loop"], "{}", m.fields);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn init_binary_is_static_and_a_cli_off_pid1() {
+    let file = std::process::Command::new("file")
+        .arg(artifact("phase"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&file.stdout);
+    assert!(text.contains("statically linked"), "{text}");
+    let help = std::process::Command::new(artifact("phase"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("cmdline [FILE]"));
+    let bad = std::process::Command::new(artifact("phase"))
+        .arg("frobnicate")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("phase-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
