@@ -1,0 +1,31 @@
+//! Phase Boot's release metadata, shared by the init (which verifies) and `phase-image`
+//! (which signs). Modelled on The Update Framework, small enough for PID 1.
+//!
+//! - [`canonical`]: the one JSON encoding that is signed and accepted (sorted keys, no
+//!   insignificant whitespace, UTF-8, integers only, duplicate keys rejected).
+//! - [`keys`]: Ed25519 keys and key IDs (SHA-256 of the public key).
+//! - [`doc`]: the root and release documents and their signed envelope, with a
+//!   domain-separated signing input per document type.
+//! - [`verify`]: root chain walking, release verification (threshold, expiry, arch/channel,
+//!   rollback), each rejection a distinct [`verify::TrustError`] kind.
+//! - [`stream`]: size- and hash-checked artifact streams.
+//! - [`state`]: the trusted state (highest accepted release and root), persisted atomically.
+//!
+//! # Dependencies
+//! `ed25519-dalek` (strict verification; default features off: no precomputed tables, so
+//! the init stays small), `sha2`, `serde`/`serde_json` (typed documents; the canonical
+//! parser is our own because serde_json silently accepts duplicate keys), `thiserror`.
+
+pub mod canonical;
+pub mod doc;
+pub mod hex;
+pub mod keys;
+pub mod state;
+pub mod stream;
+pub mod verify;
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
