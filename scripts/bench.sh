@@ -21,3 +21,5 @@ else
   echo "bench: $baseline not found; Debian baseline skipped"
 fi
 BASELINE_LOG="$log" "$top/target/release/phase-bench"
+echo "bench: signed releases"
+(cd "$top" && cargo run -q --release --locked -p phase-release --example bench)

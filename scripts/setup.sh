@@ -19,3 +19,8 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
 fi
 if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
 if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi
+# cargo-fuzz for the bounded fuzzing run in `make test` (built from crates.io).
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "setup: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi

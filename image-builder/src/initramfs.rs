@@ -19,6 +19,9 @@ pub struct Inputs {
     pub wanted: Vec<String>,
     /// Extra files: (path in the archive, file on the host).
     pub files: Vec<(String, PathBuf)>,
+    /// Lowest release version the init accepts.
+    pub release_floor: u64,
+    /// SOURCE_DATE_EPOCH: every mtime, and the init's lower bound for the clock.
     pub mtime: u32,
 }
 
@@ -101,6 +104,10 @@ pub fn archive(inp: &Inputs) -> Result<(Archive, Report)> {
         0o644,
     )?;
 
+    let floor = format!("{}\n", inp.release_floor).into_bytes();
+    add(&mut a, "etc/phase/release-floor", Kind::File(floor), 0o644)?;
+    let built = format!("{}\n", inp.mtime).into_bytes();
+    add(&mut a, "etc/phase/build-time", Kind::File(built), 0o644)?;
     for (dest, src) in &inp.files {
         let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         add(&mut a, dest, Kind::File(bytes), 0o644)?;

@@ -7,6 +7,7 @@ mod cpio;
 mod initramfs;
 mod kconfig;
 mod kmod;
+mod release;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -41,12 +42,118 @@ enum Cmd {
         /// Extra file to include, as DEST=SRC (DEST is the path inside the initramfs).
         #[arg(long = "file", value_name = "DEST=SRC")]
         files: Vec<String>,
+        /// Lowest release version this initramfs will accept (written to /etc/phase/release-floor).
+        #[arg(long, default_value_t = 0)]
+        release_floor: u64,
         /// Fail if a listed module is neither in the kernel tree nor built in.
         #[arg(long)]
         strict: bool,
         /// Output file.
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Generate an Ed25519 key: DIR/NAME.key (private, mode 0600) and DIR/NAME.pub.
+    ///
+    /// Prints the key ID (SHA-256 of the public key). Never overwrites an existing key.
+    /// Make real keys on an offline machine; see docs/keys.md.
+    Keygen {
+        /// Directory for the key files.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Base name of the key files.
+        #[arg(long)]
+        name: String,
+        /// Note stored in the private key file (e.g. who holds it).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Create a signed root document (version 1), or rotate: --previous gives the next version.
+    ///
+    /// A rotation must be signed by a threshold of the previous root's root keys and of the
+    /// new root keys; the new root is verified before it is written.
+    Root {
+        /// Public key (.pub) allowed to sign roots; repeat.
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u64,
+        /// Public key (.pub) allowed to sign releases; repeat.
+        #[arg(long = "release-key", required = true)]
+        release_keys: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        release_threshold: u64,
+        /// Expiry, days after SOURCE_DATE_EPOCH (or now if unset).
+        #[arg(long, default_value_t = 365)]
+        expires_in_days: u64,
+        /// The current root, when rotating.
+        #[arg(long)]
+        previous: Option<PathBuf>,
+        /// Private key (.key) to sign with; repeat.
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Write a signed release into a directory any static HTTP server can serve.
+    ///
+    /// Copies and hashes the artifacts, writes release.json signed with each --sign key,
+    /// root.json and N.root.json for each root given (for clients walking the chain).
+    Release {
+        /// The root the release keys come from.
+        #[arg(long)]
+        root: PathBuf,
+        /// Earlier roots, so clients that trust an older root can walk the chain.
+        #[arg(long)]
+        root_history: Vec<PathBuf>,
+        /// Release version (monotonic).
+        #[arg(long)]
+        version: u64,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        /// Kernel command line the release boots with.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Expiry, days after SOURCE_DATE_EPOCH (or now if unset).
+        #[arg(long, default_value_t = 90)]
+        expires_in_days: u64,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initramfs: PathBuf,
+        #[arg(long)]
+        rootfs: Option<PathBuf>,
+        /// Private key (.key) to sign with; repeat (or add more later with `sign`).
+        #[arg(long = "sign")]
+        sign: Vec<PathBuf>,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Add a signature to a root or release file in place (thresholds held by several people).
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        file: PathBuf,
+    },
+    /// Verify a release directory against a trusted root: exit 0, or 1 with one line
+    /// `verify failed: <reason>: <detail>`.
+    Verify {
+        /// The trusted root (e.g. out/trusted-root.json).
+        #[arg(long)]
+        root: PathBuf,
+        /// Release directory (release.json, N.root.json, artifacts).
+        dir: PathBuf,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// Time to check expiry against, unix seconds (default: now).
+        #[arg(long)]
+        now: Option<u64>,
+        /// Lowest acceptable release version.
+        #[arg(long, default_value_t = 0)]
+        floor: u64,
     },
     /// Check a kernel .config against the options Phase Boot requires.
     KernelConfig {
@@ -77,6 +184,16 @@ fn source_date_epoch() -> Result<u32> {
     }
 }
 
+/// The time expiries count from: SOURCE_DATE_EPOCH if set (reproducible), else now.
+fn base_time() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(_) => Ok(u64::from(source_date_epoch()?)),
+        Err(_) => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Initramfs {
@@ -84,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
             modules_dir,
             modules_list,
             files,
+            release_floor,
             strict,
             output,
         } => {
@@ -102,6 +220,7 @@ fn run(cli: Cli) -> Result<()> {
                 modules_dir,
                 wanted: initramfs::parse_module_list(&list),
                 files,
+                release_floor,
                 mtime: source_date_epoch()?,
             };
             let r = initramfs::write(&inputs, &output)?;
@@ -124,6 +243,113 @@ fn run(cli: Cli) -> Result<()> {
                 size
             );
             Ok(())
+        }
+        Cmd::Keygen {
+            out_dir,
+            name,
+            comment,
+        } => {
+            let (k, p, id) = release::keygen(&out_dir, &name, &comment)?;
+            println!(
+                "private key {} (mode 0600)\npublic key  {}\nkey id      {id}",
+                k.display(),
+                p.display()
+            );
+            Ok(())
+        }
+        Cmd::Root {
+            root_keys,
+            root_threshold,
+            release_keys,
+            release_threshold,
+            expires_in_days,
+            previous,
+            sign,
+            output,
+        } => {
+            let v = release::root(&release::RootArgs {
+                root_keys,
+                root_threshold,
+                release_keys,
+                release_threshold,
+                expires: base_time()? + expires_in_days * 86_400,
+                previous,
+                sign,
+                output: output.clone(),
+            })?;
+            println!("{}: root version {v}", output.display());
+            Ok(())
+        }
+        Cmd::Release {
+            root,
+            root_history,
+            version,
+            channel,
+            arch,
+            cmdline,
+            expires_in_days,
+            kernel,
+            initramfs,
+            rootfs,
+            sign,
+            out_dir,
+        } => {
+            let lines = release::release(&release::ReleaseArgs {
+                root,
+                root_history,
+                version,
+                channel,
+                arch,
+                cmdline,
+                expires: base_time()? + expires_in_days * 86_400,
+                kernel,
+                initramfs,
+                rootfs,
+                sign,
+                out_dir: out_dir.clone(),
+            })?;
+            println!("{}: release {version}", out_dir.display());
+            for l in lines {
+                println!("  {l}");
+            }
+            Ok(())
+        }
+        Cmd::Sign { key, file } => {
+            let id = release::sign(&key, &file)?;
+            println!("{}: signed by {id}", file.display());
+            Ok(())
+        }
+        Cmd::Verify {
+            root,
+            dir,
+            arch,
+            channel,
+            now,
+            floor,
+        } => {
+            let now = match now {
+                Some(n) => n,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            match release::verify_dir(&release::VerifyArgs {
+                root,
+                dir,
+                arch,
+                channel,
+                now,
+                floor,
+            }) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    Ok(())
+                }
+                Err(r) => {
+                    eprintln!("verify failed: {}: {}", r.reason, r.message);
+                    std::process::exit(1);
+                }
+            }
         }
         Cmd::KernelConfig { config, required } => {
             let req = kconfig::parse_required(

@@ -23,6 +23,18 @@ pub enum Event {
         missing: Vec<String>,
         failed: Vec<String>,
     },
+    /// The trust anchor in the initramfs verified.
+    #[serde(rename = "trust.ready")]
+    TrustReady {
+        root_version: u64,
+        root_expired: bool,
+        release_keys: u64,
+        release_threshold: u64,
+        release_floor: u64,
+    },
+    /// Something that must verify did not; `artifact` names it.
+    #[serde(rename = "verify.failed")]
+    VerifyFailed { artifact: String, reason: String },
     #[serde(rename = "init.ready")]
     InitReady { mode: String, stage: u8 },
     /// A supervised task ended badly; `restart_in_ms` is absent when it is not restarted.
@@ -61,6 +73,8 @@ impl Event {
         match self {
             Event::InitStart { .. } => "init.start",
             Event::ModulesLoaded { .. } => "modules.loaded",
+            Event::TrustReady { .. } => "trust.ready",
+            Event::VerifyFailed { .. } => "verify.failed",
             Event::InitReady { .. } => "init.ready",
             Event::TaskFailed { .. } => "task.failed",
             Event::TaskDone { .. } => "task.done",
@@ -256,6 +270,17 @@ mod tests {
             },
             Event::Fallback {
                 step: "s".into(),
+                reason: "r".into(),
+            },
+            Event::TrustReady {
+                root_version: 1,
+                root_expired: false,
+                release_keys: 2,
+                release_threshold: 2,
+                release_floor: 1,
+            },
+            Event::VerifyFailed {
+                artifact: "a".into(),
                 reason: "r".into(),
             },
             Event::Shutdown {

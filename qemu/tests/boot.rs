@@ -80,6 +80,15 @@ fn boots_to_ready_with_modules_and_powers_off() {
     assert_eq!(start.fields["pid"], 1);
     assert!(start.t_ms > 0 && start.t_ms <= b.event("init.ready").unwrap().t_ms);
     assert!(b.event("fallback").is_none(), "{}", b.explain());
+    // The trust anchor from out/trusted-root.json verified inside the guest.
+    let t = b
+        .event("trust.ready")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(t.fields["root_version"], 1);
+    assert_eq!(t.fields["release_threshold"], 2);
+    assert_eq!(t.fields["release_floor"], 1);
+    assert_eq!(t.fields["root_expired"], false);
+    assert_order(&b, &["modules.loaded", "trust.ready", "init.ready"]);
 }
 
 #[test]
@@ -175,9 +184,11 @@ fn boots_under_uefi() {
     assert_clean_poweroff(&b);
 }
 
-/// A module listed but absent is a named warning in `modules.loaded`, never fatal.
+/// A degraded initramfs boots on and names what is wrong: a module listed but absent
+/// (`modules.loaded.missing`), and a trust anchor whose signature no longer verifies
+/// (`verify.failed` naming the file, then `fallback`).
 #[test]
-fn missing_module_is_named_not_fatal() {
+fn degraded_initramfs_is_named_not_fatal() {
     let release = std::fs::read_to_string(artifact("kernel.version"))
         .unwrap()
         .lines()
@@ -186,6 +197,12 @@ fn missing_module_is_named_not_fatal() {
     let modules_dir = out_dir().join("../build/kernel/lib/modules").join(&release);
     let dir = tempdir("missing-module");
     std::fs::write(dir.join("modules.txt"), "loop\nno_such_module\n").unwrap();
+    let root = std::fs::read_to_string(artifact("trusted-root.json")).unwrap();
+    let at = root.find("\"expires\":").expect("expires field") + "\"expires\":".len();
+    let end = at + root[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let later: u64 = root[at..end].parse::<u64>().unwrap() + 1;
+    let tampered = format!("{}{later}{}", &root[..at], &root[end..]);
+    std::fs::write(dir.join("root.json"), tampered).unwrap();
     let initrd = dir.join("initramfs.img");
     let st = std::process::Command::new(artifact("phase-image"))
         .args(["initramfs", "--init"])
@@ -194,6 +211,11 @@ fn missing_module_is_named_not_fatal() {
         .arg(&modules_dir)
         .arg("--modules-list")
         .arg(dir.join("modules.txt"))
+        .arg("--file")
+        .arg(format!(
+            "etc/phase/trusted-root.json={}",
+            dir.join("root.json").display()
+        ))
         .arg("-o")
         .arg(&initrd)
         .status()
@@ -212,6 +234,18 @@ fn missing_module_is_named_not_fatal() {
         m.fields
     );
     assert_eq!(names(&m.fields["loaded"]), ["loop"], "{}", m.fields);
+    let v = b
+        .event("verify.failed")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(v.str("artifact"), Some("/etc/phase/trusted-root.json"));
+    assert_eq!(v.str("reason"), Some("invalid_signature"));
+    let f = b.event("fallback").unwrap();
+    assert_eq!(
+        (f.str("step"), f.str("reason")),
+        (Some("trust"), Some("invalid_signature"))
+    );
+    assert!(b.event("trust.ready").is_none());
+    assert_order(&b, &["verify.failed", "fallback", "init.ready", "shutdown"]);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -209,9 +209,11 @@ impl Parser<'_> {
                                     return self.err("bad surrogate pair");
                                 }
                                 let cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
-                                char::from_u32(cp).ok_or(CanonicalError::Syntax(self.i, "bad code point"))?
+                                char::from_u32(cp)
+                                    .ok_or(CanonicalError::Syntax(self.i, "bad code point"))?
                             } else {
-                                char::from_u32(hi).ok_or(CanonicalError::Syntax(self.i, "lone surrogate"))?
+                                char::from_u32(hi)
+                                    .ok_or(CanonicalError::Syntax(self.i, "lone surrogate"))?
                             }
                         }
                         _ => return self.err("invalid escape"),
@@ -227,9 +229,14 @@ impl Parser<'_> {
     }
 
     fn hex4(&mut self) -> Result<u32, CanonicalError> {
-        let s = self.b.get(self.i..self.i + 4).ok_or(CanonicalError::Syntax(self.i, "short \\u escape"))?;
-        let s = std::str::from_utf8(s).map_err(|_| CanonicalError::Syntax(self.i, "bad \\u escape"))?;
-        let v = u32::from_str_radix(s, 16).map_err(|_| CanonicalError::Syntax(self.i, "bad \\u escape"))?;
+        let s = self
+            .b
+            .get(self.i..self.i + 4)
+            .ok_or(CanonicalError::Syntax(self.i, "short \\u escape"))?;
+        let s =
+            std::str::from_utf8(s).map_err(|_| CanonicalError::Syntax(self.i, "bad \\u escape"))?;
+        let v = u32::from_str_radix(s, 16)
+            .map_err(|_| CanonicalError::Syntax(self.i, "bad \\u escape"))?;
         self.i += 4;
         Ok(v)
     }
@@ -258,8 +265,12 @@ mod tests {
     #[test]
     fn rejects_each_deviation() {
         use CanonicalError::*;
-        let cases: &[(&str, fn(&CanonicalError) -> bool)] = &[
-            (r#"{"a":1,"a":2}"#, |e| matches!(e, DuplicateKey(k) if k == "a")),
+        type Check = fn(&CanonicalError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            (
+                r#"{"a":1,"a":2}"#,
+                |e| matches!(e, DuplicateKey(k) if k == "a"),
+            ),
             (r#"{"b":1,"a":2}"#, |e| matches!(e, NotCanonical(_))),
             (r#"{"a": 1}"#, |e| matches!(e, Syntax(..))),
             (r#" {"a":1}"#, |e| matches!(e, Syntax(..))),
@@ -268,7 +279,9 @@ mod tests {
             (r#"{"a":1e3}"#, |e| matches!(e, NotInteger(_))),
             (r#"{"a":01}"#, |e| matches!(e, NotCanonical(_))),
             (r#"{"a":-0}"#, |e| matches!(e, NotCanonical(_))),
-            (r#"{"a":99999999999999999999}"#, |e| matches!(e, NotInteger(_))),
+            (r#"{"a":99999999999999999999}"#, |e| {
+                matches!(e, NotInteger(_))
+            }),
             (r#""\u0041""#, |e| matches!(e, NotCanonical(_))),
             (r#""\/""#, |e| matches!(e, NotCanonical(_))),
             (r#""\ud800""#, |e| matches!(e, Syntax(..))),

@@ -64,7 +64,10 @@ impl Envelope {
     }
     /// Add (or replace) this key's signature.
     pub fn sign(&mut self, key: &Keypair) -> Result<(), &'static str> {
-        let t = self.doc_type().ok_or("signed part has no _type")?.to_string();
+        let t = self
+            .doc_type()
+            .ok_or("signed part has no _type")?
+            .to_string();
         let sig = key.sign(&signing_input(&t, &self.signed_bytes()));
         let keyid = key.key_id();
         self.signatures.retain(|s| s.keyid != keyid);
@@ -190,9 +193,15 @@ pub fn new_root(
     };
     let root_ids = ids(root_keys)?;
     let release_ids = ids(release_keys)?;
-    for (name, ids, t) in [("root", &root_ids, root_threshold), ("release", &release_ids, release_threshold)] {
+    for (name, ids, t) in [
+        ("root", &root_ids, root_threshold),
+        ("release", &release_ids, release_threshold),
+    ] {
         if t == 0 || t as usize > ids.len() {
-            return Err(format!("{name} threshold {t} needs 1..={} distinct keys", ids.len()));
+            return Err(format!(
+                "{name} threshold {t} needs 1..={} distinct keys",
+                ids.len()
+            ));
         }
     }
     Ok(Root {

@@ -108,7 +108,10 @@ mod tests {
         let k = Keypair::from_seed(&[7; 32]);
         let public = k.public();
         assert_eq!(public.key_id().unwrap(), k.key_id());
-        assert_eq!(k.key_id(), hex::encode(&crate::sha256(&public.bytes().unwrap())));
+        assert_eq!(
+            k.key_id(),
+            hex::encode(&crate::sha256(&public.bytes().unwrap()))
+        );
         let f = k.to_file("test");
         assert_eq!(Keypair::from_file(&f).unwrap().key_id(), k.key_id());
         let wrong_type = PublicKey {

@@ -84,7 +84,9 @@ impl Store {
         };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TrustedState::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(TrustedState::default())
+            }
             Err(source) => return Err(StateError::Io { path, source }),
         };
         let v = crate::canonical::parse(&bytes).map_err(|e| StateError::Corrupt {
@@ -116,7 +118,9 @@ impl Store {
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
         Ok(())
     }
 }

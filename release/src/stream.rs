@@ -16,10 +16,11 @@ pub struct ArtifactVerifier {
 
 impl ArtifactVerifier {
     pub fn new(name: &str, a: &Artifact) -> Result<Self, TrustError> {
-        let expected = crate::hex::decode::<32>(&a.sha256).ok_or_else(|| TrustError::BadArtifactPath {
-            name: name.into(),
-            path: a.path.clone(),
-        })?;
+        let expected =
+            crate::hex::decode::<32>(&a.sha256).ok_or_else(|| TrustError::BadArtifactPath {
+                name: name.into(),
+                path: a.path.clone(),
+            })?;
         Ok(ArtifactVerifier {
             name: name.into(),
             declared: a.size,
@@ -65,7 +66,11 @@ impl ArtifactVerifier {
 }
 
 /// Read `r` to its end through a verifier, in 256 KiB chunks; returns the verified size.
-pub fn verify_reader(name: &str, a: &Artifact, mut r: impl std::io::Read) -> Result<u64, StreamError> {
+pub fn verify_reader(
+    name: &str,
+    a: &Artifact,
+    mut r: impl std::io::Read,
+) -> Result<u64, StreamError> {
     let mut v = ArtifactVerifier::new(name, a)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -105,7 +110,10 @@ mod tests {
     #[test]
     fn exact_stream_verifies() {
         let data = vec![7u8; 1_000_000];
-        assert_eq!(verify_reader("k", &artifact(&data), &data[..]), Ok(1_000_000));
+        assert_eq!(
+            verify_reader("k", &artifact(&data), &data[..]),
+            Ok(1_000_000)
+        );
     }
 
     #[test]

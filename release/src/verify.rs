@@ -6,7 +6,9 @@
 //! any check is never used.
 
 use crate::canonical::{self, CanonicalError};
-use crate::doc::{signing_input, Document, Envelope, Release, Role, Root, MAX_METADATA_BYTES, SPEC_VERSION};
+use crate::doc::{
+    signing_input, Document, Envelope, Release, Role, Root, MAX_METADATA_BYTES, SPEC_VERSION,
+};
 use crate::hex;
 use std::collections::BTreeMap;
 
@@ -21,7 +23,10 @@ pub enum TrustError {
     #[error("malformed metadata: {0}")]
     Malformed(String),
     #[error("expected a {expected} document, found {found:?}")]
-    WrongType { expected: &'static str, found: String },
+    WrongType {
+        expected: &'static str,
+        found: String,
+    },
     #[error("unsupported spec_version {0}")]
     UnsupportedSpec(u64),
     #[error("no signature from any {role} key")]
@@ -31,11 +36,19 @@ pub enum TrustError {
     #[error("key {keyid} signed twice")]
     DuplicateSignature { keyid: String },
     #[error("{role}: {valid} valid signatures, threshold {threshold}")]
-    BelowThreshold { role: &'static str, valid: u64, threshold: u64 },
+    BelowThreshold {
+        role: &'static str,
+        valid: u64,
+        threshold: u64,
+    },
     #[error("release expired at {expires} (now {now})")]
     ReleaseExpired { expires: u64, now: u64 },
     #[error("root version {version} expired at {expires} (now {now})")]
-    RootExpired { version: u64, expires: u64, now: u64 },
+    RootExpired {
+        version: u64,
+        expires: u64,
+        now: u64,
+    },
     #[error("release version {version} is below the trusted version {trusted}")]
     Rollback { version: u64, trusted: u64 },
     #[error("release version {version} is below this system's floor {floor}")]
@@ -51,7 +64,11 @@ pub enum TrustError {
     #[error("artifact {name}: invalid path {path:?}")]
     BadArtifactPath { name: String, path: String },
     #[error("artifact {name}: {got} bytes, {expected} declared")]
-    ArtifactSize { name: String, expected: u64, got: u64 },
+    ArtifactSize {
+        name: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("artifact {name}: more bytes than the {declared} declared")]
     ArtifactTooLong { name: String, declared: u64 },
     #[error("artifact {name}: SHA-256 mismatch")]
@@ -130,7 +147,11 @@ fn typed<D: Document>(env: &Envelope) -> Result<D, TrustError> {
         });
     }
     if env.signed.get("spec_version").and_then(|v| v.as_u64()) != Some(SPEC_VERSION) {
-        let v = env.signed.get("spec_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        let v = env
+            .signed
+            .get("spec_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         return Err(TrustError::UnsupportedSpec(v));
     }
     serde_json::from_value(env.signed.clone()).map_err(|e| TrustError::Malformed(e.to_string()))
@@ -257,10 +278,20 @@ pub struct Policy {
 }
 
 /// Verify release metadata against a trusted root and this machine's policy.
-pub fn verify_release(bytes: &[u8], root: &Root, policy: &Policy) -> Result<Verified<Release>, TrustError> {
+pub fn verify_release(
+    bytes: &[u8],
+    root: &Root,
+    policy: &Policy,
+) -> Result<Verified<Release>, TrustError> {
     let env = open_envelope(bytes)?;
     let rel: Release = typed(&env)?;
-    check_threshold(&env, Release::TYPE, "release", &root.roles.release, &root.keys)?;
+    check_threshold(
+        &env,
+        Release::TYPE,
+        "release",
+        &root.roles.release,
+        &root.keys,
+    )?;
     if root.expires <= policy.now {
         return Err(TrustError::RootExpired {
             version: root.version,
@@ -301,18 +332,27 @@ pub fn verify_release(bytes: &[u8], root: &Root, policy: &Policy) -> Result<Veri
             });
         }
         if rel.version == tv && d != td {
-            return Err(TrustError::SameVersionDifferentContent { version: rel.version });
+            return Err(TrustError::SameVersionDifferentContent {
+                version: rel.version,
+            });
         }
     }
     for (name, a) in rel.artifacts.iter() {
-        if a.path.is_empty() || a.path.contains('/') || a.path.starts_with('.') || hex::decode::<32>(&a.sha256).is_none() {
+        if a.path.is_empty()
+            || a.path.contains('/')
+            || a.path.starts_with('.')
+            || hex::decode::<32>(&a.sha256).is_none()
+        {
             return Err(TrustError::BadArtifactPath {
                 name: name.into(),
                 path: a.path.clone(),
             });
         }
     }
-    Ok(Verified { doc: rel, digest: d })
+    Ok(Verified {
+        doc: rel,
+        digest: d,
+    })
 }
 
 #[cfg(test)]

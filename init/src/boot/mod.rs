@@ -9,6 +9,7 @@ mod cmdline;
 mod early;
 mod modules;
 mod services;
+mod trust;
 
 use crate::config::Config;
 use crate::events::{Event, EventLog, ShutdownRequest};
@@ -28,6 +29,8 @@ pub enum Step {
     Cmdline,
     /// Load the initramfs's kernel modules; emits `modules.loaded`.
     Modules,
+    /// The trust anchor baked into the initramfs; emits `trust.ready` or `verify.failed`.
+    Trust,
     /// Signals, the reaper, the supervisor.
     Services,
     /// Fault drills asked for with `phase.selftest=`.
@@ -42,6 +45,7 @@ impl Step {
             Step::Early => "early",
             Step::Cmdline => "cmdline",
             Step::Modules => "modules",
+            Step::Trust => "trust",
             Step::Services => "services",
             Step::Selftest => "selftest",
             Step::Ready => "ready",
@@ -54,6 +58,7 @@ pub const STAGE1: &[Step] = &[
     Step::Early,
     Step::Cmdline,
     Step::Modules,
+    Step::Trust,
     Step::Services,
     Step::Selftest,
     Step::Ready,
@@ -88,6 +93,7 @@ impl Boot {
             Step::Early => early::run(self),
             Step::Cmdline => cmdline::run(self),
             Step::Modules => modules::run(self),
+            Step::Trust => trust::run(self),
             Step::Services => services::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
@@ -217,7 +223,7 @@ mod tests {
     fn stage1_order() {
         assert_eq!(
             STAGE1.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["early", "cmdline", "modules", "services", "selftest", "ready"]
+            ["early", "cmdline", "modules", "trust", "services", "selftest", "ready"]
         );
     }
 }

@@ -14,15 +14,29 @@ struct Fx {
 }
 
 fn keys(seed: u8, n: usize) -> Vec<Keypair> {
-    (0..n).map(|i| Keypair::from_seed(&[seed + i as u8; 32])).collect()
+    (0..n)
+        .map(|i| Keypair::from_seed(&[seed + i as u8; 32]))
+        .collect()
 }
 
 fn fx(root_t: u64, rel_t: u64) -> Fx {
     let root_keys = keys(1, 3);
     let rel_keys = keys(10, 3);
     let pubs = |ks: &[Keypair]| ks.iter().map(|k| k.public()).collect::<Vec<_>>();
-    let root = new_root(1, NOW + 365 * DAY, &pubs(&root_keys), root_t, &pubs(&rel_keys), rel_t).unwrap();
-    Fx { root_keys, rel_keys, root }
+    let root = new_root(
+        1,
+        NOW + 365 * DAY,
+        &pubs(&root_keys),
+        root_t,
+        &pubs(&rel_keys),
+        rel_t,
+    )
+    .unwrap();
+    Fx {
+        root_keys,
+        rel_keys,
+        root,
+    }
 }
 
 fn artifact(name: &str, data: &[u8]) -> Artifact {
@@ -79,8 +93,15 @@ fn accepts_valid_release() {
     let v = verify_release(&bytes, &f.root, &policy()).unwrap();
     assert_eq!(v.doc, release(3));
     // Adding a signature does not change the content digest.
-    let more = sign(&release(3), &[&f.rel_keys[0], &f.rel_keys[1], &f.rel_keys[2]]).to_bytes();
-    assert_eq!(verify_release(&more, &f.root, &policy()).unwrap().digest, v.digest);
+    let more = sign(
+        &release(3),
+        &[&f.rel_keys[0], &f.rel_keys[1], &f.rel_keys[2]],
+    )
+    .to_bytes();
+    assert_eq!(
+        verify_release(&more, &f.root, &policy()).unwrap().digest,
+        v.digest
+    );
 }
 
 #[test]
@@ -90,7 +111,10 @@ fn rejects_unknown_key() {
     // Root keys are not release keys either.
     for k in [&stranger, &f.root_keys[0]] {
         let bytes = sign(&release(1), &[k]).to_bytes();
-        assert_eq!(reason(verify_release(&bytes, &f.root, &policy())), "unknown_key");
+        assert_eq!(
+            reason(verify_release(&bytes, &f.root, &policy())),
+            "unknown_key"
+        );
     }
 }
 
@@ -100,7 +124,11 @@ fn rejects_below_threshold() {
     let bytes = sign(&release(1), &[&f.rel_keys[0]]).to_bytes();
     assert_eq!(
         verify_release(&bytes, &f.root, &policy()).unwrap_err(),
-        TrustError::BelowThreshold { role: "release", valid: 1, threshold: 2 }
+        TrustError::BelowThreshold {
+            role: "release",
+            valid: 1,
+            threshold: 2
+        }
     );
 }
 
@@ -119,11 +147,17 @@ fn rejects_expired_release_and_root() {
     let mut r = release(1);
     r.expires = NOW;
     let bytes = sign(&r, &[&f.rel_keys[0]]).to_bytes();
-    assert_eq!(reason(verify_release(&bytes, &f.root, &policy())), "release_expired");
+    assert_eq!(
+        reason(verify_release(&bytes, &f.root, &policy())),
+        "release_expired"
+    );
     let bytes = sign(&release(1), &[&f.rel_keys[0]]).to_bytes();
     let mut late = policy();
     late.now = f.root.expires + 1;
-    assert_eq!(reason(verify_release(&bytes, &f.root, &late)), "root_expired");
+    assert_eq!(
+        reason(verify_release(&bytes, &f.root, &late)),
+        "root_expired"
+    );
 }
 
 #[test]
@@ -136,14 +170,33 @@ fn clock_policy_never_goes_below_what_was_seen() {
 #[test]
 fn rejects_rollback_and_floor() {
     let f = fx(1, 1);
-    let v3 = verify_release(&sign(&release(3), &[&f.rel_keys[0]]).to_bytes(), &f.root, &policy()).unwrap();
+    let v3 = verify_release(
+        &sign(&release(3), &[&f.rel_keys[0]]).to_bytes(),
+        &f.root,
+        &policy(),
+    )
+    .unwrap();
     let mut p = policy();
     p.trusted = Some((3, v3.digest));
     let v2 = sign(&release(2), &[&f.rel_keys[0]]).to_bytes();
     assert_eq!(reason(verify_release(&v2, &f.root, &p)), "rollback");
     // The same release again is fine; a newer one too.
-    assert_eq!(reason(verify_release(&sign(&release(3), &[&f.rel_keys[1]]).to_bytes(), &f.root, &p)), "accepted");
-    assert_eq!(reason(verify_release(&sign(&release(4), &[&f.rel_keys[0]]).to_bytes(), &f.root, &p)), "accepted");
+    assert_eq!(
+        reason(verify_release(
+            &sign(&release(3), &[&f.rel_keys[1]]).to_bytes(),
+            &f.root,
+            &p
+        )),
+        "accepted"
+    );
+    assert_eq!(
+        reason(verify_release(
+            &sign(&release(4), &[&f.rel_keys[0]]).to_bytes(),
+            &f.root,
+            &p
+        )),
+        "accepted"
+    );
     let mut floor = policy();
     floor.floor = 3;
     assert_eq!(reason(verify_release(&v2, &f.root, &floor)), "below_floor");
@@ -152,13 +205,21 @@ fn rejects_rollback_and_floor() {
 #[test]
 fn rejects_same_version_different_content() {
     let f = fx(1, 1);
-    let v3 = verify_release(&sign(&release(3), &[&f.rel_keys[0]]).to_bytes(), &f.root, &policy()).unwrap();
+    let v3 = verify_release(
+        &sign(&release(3), &[&f.rel_keys[0]]).to_bytes(),
+        &f.root,
+        &policy(),
+    )
+    .unwrap();
     let mut p = policy();
     p.trusted = Some((3, v3.digest));
     let mut other = release(3);
     other.cmdline = "console=ttyS0 init=/bin/sh".into();
     let bytes = sign(&other, &[&f.rel_keys[0]]).to_bytes();
-    assert_eq!(reason(verify_release(&bytes, &f.root, &p)), "same_version_different_content");
+    assert_eq!(
+        reason(verify_release(&bytes, &f.root, &p)),
+        "same_version_different_content"
+    );
 }
 
 #[test]
@@ -166,10 +227,24 @@ fn rejects_wrong_arch_and_channel() {
     let f = fx(1, 1);
     let mut r = release(1);
     r.arch = "aarch64".into();
-    assert_eq!(reason(verify_release(&sign(&r, &[&f.rel_keys[0]]).to_bytes(), &f.root, &policy())), "wrong_arch");
+    assert_eq!(
+        reason(verify_release(
+            &sign(&r, &[&f.rel_keys[0]]).to_bytes(),
+            &f.root,
+            &policy()
+        )),
+        "wrong_arch"
+    );
     let mut r = release(1);
     r.channel = "beta".into();
-    assert_eq!(reason(verify_release(&sign(&r, &[&f.rel_keys[0]]).to_bytes(), &f.root, &policy())), "wrong_channel");
+    assert_eq!(
+        reason(verify_release(
+            &sign(&r, &[&f.rel_keys[0]]).to_bytes(),
+            &f.root,
+            &policy()
+        )),
+        "wrong_channel"
+    );
 }
 
 #[test]
@@ -203,16 +278,30 @@ fn signature_moved_onto_altered_fields_is_rejected() {
 fn artifact_hash_or_size_altered_in_transit() {
     use crate::stream::{verify_reader, StreamError};
     let f = fx(1, 1);
-    let v = verify_release(&sign(&release(1), &[&f.rel_keys[0]]).to_bytes(), &f.root, &policy()).unwrap();
+    let v = verify_release(
+        &sign(&release(1), &[&f.rel_keys[0]]).to_bytes(),
+        &f.root,
+        &policy(),
+    )
+    .unwrap();
     let k = &v.doc.artifacts.kernel;
     assert_eq!(verify_reader("kernel", k, &b"kernel"[..]), Ok(6));
     let err = |r: Result<u64, StreamError>| match r {
         Err(StreamError::Trust(e)) => e.reason(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(err(verify_reader("kernel", k, &b"kernal"[..])), "artifact_hash");
-    assert_eq!(err(verify_reader("kernel", k, &b"kern"[..])), "artifact_size");
-    assert_eq!(err(verify_reader("kernel", k, std::io::repeat(0))), "artifact_too_long");
+    assert_eq!(
+        err(verify_reader("kernel", k, &b"kernal"[..])),
+        "artifact_hash"
+    );
+    assert_eq!(
+        err(verify_reader("kernel", k, &b"kern"[..])),
+        "artifact_size"
+    );
+    assert_eq!(
+        err(verify_reader("kernel", k, std::io::repeat(0))),
+        "artifact_too_long"
+    );
 }
 
 #[test]
@@ -221,21 +310,42 @@ fn rejects_non_canonical_duplicate_keys_and_oversized() {
     let bytes = sign(&release(1), &[&f.rel_keys[0]]).to_bytes();
     let text = String::from_utf8(bytes.clone()).unwrap();
     // Pretty-printed (same value, same signature): not canonical.
-    let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
-    assert_eq!(reason(verify_release(&pretty, &f.root, &policy())), "non_canonical");
+    let pretty =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+            .unwrap();
+    assert_eq!(
+        reason(verify_release(&pretty, &f.root, &policy())),
+        "non_canonical"
+    );
     // A duplicate key that a lax parser would resolve to the attacker's value.
-    let dup = text.replacen("\"channel\":\"stable\"", "\"channel\":\"stable\",\"channel\":\"beta\"", 1);
-    assert_eq!(reason(verify_release(dup.as_bytes(), &f.root, &policy())), "duplicate_json_key");
+    let dup = text.replacen(
+        "\"channel\":\"stable\"",
+        "\"channel\":\"stable\",\"channel\":\"beta\"",
+        1,
+    );
+    assert_eq!(
+        reason(verify_release(dup.as_bytes(), &f.root, &policy())),
+        "duplicate_json_key"
+    );
     // An unknown field is malformed (nothing unsigned or unknown is carried along).
     let extra = text.replacen("{\"signatures\"", "{\"note\":\"x\",\"signatures\"", 1);
-    assert_eq!(reason(verify_release(extra.as_bytes(), &f.root, &policy())), "malformed");
+    assert_eq!(
+        reason(verify_release(extra.as_bytes(), &f.root, &policy())),
+        "malformed"
+    );
     let mut big = release(1);
     big.cmdline = "x".repeat(crate::doc::MAX_METADATA_BYTES);
     let bytes = sign(&big, &[&f.rel_keys[0]]).to_bytes();
-    assert_eq!(reason(verify_release(&bytes, &f.root, &policy())), "oversized_metadata");
+    assert_eq!(
+        reason(verify_release(&bytes, &f.root, &policy())),
+        "oversized_metadata"
+    );
     // A root handed in where a release is expected.
     let root_bytes = sign(&f.root, &[&f.root_keys[0]]).to_bytes();
-    assert_eq!(reason(verify_release(&root_bytes, &f.root, &policy())), "wrong_type");
+    assert_eq!(
+        reason(verify_release(&root_bytes, &f.root, &policy())),
+        "wrong_type"
+    );
 }
 
 #[test]
@@ -243,38 +353,67 @@ fn root_rotation_chain() {
     let f = fx(2, 1);
     let new_keys = keys(40, 2);
     let pubs = |ks: &[Keypair]| ks.iter().map(|k| k.public()).collect::<Vec<_>>();
-    let mut v2 = new_root(2, NOW + 400 * DAY, &pubs(&new_keys), 2, &pubs(&f.rel_keys), 1).unwrap();
-    let v2_ok = sign(&v2, &[&f.root_keys[0], &f.root_keys[1], &new_keys[0], &new_keys[1]]).to_bytes();
+    let mut v2 = new_root(
+        2,
+        NOW + 400 * DAY,
+        &pubs(&new_keys),
+        2,
+        &pubs(&f.rel_keys),
+        1,
+    )
+    .unwrap();
+    let v2_ok = sign(
+        &v2,
+        &[&f.root_keys[0], &f.root_keys[1], &new_keys[0], &new_keys[1]],
+    )
+    .to_bytes();
     let mut v3 = v2.clone();
     v3.version = 3;
     let v3_ok = sign(&v3, &[&new_keys[0], &new_keys[1]]).to_bytes();
 
     // Valid chain 1 → 2 → 3.
     let chain = [v2_ok.clone(), v3_ok.clone()];
-    let got = update_root_chain(f.root.clone(), |v| chain.get(v as usize - 2).cloned(), NOW).unwrap();
+    let got =
+        update_root_chain(f.root.clone(), |v| chain.get(v as usize - 2).cloned(), NOW).unwrap();
     assert_eq!(got.version, 3);
 
     // Missing link: 1 → 3 is refused.
-    let skip = update_root_chain(f.root.clone(), |v| (v == 2).then(|| v3_ok.clone()), NOW).unwrap_err();
+    let skip =
+        update_root_chain(f.root.clone(), |v| (v == 2).then(|| v3_ok.clone()), NOW).unwrap_err();
     assert_eq!(skip.reason(), "root_not_next");
 
     // New root lacking a threshold of the old root keys (only one old key of two).
     let weak = sign(&v2, &[&f.root_keys[0], &new_keys[0], &new_keys[1]]).to_bytes();
-    assert_eq!(verify_root_update(&f.root, &weak).unwrap_err().reason(), "below_threshold");
+    assert_eq!(
+        verify_root_update(&f.root, &weak).unwrap_err().reason(),
+        "below_threshold"
+    );
     // ... or of its own new keys.
     let unself = sign(&v2, &[&f.root_keys[0], &f.root_keys[1], &new_keys[0]]).to_bytes();
-    assert_eq!(verify_root_update(&f.root, &unself).unwrap_err().reason(), "below_threshold");
+    assert_eq!(
+        verify_root_update(&f.root, &unself).unwrap_err().reason(),
+        "below_threshold"
+    );
 
     // The final root of a chain must be unexpired.
     v2.expires = NOW - 1;
-    let stale = sign(&v2, &[&f.root_keys[0], &f.root_keys[1], &new_keys[0], &new_keys[1]]).to_bytes();
-    let e = update_root_chain(f.root.clone(), |v| (v == 2).then(|| stale.clone()), NOW).unwrap_err();
+    let stale = sign(
+        &v2,
+        &[&f.root_keys[0], &f.root_keys[1], &new_keys[0], &new_keys[1]],
+    )
+    .to_bytes();
+    let e =
+        update_root_chain(f.root.clone(), |v| (v == 2).then(|| stale.clone()), NOW).unwrap_err();
     assert_eq!(e.reason(), "root_expired");
 
     // The baked-in root must meet its own threshold.
-    assert!(verify_root_self(&sign(&f.root, &[&f.root_keys[0], &f.root_keys[2]]).to_bytes()).is_ok());
+    assert!(
+        verify_root_self(&sign(&f.root, &[&f.root_keys[0], &f.root_keys[2]]).to_bytes()).is_ok()
+    );
     assert_eq!(
-        verify_root_self(&sign(&f.root, &[&f.root_keys[0]]).to_bytes()).unwrap_err().reason(),
+        verify_root_self(&sign(&f.root, &[&f.root_keys[0]]).to_bytes())
+            .unwrap_err()
+            .reason(),
         "below_threshold"
     );
 }
@@ -282,11 +421,28 @@ fn root_rotation_chain() {
 #[test]
 fn every_reason_is_distinct() {
     let all = [
-        "oversized_metadata", "duplicate_json_key", "non_canonical", "malformed", "wrong_type",
-        "unsupported_spec", "unknown_key", "invalid_signature", "duplicate_signature",
-        "below_threshold", "release_expired", "root_expired", "rollback", "below_floor",
-        "same_version_different_content", "wrong_arch", "wrong_channel", "root_not_next",
-        "bad_artifact_path", "artifact_size", "artifact_too_long", "artifact_hash",
+        "oversized_metadata",
+        "duplicate_json_key",
+        "non_canonical",
+        "malformed",
+        "wrong_type",
+        "unsupported_spec",
+        "unknown_key",
+        "invalid_signature",
+        "duplicate_signature",
+        "below_threshold",
+        "release_expired",
+        "root_expired",
+        "rollback",
+        "below_floor",
+        "same_version_different_content",
+        "wrong_arch",
+        "wrong_channel",
+        "root_not_next",
+        "bad_artifact_path",
+        "artifact_size",
+        "artifact_too_long",
+        "artifact_hash",
     ];
     let mut sorted = all.to_vec();
     sorted.sort();
