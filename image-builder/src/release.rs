@@ -159,6 +159,7 @@ fn add_artifact(src: &Path, dir: &Path) -> Result<Artifact> {
         path: name,
         size: bytes.len() as u64,
         sha256: hex::encode(&phase_release::sha256(&bytes)),
+        verity: None,
     })
 }
 

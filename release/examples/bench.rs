@@ -19,6 +19,7 @@ fn main() {
         path: p.into(),
         size: 1,
         sha256: "00".repeat(32),
+        verity: None,
     };
     let rel = Release {
         doc_type: "release".into(),
@@ -76,6 +77,7 @@ fn main() {
         path: "x".into(),
         size,
         sha256: digest,
+        verity: None,
     };
     let best = |f: &dyn Fn()| {
         (0..3)

@@ -127,6 +127,34 @@ pub struct Artifact {
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
+    /// dm-verity parameters (rootfs only): the kernel checks every block read against
+    /// `root_hash`, so the image need not be hashed whole before mounting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<Verity>,
+}
+
+/// dm-verity hash tree of an artifact, in the standard on-disk format (veritysetup
+/// compatible: a 512-byte superblock padded to one hash block, then the tree, top level
+/// first), SHA-256, version 1 (salt prepended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verity {
+    /// File name of the hash device in the release directory.
+    pub hash_path: String,
+    /// Size in bytes of the hash device (superblock + tree).
+    pub hash_size: u64,
+    /// SHA-256 of the hash device file, for transfers.
+    pub hash_sha256: String,
+    /// Lowercase hex, 32 bytes.
+    pub root_hash: String,
+    /// Lowercase hex, 32 bytes.
+    pub salt: String,
+    /// Number of data blocks covered (data size / data_block_size).
+    pub data_blocks: u64,
+    pub data_block_size: u64,
+    pub hash_block_size: u64,
+    /// Always "sha256".
+    pub algorithm: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

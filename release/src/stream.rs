@@ -104,6 +104,7 @@ mod tests {
             path: "x".into(),
             size: data.len() as u64,
             sha256: crate::hex::encode(&crate::sha256(data)),
+            verity: None,
         }
     }
 

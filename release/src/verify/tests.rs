@@ -44,6 +44,7 @@ fn artifact(name: &str, data: &[u8]) -> Artifact {
         path: name.into(),
         size: data.len() as u64,
         sha256: crate::hex::encode(&crate::sha256(data)),
+        verity: None,
     }
 }
 
