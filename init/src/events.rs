@@ -35,6 +35,28 @@ pub enum Event {
     /// Something that must verify did not; `artifact` names it.
     #[serde(rename = "verify.failed")]
     VerifyFailed { artifact: String, reason: String },
+    /// The rootfs is verified: by dm-verity (block by block as read) or by a full SHA-256.
+    #[serde(rename = "rootfs.verified")]
+    RootfsVerified {
+        method: String,
+        device: String,
+        root_hash: String,
+    },
+    /// `/var/lib/phase` is mounted: the persistent partition, or tmpfs.
+    #[serde(rename = "state.ready")]
+    StateReady { persistent: bool, device: String },
+    /// The overlay over the verified rootfs is mounted and ready to switch into.
+    #[serde(rename = "rootfs.mounted")]
+    RootfsMounted { device: String, release: u64 },
+    /// PID 1 runs from the rootfs.
+    #[serde(rename = "stage2.start")]
+    Stage2Start {
+        pid: i32,
+        exe: String,
+        os: String,
+        motd: String,
+        root_fs: String,
+    },
     #[serde(rename = "init.ready")]
     InitReady { mode: String, stage: u8 },
     /// A supervised task ended badly; `restart_in_ms` is absent when it is not restarted.
@@ -75,6 +97,10 @@ impl Event {
             Event::ModulesLoaded { .. } => "modules.loaded",
             Event::TrustReady { .. } => "trust.ready",
             Event::VerifyFailed { .. } => "verify.failed",
+            Event::RootfsVerified { .. } => "rootfs.verified",
+            Event::StateReady { .. } => "state.ready",
+            Event::RootfsMounted { .. } => "rootfs.mounted",
+            Event::Stage2Start { .. } => "stage2.start",
             Event::InitReady { .. } => "init.ready",
             Event::TaskFailed { .. } => "task.failed",
             Event::TaskDone { .. } => "task.done",

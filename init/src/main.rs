@@ -21,6 +21,7 @@ mod boot;
 mod cli;
 mod config;
 mod events;
+mod gpt;
 mod kmod;
 mod log;
 mod selftest;
@@ -46,7 +47,10 @@ fn pid1() -> ! {
             .enable_all()
             .build()
         {
-            Ok(rt) => Ok(rt.block_on(boot::run(t0, events.clone()))),
+            Ok(rt) => {
+                let stage2 = std::env::args().nth(1).as_deref() == Some(boot::STAGE2_ARG);
+                Ok(rt.block_on(boot::run(t0, events.clone(), stage2)))
+            }
             Err(e) => Err(e),
         }
     }));

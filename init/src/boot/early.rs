@@ -51,6 +51,55 @@ pub const PSEUDO: &[Mount] = &[
     },
 ];
 
+/// Stage 2 starts in the rootfs with /proc, /sys, /dev and /run already moved in: attach
+/// the kernel log and say where we are.
+pub fn stage2(boot: &mut Boot) -> Result<(), StepError> {
+    attach_kmsg(boot);
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let motd = std::fs::read_to_string("/etc/motd")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let root_fs = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"/")).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_default();
+    boot.events.emit(Event::Stage2Start {
+        pid: rustix::process::getpid().as_raw_nonzero().get(),
+        exe,
+        os,
+        motd,
+        root_fs,
+    });
+    Ok(())
+}
+
+fn attach_kmsg(boot: &Boot) {
+    match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        Ok(k) => {
+            if let Ok(k2) = k.try_clone() {
+                crate::log::attach_kmsg(k2);
+            }
+            boot.events.attach_kmsg(k);
+        }
+        Err(e) => tracing::warn!("open /dev/kmsg: {e}; events go to the console only"),
+    }
+}
+
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let mut failed = Vec::new();
     for m in PSEUDO {
@@ -63,15 +112,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             }
         }
     }
-    match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        Ok(k) => {
-            if let Ok(k2) = k.try_clone() {
-                crate::log::attach_kmsg(k2);
-            }
-            boot.events.attach_kmsg(k);
-        }
-        Err(e) => tracing::warn!("open /dev/kmsg: {e}; events go to the console only"),
-    }
+    attach_kmsg(boot);
     boot.events.emit_at(
         Event::InitStart {
             version: env!("CARGO_PKG_VERSION").to_string(),

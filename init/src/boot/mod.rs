@@ -7,6 +7,9 @@
 
 mod cmdline;
 mod early;
+mod handoff;
+pub use handoff::STAGE2_ARG;
+mod local;
 mod modules;
 mod services;
 mod trust;
@@ -31,6 +34,13 @@ pub enum Step {
     Modules,
     /// The trust anchor baked into the initramfs; emits `trust.ready` or `verify.failed`.
     Trust,
+    /// A local release on a boot medium: verified rootfs, overlay, state; emits
+    /// `rootfs.verified`, `state.ready`, `rootfs.mounted`.
+    Local,
+    /// Switch root into the verified rootfs and exec its init for stage 2.
+    Handoff,
+    /// First step of stage 2 (in the rootfs): emits `stage2.start`.
+    Stage2Start,
     /// Signals, the reaper, the supervisor.
     Services,
     /// Fault drills asked for with `phase.selftest=`.
@@ -46,6 +56,9 @@ impl Step {
             Step::Cmdline => "cmdline",
             Step::Modules => "modules",
             Step::Trust => "trust",
+            Step::Local => "local",
+            Step::Handoff => "handoff",
+            Step::Stage2Start => "stage2",
             Step::Services => "services",
             Step::Selftest => "selftest",
             Step::Ready => "ready",
@@ -53,12 +66,24 @@ impl Step {
     }
 }
 
-/// Stage 1, in order.
+/// Stage 1 (the initramfs), in order. Handoff does not return when a verified rootfs was
+/// mounted; otherwise the initramfs goes on serving.
 pub const STAGE1: &[Step] = &[
     Step::Early,
     Step::Cmdline,
     Step::Modules,
     Step::Trust,
+    Step::Local,
+    Step::Handoff,
+    Step::Services,
+    Step::Selftest,
+    Step::Ready,
+];
+
+/// Stage 2 (PID 1 exec'd from the verified rootfs), in order.
+pub const STAGE2: &[Step] = &[
+    Step::Stage2Start,
+    Step::Cmdline,
     Step::Services,
     Step::Selftest,
     Step::Ready,
@@ -83,6 +108,12 @@ pub struct Boot {
     pub config: Config,
     pub children: Arc<Children>,
     pub supervisor: Supervisor,
+    /// What the trust step verified; `None` if the trust anchor is unusable.
+    pub trust: Option<trust::Trust>,
+    /// The local step assembled a verified root at `local::NEW_ROOT`.
+    pub rootfs_ready: bool,
+    /// Which stage this process runs.
+    pub stage: u8,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
     shutdown_rx: UnboundedReceiver<ShutdownRequest>,
 }
@@ -94,15 +125,15 @@ impl Boot {
             Step::Cmdline => cmdline::run(self),
             Step::Modules => modules::run(self),
             Step::Trust => trust::run(self),
+            Step::Local => local::run(self),
+            Step::Handoff => handoff::run(self),
+            Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
                 self.events.emit(Event::InitReady {
                     mode: self.config.mode.as_str().to_string(),
-                    stage: match self.config.stage {
-                        crate::config::Stage::One => 1,
-                        crate::config::Stage::Two => 2,
-                    },
+                    stage: self.stage,
                 });
                 Ok(())
             }
@@ -110,8 +141,9 @@ impl Boot {
     }
 }
 
-/// Run stage 1, then serve until asked to shut down. Returns what to do with the machine.
-pub async fn run(t0_ms: u64, events: Arc<EventLog>) -> PowerAction {
+/// Run a stage (`STAGE1`, or `STAGE2` after the handoff exec'd us from the rootfs), then
+/// serve until asked to shut down. Returns what to do with the machine.
+pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction {
     let (shutdown_tx, shutdown_rx) = unbounded_channel();
     let mut boot = Boot {
         t0_ms,
@@ -119,11 +151,15 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>) -> PowerAction {
         events,
         config: Config::default(),
         children: Arc::new(Children::new()),
+        trust: None,
+        rootfs_ready: false,
+        stage: if stage2 { 2 } else { 1 },
         shutdown_tx,
         shutdown_rx,
     };
-    let n = STAGE1.len();
-    for (i, step) in STAGE1.iter().enumerate() {
+    let steps = if stage2 { STAGE2 } else { STAGE1 };
+    let n = steps.len();
+    for (i, step) in steps.iter().enumerate() {
         let started = crate::sys::clock::boottime_ms();
         match boot.step(*step).await {
             Ok(()) => tracing::info!(
@@ -167,6 +203,11 @@ async fn shutdown(boot: &mut Boot, req: ShutdownRequest) -> PowerAction {
     };
     tracing::info!("shutting down ({reason}): stopping services");
     boot.supervisor.stop(STOP_BOUND).await;
+    // State first: it is the only writable disk mount.
+    rustix::fs::sync();
+    for state in ["/var/lib/phase", "/sysroot/var/lib/phase"] {
+        let _ = rustix::mount::unmount(state, rustix::mount::UnmountFlags::empty());
+    }
     boot.events.emit(Event::Shutdown {
         action: action.as_str().to_string(),
         reason: reason.to_string(),
@@ -223,7 +264,14 @@ mod tests {
     fn stage1_order() {
         assert_eq!(
             STAGE1.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["early", "cmdline", "modules", "trust", "services", "selftest", "ready"]
+            [
+                "early", "cmdline", "modules", "trust", "local", "handoff", "services", "selftest",
+                "ready"
+            ]
+        );
+        assert_eq!(
+            STAGE2.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            ["stage2", "cmdline", "services", "selftest", "ready"]
         );
     }
 }

@@ -12,6 +12,14 @@ pub const ROOT_PATH: &str = "/etc/phase/trusted-root.json";
 pub const FLOOR_PATH: &str = "/etc/phase/release-floor";
 pub const BUILD_TIME_PATH: &str = "/etc/phase/build-time";
 
+/// What stage 1 trusts, for the steps that verify releases.
+pub struct Trust {
+    pub root: phase_release::doc::Root,
+    pub floor: u64,
+    pub now: u64,
+    pub store: Store,
+}
+
 fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -41,8 +49,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     let floor = read_u64(FLOOR_PATH).unwrap_or(0);
     let build_time = read_u64(BUILD_TIME_PATH).unwrap_or(0);
-    // The persistent state partition arrives with the rootfs work; until then the trusted
-    // state lives in RAM for this boot, in every mode.
+    // Stage 1 keeps the trusted state in RAM: the persistent partition is mounted only
+    // once a verified rootfs is (docs/release-format.md, "Trusted state").
     let mut store = Store::in_memory();
     let seen = store.load().map(|s| s.time).unwrap_or(0);
     let rtc = std::time::SystemTime::now()
@@ -57,8 +65,12 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         release_threshold: root.roles.release.threshold,
         release_floor: floor,
     });
-    // The verified root, floor, clock and store are what the release fetch step (not built
-    // yet) will verify against; until it exists nothing else consumes them.
+    boot.trust = Some(Trust {
+        root,
+        floor,
+        now,
+        store,
+    });
     Ok(())
 }
 

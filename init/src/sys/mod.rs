@@ -2,8 +2,11 @@
 //! each function does one thing, and errors keep their `Errno` and name what they touched.
 
 pub mod clock;
+pub mod dm;
+pub mod loopdev;
 pub mod module;
 pub mod mount;
 pub mod power;
 pub mod proc;
 pub mod reap;
+pub mod root;

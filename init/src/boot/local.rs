@@ -1,0 +1,498 @@
+//! The local release: find a boot medium's GPT partitions, verify its signed release
+//! metadata against the trust anchor, set up dm-verity over the rootfs (or, without
+//! dm-verity, copy it to RAM while hashing it against the signed SHA-256), mount it as the
+//! lower layer of an overlay with a tmpfs upper, and mount the state directory (the
+//! persistent partition, or tmpfs in `private` mode). Emits `rootfs.verified`,
+//! `state.ready` and `rootfs.mounted`; any failure is `verify.failed` naming the artifact,
+//! the mounts are undone, and the boot stays on the initramfs (the `fallback` event).
+
+use super::{Boot, StepError};
+use crate::events::Event;
+use crate::gpt::{self, Partition};
+use crate::sys::mount::{mount, Mount};
+use phase_release::doc::{Artifact, Release, Verity};
+use rustix::mount::MountFlags as F;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+/// Where the new root is assembled; its layers live under /run/phase, which moves with /run.
+pub const NEW_ROOT: &str = "/sysroot";
+const LOWER: &str = "/run/phase/lower";
+const RW: &str = "/run/phase/rw";
+const RAM_COPY: &str = "/run/phase/rootfs.squashfs";
+const DM_NAME: &str = "phase-root";
+/// How long to wait for a first block device to appear after the modules loaded.
+const DISK_WAIT: Duration = Duration::from_secs(1);
+
+/// A boot medium that carries a release.
+struct Medium {
+    disk: String,
+    parts: Vec<Partition>,
+}
+
+/// The partitions holding a release's rootfs and its verity data (PURE): matched by type
+/// and by unique GUID, which the builder derives from the verity root hash.
+pub fn locate<'a>(
+    parts: &'a [Partition],
+    verity: &Verity,
+) -> Result<(&'a Partition, &'a Partition), &'static str> {
+    let root_hash = phase_release::hex::decode::<32>(&verity.root_hash).ok_or("bad_root_hash")?;
+    let (root_id, verity_id) = (
+        gpt::uuid_from_bytes(&root_hash[..16]),
+        gpt::uuid_from_bytes(&root_hash[16..]),
+    );
+    let find = |t: &str, id: &str| {
+        parts
+            .iter()
+            .find(|p| p.type_guid == t && p.unique_guid == id)
+    };
+    let root = find(gpt::TYPE_ROOT, &root_id).ok_or("rootfs_partition_missing")?;
+    let hash = find(gpt::TYPE_VERITY, &verity_id).ok_or("verity_partition_missing")?;
+    Ok((root, hash))
+}
+
+/// The dm-verity table parameters (PURE).
+pub fn verity_params(v: &Verity, data_dev: &str, hash_dev: &str) -> String {
+    format!(
+        "1 {data_dev} {hash_dev} {} {} {} 1 {} {} {}",
+        v.data_block_size, v.hash_block_size, v.data_blocks, v.algorithm, v.root_hash, v.salt
+    )
+}
+
+fn part_dev(disk: &str, n: u32) -> String {
+    // vda → vda1; nvme0n1 → nvme0n1p1
+    if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("/dev/{disk}p{n}")
+    } else {
+        format!("/dev/{disk}{n}")
+    }
+}
+
+/// Whole disks in /sys/class/block, waiting up to `DISK_WAIT` for the first one.
+fn disks() -> Vec<String> {
+    let deadline = Instant::now() + DISK_WAIT;
+    loop {
+        let mut found: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.path().join("partition").exists())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        !n.starts_with("loop") && !n.starts_with("dm-") && !n.starts_with("ram")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !found.is_empty() || Instant::now() >= deadline {
+            found.sort();
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    f.seek(SeekFrom::Start(off))?;
+    f.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn read_gpt(disk: &str) -> Option<Vec<Partition>> {
+    let mut f = std::fs::File::open(format!("/dev/{disk}")).ok()?;
+    let header = read_at(&mut f, gpt::SECTOR, 512).ok()?;
+    let (off, len) = gpt::entries_range(&header).ok()?;
+    let entries = read_at(&mut f, off, len as usize).ok()?;
+    match gpt::parse(&header, &entries) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("/dev/{disk}: {e}; ignored");
+            None
+        }
+    }
+}
+
+fn fail(boot: &Boot, artifact: &str, reason: &'static str, message: String) -> StepError {
+    boot.events.emit(Event::VerifyFailed {
+        artifact: artifact.into(),
+        reason: reason.into(),
+    });
+    StepError { reason, message }
+}
+
+pub fn run(boot: &mut Boot) -> Result<(), StepError> {
+    let Some(medium) = disks().into_iter().find_map(|disk| {
+        let parts = read_gpt(&disk)?;
+        parts
+            .iter()
+            .any(|p| p.type_guid == gpt::TYPE_META)
+            .then_some(Medium { disk, parts })
+    }) else {
+        tracing::info!("no boot medium with a phase-meta partition; staying on the initramfs");
+        return Ok(());
+    };
+    let Some(trust) = boot.trust.as_mut() else {
+        return Err(fail(
+            boot,
+            "trusted-root.json",
+            "no_trust_anchor",
+            "no verified trust anchor: cannot trust the local release".into(),
+        ));
+    };
+    // Release metadata: capped read of the meta partition, trailing NULs trimmed.
+    let meta = medium
+        .parts
+        .iter()
+        .find(|p| p.type_guid == gpt::TYPE_META)
+        .map(|p| p.number)
+        .unwrap_or(1);
+    let meta_dev = part_dev(&medium.disk, meta);
+    let artifact = format!("{meta_dev}:release.json");
+    let mut bytes = Vec::new();
+    if let Err(e) = std::fs::File::open(&meta_dev).and_then(|f| {
+        f.take(phase_release::doc::MAX_METADATA_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+    }) {
+        return Err(fail(
+            boot,
+            &artifact,
+            "meta_unreadable",
+            format!("{meta_dev}: {e}"),
+        ));
+    }
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    let state = trust.store.load().unwrap_or_default();
+    let policy = phase_release::verify::Policy {
+        arch: std::env::consts::ARCH.into(),
+        channel: boot.config.channel.clone(),
+        now: trust.now,
+        floor: trust.floor,
+        trusted: state.trusted_release(),
+    };
+    let release: Release = match phase_release::verify::verify_release(&bytes, &trust.root, &policy)
+    {
+        Ok(v) => v.doc,
+        Err(e) => {
+            return Err(fail(
+                boot,
+                &artifact,
+                e.reason(),
+                format!("{artifact}: {e}"),
+            ))
+        }
+    };
+    let Some(rootfs) = release.artifacts.rootfs.clone() else {
+        return Err(fail(
+            boot,
+            &artifact,
+            "no_rootfs",
+            format!("release {} carries no rootfs", release.version),
+        ));
+    };
+    let device = match verified_device(boot, &medium, &rootfs) {
+        Ok(d) => d,
+        Err(e) => {
+            teardown();
+            return Err(e);
+        }
+    };
+    if let Err(e) = assemble(boot, &device, &medium) {
+        teardown();
+        return Err(e);
+    }
+    boot.events.emit(Event::RootfsMounted {
+        device: device.clone(),
+        release: release.version,
+    });
+    boot.rootfs_ready = true;
+    Ok(())
+}
+
+/// dm-verity over the rootfs partition, or a verified RAM copy if dm-verity is missing.
+fn verified_device(boot: &Boot, m: &Medium, rootfs: &Artifact) -> Result<String, StepError> {
+    let Some(v) = &rootfs.verity else {
+        return Err(fail(
+            boot,
+            "rootfs",
+            "no_verity_params",
+            "rootfs artifact has no verity parameters".into(),
+        ));
+    };
+    let (root, hash) =
+        locate(&m.parts, v).map_err(|r| fail(boot, "rootfs", r, format!("{}: {r}", m.disk)))?;
+    if root.size_bytes() < rootfs.size
+        || hash.size_bytes() < v.hash_size
+        || v.data_blocks * v.data_block_size != rootfs.size
+    {
+        return Err(fail(
+            boot,
+            "rootfs",
+            "partition_too_small",
+            format!("{}: partitions smaller than the signed sizes", m.disk),
+        ));
+    }
+    let (data_dev, hash_dev) = (
+        part_dev(&m.disk, root.number),
+        part_dev(&m.disk, hash.number),
+    );
+    if std::path::Path::new("/dev/mapper/control").exists() {
+        let params = verity_params(v, &data_dev, &hash_dev);
+        let target = crate::sys::dm::Target {
+            start: 0,
+            sectors: rootfs.size / 512,
+            kind: "verity",
+            params: &params,
+        };
+        match crate::sys::dm::create_readonly(DM_NAME, &target) {
+            Ok(dev) => {
+                wait_for(&dev);
+                boot.events.emit(Event::RootfsVerified {
+                    method: "dm-verity".into(),
+                    device: dev.clone(),
+                    root_hash: v.root_hash.clone(),
+                });
+                return Ok(dev);
+            }
+            Err(e) => tracing::warn!("{e}; verifying the whole image instead"),
+        }
+    } else {
+        tracing::warn!("dm-verity unavailable (/dev/mapper/control missing); verifying the whole image instead");
+    }
+    // Copy into RAM while hashing, then mount the copy: the bytes mounted are the bytes
+    // hashed, whatever the device returns later.
+    let _ = std::fs::create_dir_all("/run/phase");
+    let copy = (|| -> Result<(), phase_release::stream::StreamError> {
+        let src = std::fs::File::open(&data_dev)
+            .map_err(|e| phase_release::stream::StreamError::Io(e.to_string()))?;
+        let mut dst = std::fs::File::create(RAM_COPY)
+            .map_err(|e| phase_release::stream::StreamError::Io(e.to_string()))?;
+        let tee = Tee {
+            r: src.take(rootfs.size),
+            w: &mut dst,
+        };
+        phase_release::stream::verify_reader("rootfs", rootfs, tee)?;
+        Ok(())
+    })();
+    if let Err(e) = copy {
+        let _ = std::fs::remove_file(RAM_COPY);
+        let reason = match &e {
+            phase_release::stream::StreamError::Trust(t) => t.reason(),
+            phase_release::stream::StreamError::Io(_) => "rootfs_unreadable",
+        };
+        return Err(fail(boot, "rootfs", reason, format!("{data_dev}: {e}")));
+    }
+    let dev = crate::sys::loopdev::attach_readonly(std::path::Path::new(RAM_COPY))
+        .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
+    boot.events.emit(Event::RootfsVerified {
+        method: "sha256".into(),
+        device: dev.clone(),
+        root_hash: rootfs.sha256.clone(),
+    });
+    Ok(dev)
+}
+
+/// Copies what it reads into a writer.
+struct Tee<'a, R: Read> {
+    r: R,
+    w: &'a mut std::fs::File,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let n = self.r.read(buf)?;
+        self.w.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+fn wait_for(dev: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !std::path::Path::new(dev).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// squashfs lower + tmpfs upper → overlay at NEW_ROOT; then the state directory.
+fn assemble(boot: &Boot, device: &str, m: &Medium) -> Result<(), StepError> {
+    let err = |reason: &'static str, e: String| fail(boot, "rootfs", reason, e);
+    let lower = Mount {
+        source: leak(device),
+        target: LOWER,
+        fstype: "squashfs",
+        flags: F::RDONLY.union(F::NODEV),
+        data: "",
+    };
+    match mount(&lower) {
+        Ok(_) => {}
+        // dm-verity answers EIO for a block whose hash does not match.
+        Err(crate::sys::mount::MountError::Mount {
+            errno: rustix::io::Errno::IO,
+            what,
+        }) => {
+            return Err(err(
+                "verity_mismatch",
+                format!("mount {what}: I/O error (a block failed verification)"),
+            ))
+        }
+        Err(e) => return Err(err("rootfs_mount_failed", e.to_string())),
+    }
+    let rw = Mount {
+        source: "tmpfs",
+        target: RW,
+        fstype: "tmpfs",
+        flags: F::NODEV,
+        data: "mode=0755",
+    };
+    mount(&rw).map_err(|e| err("overlay_failed", e.to_string()))?;
+    for d in ["/run/phase/rw/upper", "/run/phase/rw/work"] {
+        std::fs::create_dir_all(d).map_err(|e| err("overlay_failed", format!("mkdir {d}: {e}")))?;
+    }
+    let overlay = Mount {
+        source: "overlay",
+        target: NEW_ROOT,
+        fstype: "overlay",
+        flags: F::empty(),
+        data: "lowerdir=/run/phase/lower,upperdir=/run/phase/rw/upper,workdir=/run/phase/rw/work",
+    };
+    mount(&overlay).map_err(|e| err("overlay_failed", e.to_string()))?;
+    // Read what stage 2 will exec now, while the initramfs is still there to fall back on.
+    let init = format!("{NEW_ROOT}{}", super::handoff::STAGE2_INIT);
+    match std::fs::read(&init) {
+        Ok(b) if !b.is_empty() => {}
+        Ok(_) => return Err(err("rootfs_no_init", format!("{init} is empty"))),
+        Err(e) if e.raw_os_error() == Some(5) => {
+            return Err(err("verity_mismatch", format!("read {init}: {e}")))
+        }
+        Err(e) => return Err(err("rootfs_no_init", format!("read {init}: {e}"))),
+    }
+    state(boot, m)
+}
+
+/// `/var/lib/phase`: the persistent partition (ext4, internet/local modes) or tmpfs
+/// (private mode: no disk is ever mounted writable).
+fn state(boot: &Boot, m: &Medium) -> Result<(), StepError> {
+    const TARGET: &str = "/sysroot/var/lib/phase";
+    let persistent = boot.config.mode.persists();
+    let part = m.parts.iter().find(|p| p.type_guid == gpt::TYPE_STATE);
+    let (source, fstype, persistent) = match (persistent, part) {
+        (true, Some(p)) => (part_dev(&m.disk, p.number), "ext4", true),
+        _ => ("tmpfs".to_string(), "tmpfs", false),
+    };
+    let mnt = Mount {
+        source: leak(&source),
+        target: TARGET,
+        fstype,
+        flags: F::NODEV.union(F::NOSUID),
+        data: "",
+    };
+    if let Err(e) = mount(&mnt) {
+        // Persistent state is wanted but unusable: keep going on tmpfs, say so.
+        tracing::warn!("{e}; state on tmpfs for this boot");
+        boot.events.emit(Event::Fallback {
+            step: "state".into(),
+            reason: e.reason().into(),
+        });
+        let tmp = Mount {
+            source: "tmpfs",
+            target: TARGET,
+            fstype: "tmpfs",
+            flags: F::NODEV.union(F::NOSUID),
+            data: "mode=0700",
+        };
+        mount(&tmp).map_err(|e| StepError {
+            reason: e.reason(),
+            message: e.to_string(),
+        })?;
+        boot.events.emit(Event::StateReady {
+            persistent: false,
+            device: "tmpfs".into(),
+        });
+        return Ok(());
+    }
+    boot.events.emit(Event::StateReady {
+        persistent,
+        device: source,
+    });
+    Ok(())
+}
+
+/// Undo whatever `run` mounted or mapped (best effort, innermost first).
+fn teardown() {
+    for t in ["/sysroot/var/lib/phase", NEW_ROOT, RW, LOWER] {
+        let _ = rustix::mount::unmount(t, rustix::mount::UnmountFlags::DETACH);
+    }
+    crate::sys::dm::remove(DM_NAME);
+    let _ = std::fs::remove_file(RAM_COPY);
+}
+
+/// Mount sources are `&'static str` in the table type; the few dynamic ones live for the
+/// whole boot anyway.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_string().into_boxed_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verity(root_hash: &str) -> Verity {
+        Verity {
+            hash_path: "rootfs.verity".into(),
+            hash_size: 8192,
+            hash_sha256: "00".repeat(32),
+            root_hash: root_hash.into(),
+            salt: "11".repeat(32),
+            data_blocks: 256,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            algorithm: "sha256".into(),
+        }
+    }
+
+    fn part(n: u32, t: &str, id: &str) -> Partition {
+        Partition {
+            number: n,
+            type_guid: t.into(),
+            unique_guid: id.into(),
+            first_lba: 2048 * n as u64,
+            last_lba: 2048 * n as u64 + 2047,
+            name: String::new(),
+        }
+    }
+
+    #[test]
+    fn locates_partitions_named_after_the_root_hash() {
+        let rh: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
+        let parts = vec![
+            part(1, gpt::TYPE_META, "aaaaaaaa-0000-0000-0000-000000000000"),
+            part(2, gpt::TYPE_ROOT, "00010203-0405-0607-0809-0a0b0c0d0e0f"),
+            part(3, gpt::TYPE_VERITY, "10111213-1415-1617-1819-1a1b1c1d1e1f"),
+        ];
+        let (r, h) = locate(&parts, &verity(&rh)).unwrap();
+        assert_eq!((r.number, h.number), (2, 3));
+        // A rootfs partition from another release (other hash) is not used.
+        let other: String = (100u8..132).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            locate(&parts, &verity(&other)).unwrap_err(),
+            "rootfs_partition_missing"
+        );
+        assert_eq!(locate(&parts, &verity("zz")).unwrap_err(), "bad_root_hash");
+    }
+
+    #[test]
+    fn verity_table() {
+        let rh = "ab".repeat(32);
+        assert_eq!(
+            verity_params(&verity(&rh), "/dev/vda2", "/dev/vda3"),
+            format!(
+                "1 /dev/vda2 /dev/vda3 4096 4096 256 1 sha256 {rh} {}",
+                "11".repeat(32)
+            )
+        );
+        assert_eq!(part_dev("vda", 2), "/dev/vda2");
+        assert_eq!(part_dev("nvme0n1", 2), "/dev/nvme0n1p2");
+    }
+}
