@@ -12,6 +12,9 @@ COMMANDS:
     cmdline [FILE]    Parse a kernel command line (default /proc/cmdline; - for stdin)
                       and print the resulting configuration and any warnings.
     keys              Print the table of phase.* kernel command-line keys (markdown).
+    provider serve DIR [--listen ADDR] [--max-connections N]
+                      Serve a release directory (out/release) over HTTP: GET, HEAD,
+                      byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
     version           Print the version.
     selftest ARGS     Child side of the boot-time fault drills (used by PID 1 itself).
     help              Print this help.
@@ -38,6 +41,7 @@ pub fn run(args: Vec<String>) -> i32 {
             0
         }
         Some("cmdline") => cmdline(args.get(1).map(String::as_str)),
+        Some("provider") => provider(&args[1..]),
         Some("selftest") => crate::selftest::child_main(&args[1..]),
         Some(other) => {
             eprintln!("phase: unknown command {other:?}; see phase --help");
@@ -53,6 +57,73 @@ pub fn keys_table() -> String {
         s.push_str(&format!("| `{}` | `{}` | {} |\n", k.name, k.default, k.doc));
     }
     s
+}
+
+fn provider(args: &[String]) -> i32 {
+    let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N]";
+    let (Some("serve"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) else {
+        eprintln!("{usage}");
+        return 2;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    if !dir.is_dir() {
+        eprintln!("phase provider: {} is not a directory", dir.display());
+        return 1;
+    }
+    let mut cfg = crate::provider::serve::Config::new(&dir);
+    let mut listen = "127.0.0.1:8080".to_string();
+    let mut rest = args[2..].iter();
+    while let Some(a) = rest.next() {
+        match (a.as_str(), rest.next()) {
+            ("--listen", Some(v)) => listen = v.clone(),
+            ("--max-connections", Some(v)) => match v.parse() {
+                Ok(n) if n > 0 => cfg.max_connections = n,
+                _ => {
+                    eprintln!("phase provider: --max-connections needs a positive number");
+                    return 2;
+                }
+            },
+            _ => {
+                eprintln!("{usage}");
+                return 2;
+            }
+        }
+    }
+    crate::log::init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("phase provider: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("phase provider: listen on {listen}: {e}");
+                return 1;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or(listen);
+        println!(
+            "phase provider: serving {} on http://{addr}/",
+            dir.display()
+        );
+        match crate::provider::serve::serve(listener, cfg).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("phase provider: {e}");
+                1
+            }
+        }
+    })
 }
 
 fn cmdline(path: Option<&str>) -> i32 {

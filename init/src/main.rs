@@ -24,6 +24,7 @@ mod events;
 mod gpt;
 mod kmod;
 mod log;
+mod provider;
 mod selftest;
 mod supervise;
 mod sys;

@@ -24,6 +24,21 @@ pub mod state;
 pub mod stream;
 pub mod verify;
 
+/// Incremental SHA-256, for callers that hash streams without a declared artifact.
+#[derive(Default, Clone)]
+pub struct Sha256Hasher(sha2::Sha256);
+
+impl Sha256Hasher {
+    pub fn update(&mut self, data: &[u8]) {
+        use sha2::Digest;
+        self.0.update(data);
+    }
+    pub fn finish(self) -> [u8; 32] {
+        use sha2::Digest;
+        self.0.finalize().into()
+    }
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
