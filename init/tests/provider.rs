@@ -110,7 +110,7 @@ fn serves_files_ranges_and_etags() {
     );
     assert_eq!(st, 304);
 
-    let (st, h, body) = req(&s.addr, &format!("HEAD /blob HTTP/1.1\r\n\r\n"));
+    let (st, h, body) = req(&s.addr, "HEAD /blob HTTP/1.1\r\n\r\n");
     assert_eq!((st, body.len()), (200, 0));
     assert_eq!(header(&h, "content-length"), Some("100000"));
 
