@@ -48,12 +48,20 @@ build: kernel binaries
 	    --modules-dir $(KDIR)/lib/modules/$$rel --modules-list initramfs/modules.txt \
 	    --file etc/phase/trusted-root.json=$(OUT)/trusted-root.json \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(OUT)/initramfs.img
+	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
+	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(KDIR)/lib/modules/$$rel \
+	    --initramfs-modules initramfs/modules.txt --tree rootfs --version $(RELEASE_VERSION) \
+	    -o $(OUT)/rootfs.squashfs
 	@rm -rf $(OUT)/release
 	$(OUT)/phase-image release --root $(OUT)/trusted-root.json --version $(RELEASE_VERSION) \
 	  --cmdline "$(RELEASE_CMDLINE)" --kernel $(OUT)/vmlinuz --initramfs $(OUT)/initramfs.img \
+	  --rootfs $(OUT)/rootfs.squashfs --rootfs-verity $(OUT)/rootfs.verity.json \
 	  --sign $(TESTKEYS)/TEST-release-1.key --out-dir $(OUT)/release
 	$(OUT)/phase-image sign --key $(TESTKEYS)/TEST-release-2.key $(OUT)/release/release.json
 	$(OUT)/phase-image verify --root $(OUT)/trusted-root.json $(OUT)/release
+	# The disk embeds release.json: build it only after the threshold of signatures is met.
+	$(OUT)/phase-image disk --release-dir $(OUT)/release --rootfs $(OUT)/rootfs.squashfs \
+	  --verity $(OUT)/rootfs.verity --state-size-mib 64 -o $(OUT)/rootfs-disk.img
 
 run: build
 	target/release/phase-vm $(ARGS)

@@ -4,10 +4,13 @@
 //! writes its output atomically. One exit-code mapping: 0 ok, 1 failed (with the reason).
 
 mod cpio;
+mod disk;
 mod initramfs;
 mod kconfig;
 mod kmod;
 mod release;
+mod squashfs;
+mod verity;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 #[command(
     name = "phase-image",
     version,
-    about = "Build Phase Boot images (initramfs, releases, disks)"
+    about = "Build Phase Boot images (initramfs, rootfs, releases, disks)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +52,73 @@ enum Cmd {
         #[arg(long)]
         strict: bool,
         /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Build the root filesystem: a zstd squashfs with a dm-verity hash tree.
+    ///
+    /// Holds every file under --tree, /etc/os-release, the init at /usr/lib/phase/phase,
+    /// the kernel modules the initramfs does not carry (with modules.dep and modules.builtin)
+    /// and the mount points. Writes OUTPUT (padded to 4096 bytes), the hash device beside it
+    /// (OUTPUT's stem + .verity) and its metadata (stem + .verity.json, the release format's
+    /// `verity` object). Deterministic: owner root, every mtime SOURCE_DATE_EPOCH (or 0).
+    Rootfs {
+        /// The static `phase` binary, installed as /usr/lib/phase/phase.
+        #[arg(long)]
+        init: PathBuf,
+        /// An unpacked /lib/modules/<release> directory of the target kernel.
+        #[arg(long)]
+        modules_dir: PathBuf,
+        /// The initramfs module list (initramfs/modules.txt): those modules and their
+        /// dependencies stay out of the rootfs.
+        #[arg(long)]
+        initramfs_modules: PathBuf,
+        /// Directory copied into the image as it is (files 0644, or 0755 if executable).
+        #[arg(long, default_value = "rootfs")]
+        tree: PathBuf,
+        /// Version for /etc/os-release (VERSION_ID).
+        #[arg(long)]
+        version: String,
+        /// Print progress every N files.
+        #[arg(long, default_value_t = 500)]
+        progress_every: usize,
+        /// Output image (e.g. out/rootfs.squashfs).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Build the GPT disk image: release metadata, rootfs, hash device, empty state.
+    ///
+    /// Partitions phase-meta (release.json), phase-root (the rootfs), phase-verity (its
+    /// hash device) and phase-state (empty ext4), 1 MiB aligned; see docs/disk-layout.md.
+    /// The hash device is checked against the rootfs first; the root and verity partitions'
+    /// GUIDs are the halves of the root hash. Needs mkfs.ext4 (e2fsprogs), runs rootless.
+    /// Deterministic: every GUID derived from the inputs, ext4 times SOURCE_DATE_EPOCH.
+    Disk {
+        /// Release directory; its release.json goes into the phase-meta partition.
+        #[arg(long)]
+        release_dir: PathBuf,
+        /// The rootfs image (out/rootfs.squashfs).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Its dm-verity hash device (out/rootfs.verity).
+        #[arg(long)]
+        verity: PathBuf,
+        /// Size of the phase-state partition, MiB.
+        #[arg(long, default_value_t = 64)]
+        state_size_mib: u64,
+        /// Output disk image.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Compute the dm-verity hash tree of a file (a multiple of 4096 bytes), as
+    /// `veritysetup format` would with a salt and UUID derived from the data.
+    ///
+    /// Writes the hash device to OUTPUT and the release format's `verity` object to
+    /// OUTPUT.json; prints the root hash.
+    Verity {
+        /// The data (e.g. a padded squashfs).
+        data: PathBuf,
+        /// The hash device to write.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -122,8 +192,14 @@ enum Cmd {
         kernel: PathBuf,
         #[arg(long)]
         initramfs: PathBuf,
+        /// The root filesystem image (e.g. out/rootfs.squashfs from `phase-image rootfs`).
         #[arg(long)]
         rootfs: Option<PathBuf>,
+        /// The rootfs's dm-verity metadata (e.g. out/rootfs.verity.json): the rootfs artifact
+        /// then carries its root hash, and the hash device (named in it, beside it) is checked
+        /// against the rootfs and copied into the release directory.
+        #[arg(long, requires = "rootfs")]
+        rootfs_verity: Option<PathBuf>,
         /// Private key (.key) to sign with; repeat (or add more later with `sign`).
         #[arg(long = "sign")]
         sign: Vec<PathBuf>,
@@ -244,6 +320,109 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Rootfs {
+            init,
+            modules_dir,
+            initramfs_modules,
+            tree,
+            version,
+            progress_every,
+            output,
+        } => {
+            let start = std::time::Instant::now();
+            let list = std::fs::read_to_string(&initramfs_modules)
+                .with_context(|| format!("reading {}", initramfs_modules.display()))?;
+            let inputs = squashfs::Inputs {
+                init,
+                modules_dir,
+                initramfs_modules: initramfs::parse_module_list(&list),
+                tree,
+                version,
+                mtime: source_date_epoch()?,
+            };
+            let w = squashfs::write(&inputs, &output, progress_every)?;
+            for m in &w.report.deps_missing {
+                eprintln!("phase-image: warning: module dependency {m} is in neither image");
+            }
+            println!(
+                "{}: {} bytes ({} data blocks), {} entries, {} modules; {} dependencies left to the initramfs",
+                output.display(),
+                w.image_bytes,
+                w.verity.data_blocks,
+                w.report.entries,
+                w.report.modules,
+                w.report.deps_in_initramfs.len()
+            );
+            println!(
+                "{}: {} bytes\n{}\nroot hash {}\nbuilt in {:.1} s",
+                w.hash.display(),
+                w.verity.hash_size,
+                w.json.display(),
+                w.verity.root_hash,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Cmd::Disk {
+            release_dir,
+            rootfs,
+            verity,
+            state_size_mib,
+            output,
+        } => {
+            let w = disk::write(
+                &disk::Inputs {
+                    release_dir,
+                    rootfs,
+                    verity,
+                    state_size_mib,
+                    mtime: source_date_epoch()?,
+                },
+                &output,
+            )?;
+            println!(
+                "{}: {} bytes, disk GUID {}",
+                output.display(),
+                w.layout.sectors * disk::SECTOR,
+                w.disk_guid
+            );
+            for (p, (first, last)) in w.parts.iter().zip(&w.layout.parts) {
+                println!(
+                    "  {:<12} LBA {first:>8}..{last:<8} {:>6} MiB  type {}  guid {}",
+                    p.name,
+                    ((last + 1 - first) * disk::SECTOR) >> 20,
+                    p.type_guid,
+                    p.guid
+                );
+            }
+            println!("root hash {}", phase_release::hex::encode(&w.root_hash));
+            Ok(())
+        }
+        Cmd::Verity { data, output } => {
+            let bytes =
+                std::fs::read(&data).with_context(|| format!("reading {}", data.display()))?;
+            let tree =
+                verity::compute(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+            let name = output
+                .file_name()
+                .context("output has no file name")?
+                .to_string_lossy()
+                .into_owned();
+            let mut json = serde_json::to_vec_pretty(&tree.doc(&name))?;
+            json.push(b'\n');
+            let json_path = output.with_file_name(format!("{name}.json"));
+            write_atomic(&output, &tree.hash_device)?;
+            write_atomic(&json_path, &json)?;
+            println!(
+                "{}: {} bytes, {} data blocks\n{}\nroot hash {}",
+                output.display(),
+                tree.hash_device.len(),
+                tree.data_blocks,
+                json_path.display(),
+                phase_release::hex::encode(&tree.root_hash)
+            );
+            Ok(())
+        }
         Cmd::Keygen {
             out_dir,
             name,
@@ -291,6 +470,7 @@ fn run(cli: Cli) -> Result<()> {
             kernel,
             initramfs,
             rootfs,
+            rootfs_verity,
             sign,
             out_dir,
         } => {
@@ -305,6 +485,7 @@ fn run(cli: Cli) -> Result<()> {
                 kernel,
                 initramfs,
                 rootfs,
+                rootfs_verity,
                 sign,
                 out_dir: out_dir.clone(),
             })?;

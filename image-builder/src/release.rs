@@ -2,7 +2,7 @@
 //! are the `phase-release` types the init verifies, so signer and verifier cannot drift.
 
 use anyhow::{anyhow, bail, Context, Result};
-use phase_release::doc::{new_root, Artifact, Artifacts, Envelope, Release, Root};
+use phase_release::doc::{new_root, Artifact, Artifacts, Envelope, Release, Root, Verity};
 use phase_release::keys::{Keypair, PrivateKeyFile, PublicKey};
 use phase_release::{hex, verify};
 use std::io::Write;
@@ -142,25 +142,84 @@ pub struct ReleaseArgs {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub rootfs: Option<PathBuf>,
+    /// The rootfs's `verity` object (`phase-image rootfs` writes it beside the image).
+    pub rootfs_verity: Option<PathBuf>,
     pub sign: Vec<PathBuf>,
     pub out_dir: PathBuf,
 }
 
-/// Copy a file into the release directory while hashing it.
-fn add_artifact(src: &Path, dir: &Path) -> Result<Artifact> {
+/// A file name the release directory can hold: what the verifier accepts as an artifact
+/// path, and not one of the metadata files.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && !name.starts_with('.')
+        && name != RELEASE_FILE
+        && name != ROOT_FILE
+        && !name.ends_with(".root.json")
+}
+
+/// Copy a file into the release directory while hashing it; returns its bytes too.
+fn add_artifact(src: &Path, dir: &Path) -> Result<(Artifact, Vec<u8>)> {
     let name = src
         .file_name()
         .ok_or_else(|| anyhow!("{}: no file name", src.display()))?
         .to_string_lossy()
         .into_owned();
+    if !plain_name(&name) {
+        bail!("{}: {name:?} cannot be an artifact name", src.display());
+    }
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
     crate::write_atomic(&dir.join(&name), &bytes)?;
-    Ok(Artifact {
+    let a = Artifact {
         path: name,
         size: bytes.len() as u64,
         sha256: hex::encode(&phase_release::sha256(&bytes)),
         verity: None,
-    })
+    };
+    Ok((a, bytes))
+}
+
+/// Read a `verity` object, check it against its hash device (beside it) and against the
+/// rootfs (the tree recomputed with the device's salt must match byte for byte and give
+/// the same root hash), then copy the hash device into the release directory.
+fn add_verity(json: &Path, rootfs: &[u8], dir: &Path) -> Result<Verity> {
+    let v: Verity = serde_json::from_slice(
+        &std::fs::read(json).with_context(|| format!("reading {}", json.display()))?,
+    )
+    .with_context(|| format!("{}: not a verity object", json.display()))?;
+    if !plain_name(&v.hash_path) {
+        bail!(
+            "{}: hash_path {:?} is not a plain file name",
+            json.display(),
+            v.hash_path
+        );
+    }
+    let src = json.with_file_name(&v.hash_path);
+    let hash = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    if hash.len() as u64 != v.hash_size {
+        bail!(
+            "{}: {} bytes, {} says {}",
+            src.display(),
+            hash.len(),
+            json.display(),
+            v.hash_size
+        );
+    }
+    if hex::encode(&phase_release::sha256(&hash)) != v.hash_sha256 {
+        bail!("{}: SHA-256 differs from {}", src.display(), json.display());
+    }
+    let tree = crate::verity::verify(rootfs, &hash)
+        .map_err(|e| anyhow!("{} does not match the rootfs: {e}", src.display()))?;
+    if tree.doc(&v.hash_path) != v {
+        bail!(
+            "{}: root hash, salt or sizes differ from the tree of the rootfs (root hash {})",
+            json.display(),
+            hex::encode(&tree.root_hash)
+        );
+    }
+    crate::write_atomic(&dir.join(&v.hash_path), &hash)?;
+    Ok(v)
 }
 
 /// `release`: hash and copy the artifacts, write and sign `release.json`, and put the root
@@ -170,15 +229,32 @@ pub fn release(a: &ReleaseArgs) -> Result<Vec<String>> {
     let root_env = read_envelope(&a.root)?;
     let _: Root =
         serde_json::from_value(root_env.signed.clone()).context("--root is not a root document")?;
-    let artifacts = Artifacts {
-        kernel: add_artifact(&a.kernel, &a.out_dir)?,
-        initramfs: add_artifact(&a.initramfs, &a.out_dir)?,
-        rootfs: a
-            .rootfs
-            .as_deref()
-            .map(|p| add_artifact(p, &a.out_dir))
-            .transpose()?,
+    let rootfs = match &a.rootfs {
+        Some(p) => {
+            let (mut art, bytes) = add_artifact(p, &a.out_dir)?;
+            if let Some(j) = &a.rootfs_verity {
+                art.verity = Some(add_verity(j, &bytes, &a.out_dir)?);
+            }
+            Some(art)
+        }
+        None if a.rootfs_verity.is_some() => bail!("--rootfs-verity needs --rootfs"),
+        None => None,
     };
+    let artifacts = Artifacts {
+        kernel: add_artifact(&a.kernel, &a.out_dir)?.0,
+        initramfs: add_artifact(&a.initramfs, &a.out_dir)?.0,
+        rootfs,
+    };
+    let mut names: Vec<&str> = artifacts.iter().map(|(_, a)| a.path.as_str()).collect();
+    names.extend(
+        artifacts
+            .iter()
+            .filter_map(|(_, a)| Some(a.verity.as_ref()?.hash_path.as_str())),
+    );
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        bail!("two release files share a name: {names:?}");
+    }
     let doc = Release {
         doc_type: "release".into(),
         spec_version: phase_release::doc::SPEC_VERSION,
@@ -205,7 +281,13 @@ pub fn release(a: &ReleaseArgs) -> Result<Vec<String>> {
     Ok(doc
         .artifacts
         .iter()
-        .map(|(n, a)| format!("{n}: {} ({} bytes)", a.path, a.size))
+        .map(|(n, a)| match &a.verity {
+            Some(v) => format!(
+                "{n}: {} ({} bytes), verity {} ({} bytes), root hash {}",
+                a.path, a.size, v.hash_path, v.hash_size, v.root_hash
+            ),
+            None => format!("{n}: {} ({} bytes)", a.path, a.size),
+        })
         .collect())
 }
 
@@ -274,7 +356,7 @@ pub fn verify_dir(a: &VerifyArgs) -> std::result::Result<String, Rejection> {
     let rel = verify::verify_release(&read(&rel_path)?, &root, &policy)
         .map_err(trust)?
         .doc;
-    for (name, art) in rel.artifacts.iter() {
+    let stream = |name: &str, art: &Artifact| -> std::result::Result<(), Rejection> {
         let p = a.dir.join(&art.path);
         let f = std::fs::File::open(&p)
             .map_err(|e| reject("artifact_missing", format!("{}: {e}", p.display())))?;
@@ -286,9 +368,36 @@ pub fn verify_dir(a: &VerifyArgs) -> std::result::Result<String, Rejection> {
                 }
             },
         )?;
+        Ok(())
+    };
+    let mut trees = 0;
+    for (name, art) in rel.artifacts.iter() {
+        stream(name, art)?;
+        if let Some(v) = &art.verity {
+            // The hash device is fetched like an artifact: its size and SHA-256 are signed.
+            let name = format!("{name}.verity");
+            if v.hash_path.is_empty() || v.hash_path.contains('/') || v.hash_path.starts_with('.') {
+                return Err(trust(verify::TrustError::BadArtifactPath {
+                    name,
+                    path: v.hash_path.clone(),
+                }));
+            }
+            let synthetic = Artifact {
+                path: v.hash_path.clone(),
+                size: v.hash_size,
+                sha256: v.hash_sha256.clone(),
+                verity: None,
+            };
+            stream(&name, &synthetic)?;
+            trees += 1;
+        }
     }
+    let trees = match trees {
+        0 => String::new(),
+        n => format!(", {n} verity hash device{}", if n == 1 { "" } else { "s" }),
+    };
     Ok(format!(
-        "release {} (channel {}, arch {}) verified against root version {}: {} artifacts ok",
+        "release {} (channel {}, arch {}) verified against root version {}: {} artifacts ok{trees}",
         rel.version,
         rel.channel,
         rel.arch,

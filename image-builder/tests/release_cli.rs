@@ -267,5 +267,146 @@ fn built_release_verifies() {
     let rel = top().join("out/release");
     assert!(root.exists() && rel.exists(), "run `make build` first");
     let out = ok(&["verify", "--root", s(&root), s(&rel)]);
-    assert!(out.contains("2 artifacts ok"), "{out}");
+    // kernel and initramfs, and the rootfs with its hash device once `make build` adds it.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rel.join("release.json")).unwrap()).unwrap();
+    let artifacts = doc["signed"]["artifacts"].as_object().unwrap();
+    assert!(
+        out.contains(&format!("{} artifacts ok", artifacts.len())),
+        "{out}"
+    );
+    if artifacts
+        .get("rootfs")
+        .is_some_and(|r| r.get("verity").is_some())
+    {
+        assert!(out.contains("1 verity hash device"), "{out}");
+    }
+}
+
+/// Data of `blocks` 4096-byte blocks that differs per `seed`.
+fn blocks(blocks: usize, seed: u8) -> Vec<u8> {
+    (0..blocks * 4096)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i / 4096) as u8)
+        .collect()
+}
+
+/// A rootfs with its dm-verity tree: the release carries the root hash, ships the hash
+/// device, and `verify` checks the hash device's size and SHA-256 like an artifact's.
+#[test]
+fn release_with_rootfs_verity() {
+    let d = tmp("verity");
+    let (rk, rp) = keygen(&d, "root");
+    let root = d.join("root.json");
+    ok(&[
+        "root",
+        "--root-key",
+        s(&rp),
+        "--release-key",
+        s(&rp),
+        "--sign",
+        s(&rk),
+        "-o",
+        s(&root),
+    ]);
+    std::fs::write(d.join("vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(d.join("initramfs.img"), b"initramfs bytes").unwrap();
+    let img = d.join("rootfs.squashfs");
+    std::fs::write(&img, blocks(130, 1)).unwrap();
+    ok(&["verity", s(&img), "-o", s(&d.join("rootfs.verity"))]);
+    let json = d.join("rootfs.verity.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["hash_path"], "rootfs.verity");
+    assert_eq!(v["data_blocks"], 130);
+    // 130 blocks: superblock, top block, two leaf blocks.
+    assert_eq!(v["hash_size"], 4 * 4096);
+
+    let release = |out: &Path, verity: &Path| {
+        run(&[
+            "release",
+            "--root",
+            s(&root),
+            "--version",
+            "1",
+            "--kernel",
+            s(&d.join("vmlinuz")),
+            "--initramfs",
+            s(&d.join("initramfs.img")),
+            "--rootfs",
+            s(&img),
+            "--rootfs-verity",
+            s(verity),
+            "--sign",
+            s(&rk),
+            "--out-dir",
+            s(out),
+        ])
+    };
+    let rel = d.join("rel");
+    let o = release(&rel, &json);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout)
+        .contains(&format!("root hash {}", v["root_hash"].as_str().unwrap())));
+    let signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rel.join("release.json")).unwrap()).unwrap();
+    assert_eq!(signed["signed"]["artifacts"]["rootfs"]["verity"], v);
+    let good = ok(&["verify", "--now", "1800000100", "--root", s(&root), s(&rel)]);
+    assert!(
+        good.contains("3 artifacts ok, 1 verity hash device"),
+        "{good}"
+    );
+
+    // The hash device is checked like an artifact: altered, short, missing.
+    let hash = rel.join("rootfs.verity");
+    let bytes = std::fs::read(&hash).unwrap();
+    let mut bad = bytes.clone();
+    bad[4096] ^= 1;
+    std::fs::write(&hash, &bad).unwrap();
+    verify_fails(&root, &rel, "artifact_hash");
+    std::fs::write(&hash, &bytes[..4096]).unwrap();
+    verify_fails(&root, &rel, "artifact_size");
+    std::fs::remove_file(&hash).unwrap();
+    verify_fails(&root, &rel, "artifact_missing");
+
+    // A tree of other data, or metadata that does not describe its hash file, is refused
+    // before anything is signed.
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("data"), blocks(130, 2)).unwrap();
+    ok(&[
+        "verity",
+        s(&other.join("data")),
+        "-o",
+        s(&other.join("rootfs.verity")),
+    ]);
+    let o = release(&d.join("rel-other"), &other.join("rootfs.verity.json"));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not match the rootfs"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut lying = v.clone();
+    lying["hash_size"] = serde_json::json!(4096);
+    std::fs::write(d.join("lying.json"), lying.to_string()).unwrap();
+    let o = release(&d.join("rel-lying"), &d.join("lying.json"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("says 4096"));
+    // --rootfs-verity needs --rootfs.
+    let o = run(&[
+        "release",
+        "--root",
+        s(&root),
+        "--version",
+        "1",
+        "--kernel",
+        s(&d.join("vmlinuz")),
+        "--initramfs",
+        s(&d.join("initramfs.img")),
+        "--rootfs-verity",
+        s(&json),
+        "--out-dir",
+        s(&d.join("rel-none")),
+    ]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(d);
 }

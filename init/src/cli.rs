@@ -12,6 +12,9 @@ COMMANDS:
     cmdline [FILE]    Parse a kernel command line (default /proc/cmdline; - for stdin)
                       and print the resulting configuration and any warnings.
     keys              Print the table of phase.* kernel command-line keys (markdown).
+    fetch --root ROOT --provider URL... --out DIR [--channel C] [--floor N]
+                      Choose the newest release the providers serve that verifies against
+                      ROOT, and download it verified (the stage-1 client, on a host).
     provider serve DIR [--listen ADDR] [--max-connections N]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
@@ -42,6 +45,10 @@ pub fn run(args: Vec<String>) -> i32 {
         }
         Some("cmdline") => cmdline(args.get(1).map(String::as_str)),
         Some("provider") => provider(&args[1..]),
+        Some("fetch") => {
+            crate::log::init();
+            crate::fetch::cli::run(&args[1..])
+        }
         Some("selftest") => crate::selftest::child_main(&args[1..]),
         Some(other) => {
             eprintln!("phase: unknown command {other:?}; see phase --help");
@@ -108,6 +115,7 @@ fn provider(args: &[String]) -> i32 {
                 return 1;
             }
         };
+        let etags = crate::provider::serve::warm(&cfg).await;
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -116,7 +124,7 @@ fn provider(args: &[String]) -> i32 {
             "phase provider: serving {} on http://{addr}/",
             dir.display()
         );
-        match crate::provider::serve::serve(listener, cfg).await {
+        match crate::provider::serve::serve(listener, cfg, etags).await {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("phase provider: {e}");

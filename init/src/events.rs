@@ -34,7 +34,29 @@ pub enum Event {
     },
     /// Something that must verify did not; `artifact` names it.
     #[serde(rename = "verify.failed")]
-    VerifyFailed { artifact: String, reason: String },
+    VerifyFailed {
+        artifact: String,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider: Option<String>,
+    },
+    /// A provider answered with metadata that verified.
+    #[serde(rename = "provider.found")]
+    ProviderFound {
+        url: String,
+        how: String,
+        version: u64,
+    },
+    /// The release chosen among the providers' verified metadata.
+    #[serde(rename = "release.verified")]
+    ReleaseVerified {
+        version: u64,
+        channel: String,
+        providers: Vec<String>,
+    },
+    /// Every artifact of the chosen release arrived and verified.
+    #[serde(rename = "artifacts.verified")]
+    ArtifactsVerified { version: u64, bytes: u64 },
     /// The rootfs is verified: by dm-verity (block by block as read) or by a full SHA-256.
     #[serde(rename = "rootfs.verified")]
     RootfsVerified {
@@ -85,6 +107,13 @@ pub enum Event {
     },
     #[serde(rename = "fallback")]
     Fallback { step: String, reason: String },
+    /// A provider failed mid-way and the next one takes over.
+    #[serde(rename = "provider.failover")]
+    ProviderFailover {
+        artifact: String,
+        provider: String,
+        reason: String,
+    },
     #[serde(rename = "shutdown")]
     Shutdown { action: String, reason: String },
 }
@@ -97,6 +126,9 @@ impl Event {
             Event::ModulesLoaded { .. } => "modules.loaded",
             Event::TrustReady { .. } => "trust.ready",
             Event::VerifyFailed { .. } => "verify.failed",
+            Event::ProviderFound { .. } => "provider.found",
+            Event::ReleaseVerified { .. } => "release.verified",
+            Event::ArtifactsVerified { .. } => "artifacts.verified",
             Event::RootfsVerified { .. } => "rootfs.verified",
             Event::StateReady { .. } => "state.ready",
             Event::RootfsMounted { .. } => "rootfs.mounted",
@@ -108,6 +140,7 @@ impl Event {
             Event::SelftestChild { .. } => "selftest.child",
             Event::SelftestOrphans { .. } => "selftest.orphans",
             Event::Fallback { .. } => "fallback",
+            Event::ProviderFailover { .. } => "provider.failover",
             Event::Shutdown { .. } => "shutdown",
         }
     }
@@ -307,6 +340,26 @@ mod tests {
             },
             Event::VerifyFailed {
                 artifact: "a".into(),
+                reason: "r".into(),
+                provider: None,
+            },
+            Event::ProviderFound {
+                url: "u".into(),
+                how: "url".into(),
+                version: 1,
+            },
+            Event::ReleaseVerified {
+                version: 1,
+                channel: "stable".into(),
+                providers: vec![],
+            },
+            Event::ArtifactsVerified {
+                version: 1,
+                bytes: 1,
+            },
+            Event::ProviderFailover {
+                artifact: "a".into(),
+                provider: "p".into(),
                 reason: "r".into(),
             },
             Event::Shutdown {

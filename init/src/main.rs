@@ -21,6 +21,7 @@ mod boot;
 mod cli;
 mod config;
 mod events;
+mod fetch;
 mod gpt;
 mod kmod;
 mod log;

@@ -116,6 +116,7 @@ fn fail(boot: &Boot, artifact: &str, reason: &'static str, message: String) -> S
     boot.events.emit(Event::VerifyFailed {
         artifact: artifact.into(),
         reason: reason.into(),
+        provider: None,
     });
     StepError { reason, message }
 }

@@ -29,6 +29,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         events.emit(Event::VerifyFailed {
             artifact: ROOT_PATH.into(),
             reason: reason.into(),
+            provider: None,
         });
         StepError { reason, message }
     };

@@ -33,13 +33,33 @@ impl Config {
 }
 
 /// SHA-256 per (path, size, mtime), so each file is hashed once while it does not change.
-type EtagCache = Mutex<HashMap<(PathBuf, u64, SystemTime), String>>;
+pub type EtagCache = Mutex<HashMap<(PathBuf, u64, SystemTime), String>>;
+
+/// Hash every file directly in `root` now, so the first request for a large artifact is
+/// not held up by hashing it (clients treat a silent server as stalled).
+pub async fn warm(cfg: &Config) -> Arc<EtagCache> {
+    let etags: Arc<EtagCache> = Arc::new(Mutex::new(HashMap::new()));
+    if let Ok(dir) = std::fs::read_dir(&cfg.root) {
+        for e in dir.flatten() {
+            if let Ok(md) = e.metadata() {
+                if md.is_file() {
+                    let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    let _ = etag(&e.path(), md.len(), mtime, &etags).await;
+                }
+            }
+        }
+    }
+    etags
+}
 
 /// Serve until the listener fails. Each connection runs in its own task.
-pub async fn serve(listener: TcpListener, cfg: Config) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Config,
+    etags: Arc<EtagCache>,
+) -> std::io::Result<()> {
     let cfg = Arc::new(cfg);
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
-    let etags: Arc<EtagCache> = Arc::new(Mutex::new(HashMap::new()));
     loop {
         // Wait for a free slot before accepting: excess clients queue in the backlog.
         let Ok(permit) = slots.clone().acquire_owned().await else {

@@ -82,6 +82,36 @@ fn main() {
         size as f64 / 1048576.0
     );
 
+    // With the rootfs disk: init.start -> rootfs.mounted (private mode: the disk is never
+    // written, so every run boots the same image).
+    let disk = phase_qemu::out_dir().join("rootfs-disk.img");
+    let mut m_rootfs = f64::NAN;
+    if disk.exists() {
+        let mut mounted = vec![];
+        for i in 0..runs {
+            let b = match Vm::default_artifacts()
+                .disk(&disk)
+                .append("phase.mode=private phase.poweroff=rootfs.mounted")
+                .run()
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("rootfs run {i}: qemu failed: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let (Some(s), Some(m)) = (b.event("init.start"), b.event("rootfs.mounted")) else {
+                eprintln!("rootfs run {i}: no rootfs.mounted\n{}", b.explain());
+                std::process::exit(1);
+            };
+            mounted.push(m.t_ms.saturating_sub(s.t_ms) as f64);
+        }
+        m_rootfs = median(mounted);
+        println!(
+            "init.start -> rootfs.mounted median {m_rootfs:.0} ms (guest, dm-verity rootfs disk)"
+        );
+    }
+
     let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
     else {
         println!("(no BASELINE_LOG: Debian baseline not run)");
@@ -122,4 +152,10 @@ fn main() {
     );
     println!("ratio boot to ready        debian/phase = {:.2}x (kernel start -> root init vs -> init.ready)", deb_up * 1000.0 / m_ready);
     println!("ratio initramfs work       debian/phase = {:.1}x (debian {deb_work:.0} ms vs phase init.start->init.ready {m_work:.0} ms)", deb_work / m_work.max(1.0));
+    if m_rootfs.is_finite() {
+        println!(
+            "ratio to mounted root      debian/phase = {:.1}x (debian initramfs work {deb_work:.0} ms vs phase init.start->rootfs.mounted {m_rootfs:.0} ms; goal: phase <= 700 ms, 10x)",
+            deb_work / m_rootfs.max(1.0)
+        );
+    }
 }

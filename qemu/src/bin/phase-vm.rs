@@ -1,7 +1,9 @@
 //! `phase-vm`: boot `out/vmlinuz` + `out/initramfs.img` interactively on this terminal,
 //! with the same QEMU command line the tests use. Quit QEMU with Ctrl-A then X.
 //!
-//! Usage: phase-vm [--uefi] [KERNEL-ARGS...]
+//! Usage: phase-vm [--uefi] [--no-disk] [KERNEL-ARGS...]
+//! `out/rootfs-disk.img` is attached when it exists (its state partition keeps what the
+//! system writes between runs, except in phase.mode=private).
 
 use phase_qemu::{accel, Firmware, Vm};
 use std::process::ExitCode;
@@ -10,15 +12,21 @@ fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "phase-vm [--uefi] [KERNEL-ARGS...]\n\nBoots out/vmlinuz + out/initramfs.img in QEMU on this \
-             terminal (serial console). Extra words go on the kernel command line, e.g. \
-             phase.mode=private. Quit with Ctrl-A X, or let phase.poweroff=EVENT end it."
+            "phase-vm [--uefi] [--no-disk] [KERNEL-ARGS...]\n\nBoots out/vmlinuz + out/initramfs.img in QEMU on this \
+             terminal (serial console), with out/rootfs-disk.img attached unless --no-disk. Extra words \
+             go on the kernel command line, e.g. phase.mode=private. Quit with Ctrl-A X, or let \
+             phase.poweroff=EVENT end it."
         );
         return ExitCode::SUCCESS;
     }
     let uefi = args.iter().any(|a| a == "--uefi");
-    args.retain(|a| a != "--uefi");
+    let no_disk = args.iter().any(|a| a == "--no-disk");
+    args.retain(|a| a != "--uefi" && a != "--no-disk");
     let mut vm = Vm::default_artifacts().append(&args.join(" "));
+    let disk = phase_qemu::out_dir().join("rootfs-disk.img");
+    if !no_disk && disk.exists() {
+        vm = vm.disk(&disk);
+    }
     if uefi {
         vm = vm.firmware(Firmware::Uefi);
     }

@@ -1,0 +1,154 @@
+//! Choose and fetch a release from several providers: fetch each provider's metadata,
+//! walk its root chain from the trusted root, verify, keep the highest version (ties keep
+//! the earlier provider), then download every artifact of that exact release (same content
+//! digest) verified, failing over among the providers that serve it.
+
+use super::{FetchError, Limits, Url};
+use phase_release::doc::{Artifact, Release, Root, MAX_METADATA_BYTES};
+use phase_release::verify::{self, Policy, TrustError};
+use std::path::Path;
+
+/// What happened to one provider's metadata.
+#[derive(Debug)]
+pub enum MetaOutcome {
+    Verified { version: u64 },
+    Failed(FetchError),
+    Rejected(TrustError),
+}
+
+/// The chosen release and the providers that serve it, best first.
+pub struct Choice {
+    pub release: Release,
+    pub providers: Vec<Url>,
+}
+
+/// Fetch and verify metadata from every provider; report each; choose the highest.
+pub async fn choose(
+    providers: &[Url],
+    root: &Root,
+    policy: &Policy,
+    limits: &Limits,
+    report: &mut (dyn FnMut(&Url, &MetaOutcome) + Send),
+) -> Option<Choice> {
+    let mut verified: Vec<(Url, Release, [u8; 32])> = Vec::new();
+    for p in providers {
+        let outcome = match metadata(p, root, policy, limits).await {
+            Ok((rel, digest)) => {
+                let v = rel.version;
+                verified.push((p.clone(), rel, digest));
+                MetaOutcome::Verified { version: v }
+            }
+            Err(Ok(e)) => MetaOutcome::Failed(e),
+            Err(Err(e)) => MetaOutcome::Rejected(e),
+        };
+        report(p, &outcome);
+    }
+    let best = verified.iter().map(|(_, r, _)| r.version).max()?;
+    let (_, release, digest) = verified.iter().find(|(_, r, _)| r.version == best)?.clone();
+    let providers = verified
+        .iter()
+        .filter(|(_, _, d)| *d == digest)
+        .map(|(u, _, _)| u.clone())
+        .collect();
+    Some(Choice { release, providers })
+}
+
+/// Root chain then release metadata from one provider. `Err(Ok)` is a transport failure,
+/// `Err(Err)` a verification failure.
+async fn metadata(
+    p: &Url,
+    root: &Root,
+    policy: &Policy,
+    limits: &Limits,
+) -> Result<(Release, [u8; 32]), Result<FetchError, TrustError>> {
+    let mut chain = Vec::new();
+    let mut v = root.version + 1;
+    // Walk N+1.root.json … until the provider has no more (bounded by update_root_chain).
+    while chain.len() < 64 {
+        match super::small(p, &format!("{v}.root.json"), MAX_METADATA_BYTES, limits).await {
+            Ok(b) => chain.push(b),
+            Err(FetchError::Status { status: 404, .. }) => break,
+            Err(e) => return Err(Ok(e)),
+        }
+        v += 1;
+    }
+    let first = root.version + 1;
+    let root = verify::update_root_chain(
+        root.clone(),
+        |n| chain.get((n - first) as usize).cloned(),
+        policy.now,
+    )
+    .map_err(Err)?;
+    let bytes = super::small(p, "release.json", MAX_METADATA_BYTES + 1, limits)
+        .await
+        .map_err(|e| match e {
+            FetchError::Verify { err, .. } => Err(err),
+            other => Ok(other),
+        })?;
+    let v = verify::verify_release(&bytes, &root, policy).map_err(Err)?;
+    Ok((v.doc, v.digest))
+}
+
+/// Every file a release needs, as (name, artifact): kernel, initramfs, rootfs and its
+/// verity hash device.
+pub fn files(rel: &Release) -> Vec<(String, Artifact)> {
+    let mut out: Vec<(String, Artifact)> = rel
+        .artifacts
+        .iter()
+        .map(|(n, a)| (n.to_string(), a.clone()))
+        .collect();
+    if let Some(v) = rel
+        .artifacts
+        .rootfs
+        .as_ref()
+        .and_then(|r| r.verity.as_ref())
+    {
+        out.push((
+            "rootfs.verity".into(),
+            Artifact {
+                path: v.hash_path.clone(),
+                size: v.hash_size,
+                sha256: v.hash_sha256.clone(),
+                verity: None,
+            },
+        ));
+    }
+    out
+}
+
+/// How one artifact's download ended, with what happened on the way.
+pub type ArtifactResult = Result<super::Report, (super::Report, FetchError)>;
+
+/// Download every file of `choice` into `dir`, verified. Calls `report` for each artifact.
+pub async fn download(
+    choice: &Choice,
+    dir: &Path,
+    limits: &Limits,
+    report: &mut (dyn FnMut(&str, &ArtifactResult) + Send),
+    progress: &mut (dyn FnMut(&str, u64, u64) + Send),
+) -> Result<(), FetchError> {
+    for (name, a) in files(&choice.release) {
+        let path = dir.join(&a.path);
+        let mut f = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| FetchError::Io {
+                url: path.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        let r = super::artifact(
+            &name,
+            &a,
+            &choice.providers,
+            &mut f,
+            limits,
+            &mut |done, total| progress(&name, done, total),
+        )
+        .await;
+        report(&name, &r);
+        if let Err((_, e)) = r {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The stage-1 release client (`phase fetch`) against three providers, each in a network
+//! namespace this test creates (veth pairs to the test's own namespace, addresses in
+//! 10.213.0.0/16 that exist only here): one honest, one serving a tampered kernel, one that
+//! stalls mid-transfer. The client must end with the honest bytes, report `verify.failed`
+//! for the tampered provider and fail over from the staller. Needs root and iproute2.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn top() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sh(args: &[&str]) {
+    let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(st.success(), "{args:?}");
+}
+
+/// A namespace with a veth pair: host side 10.213.K.1, namespace side 10.213.K.2.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn new(k: u8) -> Netns {
+        let id = std::process::id() % 10000;
+        let name = format!("phase-f{id}-{k}");
+        let (host_if, ns_if) = (format!("pf{id}h{k}"), format!("pf{id}n{k}"));
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        sh(&["ip", "netns", "add", &name]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        sh(&["ip", "link", "set", &ns_if, "netns", &name]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.213.{k}.1/30"),
+            "dev",
+            &host_if,
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("10.213.{k}.2/30"),
+            "dev",
+            &ns_if,
+        ]);
+        sh(&["ip", "-n", &name, "link", "set", &ns_if, "up"]);
+        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name, host_if }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_in(ns: &Netns, dir: &Path, addr: &str) -> Killed {
+    let c = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_phase"),
+            "provider",
+            "serve",
+        ])
+        .arg(dir)
+        .args(["--listen", addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(c)
+}
+
+/// Serves metadata honestly, but sends only half of any artifact, then holds the
+/// connection open without sending more.
+fn staller_in(ns: &Netns, dir: PathBuf, addr: &'static str) {
+    let netns = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
+    std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&netns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let l = TcpListener::bind(addr).unwrap();
+        for s in l.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
+                let Ok(data) = std::fs::read(dir.join(&path)) else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    data.len()
+                );
+                if path.ends_with(".json") {
+                    let _ = s.write_all(&data);
+                } else {
+                    let _ = s.write_all(&data[..data.len() / 2]);
+                    std::thread::sleep(Duration::from_secs(120));
+                }
+            });
+        }
+    });
+}
+
+fn events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("PHASE-EVENT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect()
+}
+
+#[test]
+fn honest_wins_tampered_is_named_staller_is_left() {
+    let release = top().join("out/release");
+    let root = top().join("out/trusted-root.json");
+    assert!(
+        release.join("release.json").exists(),
+        "run `make build` first"
+    );
+    let work = std::env::temp_dir().join(format!("phase-fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let tampered = work.join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    for e in std::fs::read_dir(&release).unwrap().flatten() {
+        std::fs::copy(e.path(), tampered.join(e.file_name())).unwrap();
+    }
+    let mut k = std::fs::read(tampered.join("vmlinuz")).unwrap();
+    let mid = k.len() / 2;
+    k[mid] ^= 0xff;
+    std::fs::write(tampered.join("vmlinuz"), k).unwrap();
+
+    let (a, b, c) = (Netns::new(1), Netns::new(2), Netns::new(3));
+    let _honest = serve_in(&a, &release, "10.213.1.2:8080");
+    let _bad = serve_in(&b, &tampered, "10.213.2.2:8080");
+    staller_in(&c, release.clone(), "10.213.3.2:8080");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let out_dir = work.join("got");
+    let out = Command::new(env!("CARGO_BIN_EXE_phase"))
+        .args(["fetch", "--root"])
+        .arg(&root)
+        .args([
+            "--provider",
+            "http://10.213.2.2:8080/",
+            "--provider",
+            "http://10.213.3.2:8080/",
+            "--provider",
+            "http://10.213.1.2:8080/",
+        ])
+        .args(["--idle-secs", "2", "--total-secs", "120", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&text);
+    let find = |name: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        ev.iter().any(|e| e["event"] == name && f(e))
+    };
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "provider.found").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        find("verify.failed", &|e| e["provider"]
+            == "http://10.213.2.2:8080/"
+            && e["artifact"] == "kernel"
+            && e["reason"] == "artifact_hash"),
+        "{text}"
+    );
+    assert!(
+        find("provider.failover", &|e| e["provider"]
+            == "http://10.213.3.2:8080/"
+            && e["reason"] == "stalled"),
+        "{text}"
+    );
+    assert!(find("artifacts.verified", &|e| e["version"] == 1), "{text}");
+    // The bytes on disk are the honest ones.
+    for f in [
+        "vmlinuz",
+        "initramfs.img",
+        "rootfs.squashfs",
+        "rootfs.verity",
+    ] {
+        assert_eq!(
+            std::fs::read(out_dir.join(f)).unwrap(),
+            std::fs::read(release.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,0 +1,239 @@
+//! Boot tests of the verified rootfs: out/vmlinuz + out/initramfs.img with
+//! out/rootfs-disk.img attached (a copy per test: the state partition is writable).
+
+use phase_qemu::{artifact, out_dir, Boot, Firmware, Outcome, Vm};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("phase-rootfs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn disk_copy(dir: &Path) -> PathBuf {
+    let p = dir.join("disk.img");
+    let st = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(artifact("rootfs-disk.img"))
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p
+}
+
+fn sha256(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Byte offset of the partition named `name` (sfdisk reads our GPT: a third-party check).
+fn partition_offset(disk: &Path, name: &str) -> u64 {
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no partition {name}: {v}"));
+    p["start"].as_u64().unwrap() * 512
+}
+
+fn assert_clean(b: &Boot) {
+    assert!(
+        !b.console.contains("Kernel panic") && !b.console.contains("Attempted to kill init"),
+        "{}",
+        b.explain()
+    );
+    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
+    assert_eq!(
+        b.event("shutdown").and_then(|e| e.str("action")),
+        Some("poweroff")
+    );
+}
+
+fn order(b: &Boot, names: &[&str]) {
+    let mut last = 0;
+    for n in names {
+        let i = b
+            .events
+            .iter()
+            .position(|e| e.name == *n)
+            .unwrap_or_else(|| panic!("no {n}:\n{}", b.explain()));
+        assert!(i >= last, "{n} out of order:\n{}", b.explain());
+        last = i;
+    }
+}
+
+fn assert_stage2(b: &Boot) {
+    let s = b
+        .event("stage2.start")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(s.fields["pid"], 1, "PID 1 is still phase: {}", s.fields);
+    assert_eq!(s.str("exe"), Some("/usr/lib/phase/phase"), "{}", s.fields);
+    assert_eq!(s.str("root_fs"), Some("overlay"), "{}", s.fields);
+    assert!(
+        s.str("os").unwrap_or("").starts_with("Phase Boot"),
+        "{}",
+        s.fields
+    );
+    // /etc/motd comes from the repository's rootfs/ directory.
+    let motd =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/motd"))
+            .unwrap();
+    assert_eq!(s.str("motd"), motd.lines().next(), "{}", s.fields);
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 2);
+}
+
+#[test]
+fn boots_verified_rootfs_with_persistent_state() {
+    let dir = tempdir("boot");
+    let disk = disk_copy(&dir);
+    let b = Vm::default_artifacts()
+        .disk(&disk)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    order(
+        &b,
+        &[
+            "init.start",
+            "trust.ready",
+            "rootfs.verified",
+            "state.ready",
+            "rootfs.mounted",
+            "stage2.start",
+            "init.ready",
+        ],
+    );
+    let v = b.event("rootfs.verified").unwrap();
+    assert_eq!(v.str("method"), Some("dm-verity"), "{}", v.fields);
+    let st = b.event("state.ready").unwrap();
+    assert_eq!(st.fields["persistent"], true, "{}", st.fields);
+    assert_stage2(&b);
+    assert!(
+        b.event("verify.failed").is_none() && b.event("fallback").is_none(),
+        "{}",
+        b.explain()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
+    let dir = tempdir("flip");
+    let disk = disk_copy(&dir);
+    let at = partition_offset(&disk, "phase-root") + 100;
+    let mut bytes = std::fs::read(&disk).unwrap();
+    bytes[at as usize] ^= 0x01;
+    std::fs::write(&disk, &bytes).unwrap();
+    drop(bytes);
+    let b = Vm::default_artifacts()
+        .disk(&disk)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    let f = b
+        .event("verify.failed")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(f.str("artifact"), Some("rootfs"), "{}", f.fields);
+    assert_eq!(f.str("reason"), Some("verity_mismatch"), "{}", f.fields);
+    let fb = b.event("fallback").unwrap();
+    assert_eq!(fb.str("step"), Some("local"));
+    // Documented fallback: the initramfs keeps serving (stage 1).
+    assert!(b.event("rootfs.mounted").is_none() && b.event("stage2.start").is_none());
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn private_mode_writes_nothing_to_disk() {
+    let dir = tempdir("private");
+    let disk = disk_copy(&dir);
+    let before = sha256(&disk);
+    let b = Vm::default_artifacts()
+        .firmware(Firmware::Uefi)
+        .disk(&disk)
+        .append("phase.mode=private phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    assert_stage2(&b);
+    let st = b.event("state.ready").unwrap();
+    assert_eq!(
+        (st.fields["persistent"].as_bool(), st.str("device")),
+        (Some(false), Some("tmpfs"))
+    );
+    assert_eq!(
+        sha256(&disk),
+        before,
+        "a private boot changed the disk image"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Without dm-verity in the kernel, the rootfs is copied to RAM and hashed whole against
+/// the signed SHA-256 before it is mounted.
+#[test]
+fn without_dm_verity_the_image_is_hashed_whole() {
+    let dir = tempdir("noverity");
+    let disk = disk_copy(&dir);
+    let list: String = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../initramfs/modules.txt"),
+    )
+    .unwrap()
+    .lines()
+    .filter(|l| !l.starts_with("dm_"))
+    .map(|l| format!("{l}\n"))
+    .collect();
+    std::fs::write(dir.join("modules.txt"), list).unwrap();
+    let release = std::fs::read_to_string(artifact("kernel.version"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("release=").map(str::to_string))
+        .unwrap();
+    let initrd = dir.join("initramfs.img");
+    let st = Command::new(artifact("phase-image"))
+        .args(["initramfs", "--release-floor", "1", "--init"])
+        .arg(artifact("phase"))
+        .arg("--modules-dir")
+        .arg(out_dir().join("../build/kernel/lib/modules").join(&release))
+        .arg("--modules-list")
+        .arg(dir.join("modules.txt"))
+        .arg("--file")
+        .arg(format!(
+            "etc/phase/trusted-root.json={}",
+            artifact("trusted-root.json").display()
+        ))
+        .arg("-o")
+        .arg(&initrd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let b = Vm::new(&artifact("vmlinuz"), &initrd)
+        .disk(&disk)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    let v = b
+        .event("rootfs.verified")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(v.str("method"), Some("sha256"), "{}", v.fields);
+    assert_stage2(&b);
+    let _ = std::fs::remove_dir_all(dir);
+}
