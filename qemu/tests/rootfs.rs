@@ -237,3 +237,122 @@ fn without_dm_verity_the_image_is_hashed_whole() {
     assert_stage2(&b);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn phase_image(args: &[&str]) {
+    let o = Command::new(artifact("phase-image"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn partition_range(disk: &Path, name: &str) -> (u64, u64) {
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap()
+        .clone();
+    (
+        p["start"].as_u64().unwrap() * 512,
+        p["size"].as_u64().unwrap() * 512,
+    )
+}
+
+/// Rollback protection persists: a machine that booted release 2 records it on its state
+/// partition, and then refuses release 1 from the same partition, even though release 1 is
+/// validly signed.
+#[test]
+fn trusted_state_on_disk_refuses_rollback() {
+    let dir = tempdir("rollback");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/test");
+    let rel2 = dir.join("rel2");
+    let (root, kernel, initrd, rootfs, verity) = (
+        s(&artifact("trusted-root.json")),
+        s(&artifact("vmlinuz")),
+        s(&artifact("initramfs.img")),
+        s(&artifact("rootfs.squashfs")),
+        s(&artifact("rootfs.verity.json")),
+    );
+    phase_image(&[
+        "release",
+        "--root",
+        &root,
+        "--version",
+        "2",
+        "--kernel",
+        &kernel,
+        "--initramfs",
+        &initrd,
+        "--rootfs",
+        &rootfs,
+        "--rootfs-verity",
+        &verity,
+        "--sign",
+        &s(&keys.join("TEST-release-1.key")),
+        "--sign",
+        &s(&keys.join("TEST-release-2.key")),
+        "--out-dir",
+        &s(&rel2),
+    ]);
+    let disk2 = dir.join("disk2.img");
+    phase_image(&[
+        "disk",
+        "--release-dir",
+        &s(&rel2),
+        "--rootfs",
+        &rootfs,
+        "--verity",
+        &s(&artifact("rootfs.verity")),
+        "-o",
+        &s(&disk2),
+    ]);
+    let b = Vm::default_artifacts()
+        .disk(&disk2)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    assert_eq!(
+        b.event("rootfs.mounted").unwrap().fields["release"],
+        2,
+        "{}",
+        b.explain()
+    );
+    assert_eq!(b.event("state.ready").unwrap().fields["persistent"], true);
+
+    // Same machine, same state partition, now offered release 1.
+    let disk1 = disk_copy(&dir);
+    let (from, len) = partition_range(&disk2, "phase-state");
+    let (to, len1) = partition_range(&disk1, "phase-state");
+    assert_eq!(len, len1);
+    let state = std::fs::read(&disk2).unwrap()[from as usize..(from + len) as usize].to_vec();
+    let mut d1 = std::fs::read(&disk1).unwrap();
+    d1[to as usize..(to + len) as usize].copy_from_slice(&state);
+    std::fs::write(&disk1, d1).unwrap();
+    let b = Vm::default_artifacts()
+        .disk(&disk1)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    assert_clean(&b);
+    let f = b
+        .event("verify.failed")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(f.str("reason"), Some("rollback"), "{}", f.fields);
+    assert!(b.event("rootfs.mounted").is_none());
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -20,6 +20,11 @@ pub const NEW_ROOT: &str = "/sysroot";
 const LOWER: &str = "/run/phase/lower";
 const RW: &str = "/run/phase/rw";
 const RAM_COPY: &str = "/run/phase/rootfs.squashfs";
+/// The persistent state partition, mounted before the release is verified so that the
+/// trusted state (rollback protection) is read from and written to it.
+const STATE_MNT: &str = "/run/phase/state";
+/// Where the state directory appears in the new root.
+const STATE_TARGET: &str = "/sysroot/var/lib/phase";
 const DM_NAME: &str = "phase-root";
 /// How long to wait for a first block device to appear after the modules loaded.
 const DISK_WAIT: Duration = Duration::from_secs(1);
@@ -132,14 +137,14 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         tracing::info!("no boot medium with a phase-meta partition; staying on the initramfs");
         return Ok(());
     };
-    let Some(trust) = boot.trust.as_mut() else {
+    if boot.trust.is_none() {
         return Err(fail(
             boot,
             "trusted-root.json",
             "no_trust_anchor",
             "no verified trust anchor: cannot trust the local release".into(),
         ));
-    };
+    }
     // Release metadata: capped read of the meta partition, trailing NULs trimmed.
     let meta = medium
         .parts
@@ -164,26 +169,68 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     while bytes.last() == Some(&0) {
         bytes.pop();
     }
-    let state = trust.store.load().unwrap_or_default();
+    // The persistent partition holds the trusted state (internet/local modes only).
+    let state_dev = if boot.config.mode.persists() {
+        open_state(boot, &medium)
+    } else {
+        None
+    };
+    let Some(trust) = boot.trust.as_mut() else {
+        return Err(StepError {
+            reason: "no_trust_anchor",
+            message: "trust anchor vanished".into(),
+        });
+    };
+    if state_dev.is_some() {
+        trust.store = phase_release::state::Store::on_disk(std::path::Path::new(STATE_MNT));
+    }
+    let state = match trust.store.load() {
+        Ok(s) => s,
+        Err(e) => {
+            // Never silently reset rollback protection: refuse the local release.
+            let reason = e.reason();
+            teardown();
+            return Err(fail(boot, "trusted-state.json", reason, e.to_string()));
+        }
+    };
+    let now = trust.now.max(state.time);
     let policy = phase_release::verify::Policy {
         arch: std::env::consts::ARCH.into(),
         channel: boot.config.channel.clone(),
-        now: trust.now,
+        now,
         floor: trust.floor,
         trusted: state.trusted_release(),
     };
-    let release: Release = match phase_release::verify::verify_release(&bytes, &trust.root, &policy)
-    {
-        Ok(v) => v.doc,
-        Err(e) => {
-            return Err(fail(
-                boot,
-                &artifact,
-                e.reason(),
-                format!("{artifact}: {e}"),
-            ))
-        }
+    let (release, digest): (Release, [u8; 32]) =
+        match phase_release::verify::verify_release(&bytes, &trust.root, &policy) {
+            Ok(v) => (v.doc, v.digest),
+            Err(e) => {
+                teardown();
+                return Err(fail(
+                    boot,
+                    &artifact,
+                    e.reason(),
+                    format!("{artifact}: {e}"),
+                ));
+            }
+        };
+    // Verified metadata is what the machine now trusts (as in TUF, whether or not its
+    // artifacts then verify): record it on the state partition before anything moves.
+    let new_state = phase_release::state::TrustedState {
+        root_version: trust_root_version(boot),
+        release_version: release.version,
+        release_digest: phase_release::hex::encode(&digest),
+        time: now,
     };
+    if let Some(t) = boot.trust.as_mut() {
+        if let Err(e) = t.store.save(&new_state) {
+            tracing::warn!("{e}; the trusted state was not saved");
+            boot.events.emit(Event::Fallback {
+                step: "state".into(),
+                reason: e.reason().into(),
+            });
+        }
+    }
     let Some(rootfs) = release.artifacts.rootfs.clone() else {
         return Err(fail(
             boot,
@@ -199,7 +246,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             return Err(e);
         }
     };
-    if let Err(e) = assemble(boot, &device, &medium) {
+    if let Err(e) = assemble(boot, &device, state_dev.as_deref()) {
         teardown();
         return Err(e);
     }
@@ -316,8 +363,37 @@ fn wait_for(dev: &str) {
     }
 }
 
+fn trust_root_version(boot: &Boot) -> u64 {
+    boot.trust.as_ref().map(|t| t.root.version).unwrap_or(0)
+}
+
+/// Mount the state partition at STATE_MNT (ext4, read-write). `None`, with a `fallback`
+/// event, if there is none or it does not mount: the state then lives in RAM.
+fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
+    let p = m.parts.iter().find(|p| p.type_guid == gpt::TYPE_STATE)?;
+    let dev = part_dev(&m.disk, p.number);
+    let mnt = Mount {
+        source: leak(&dev),
+        target: STATE_MNT,
+        fstype: "ext4",
+        flags: F::NODEV.union(F::NOSUID),
+        data: "",
+    };
+    match mount(&mnt) {
+        Ok(_) => Some(dev),
+        Err(e) => {
+            tracing::warn!("{e}; state on tmpfs for this boot");
+            boot.events.emit(Event::Fallback {
+                step: "state".into(),
+                reason: e.reason().into(),
+            });
+            None
+        }
+    }
+}
+
 /// squashfs lower + tmpfs upper → overlay at NEW_ROOT; then the state directory.
-fn assemble(boot: &Boot, device: &str, m: &Medium) -> Result<(), StepError> {
+fn assemble(boot: &Boot, device: &str, state_dev: Option<&str>) -> Result<(), StepError> {
     let err = |reason: &'static str, e: String| fail(boot, "rootfs", reason, e);
     let lower = Mount {
         source: leak(device),
@@ -369,60 +445,53 @@ fn assemble(boot: &Boot, device: &str, m: &Medium) -> Result<(), StepError> {
         }
         Err(e) => return Err(err("rootfs_no_init", format!("read {init}: {e}"))),
     }
-    state(boot, m)
+    state(boot, state_dev)
 }
 
-/// `/var/lib/phase`: the persistent partition (ext4, internet/local modes) or tmpfs
-/// (private mode: no disk is ever mounted writable).
-fn state(boot: &Boot, m: &Medium) -> Result<(), StepError> {
-    const TARGET: &str = "/sysroot/var/lib/phase";
-    let persistent = boot.config.mode.persists();
-    let part = m.parts.iter().find(|p| p.type_guid == gpt::TYPE_STATE);
-    let (source, fstype, persistent) = match (persistent, part) {
-        (true, Some(p)) => (part_dev(&m.disk, p.number), "ext4", true),
-        _ => ("tmpfs".to_string(), "tmpfs", false),
-    };
-    let mnt = Mount {
-        source: leak(&source),
-        target: TARGET,
-        fstype,
-        flags: F::NODEV.union(F::NOSUID),
-        data: "",
-    };
-    if let Err(e) = mount(&mnt) {
-        // Persistent state is wanted but unusable: keep going on tmpfs, say so.
-        tracing::warn!("{e}; state on tmpfs for this boot");
-        boot.events.emit(Event::Fallback {
-            step: "state".into(),
-            reason: e.reason().into(),
-        });
-        let tmp = Mount {
-            source: "tmpfs",
-            target: TARGET,
-            fstype: "tmpfs",
-            flags: F::NODEV.union(F::NOSUID),
-            data: "mode=0700",
-        };
-        mount(&tmp).map_err(|e| StepError {
-            reason: e.reason(),
-            message: e.to_string(),
-        })?;
-        boot.events.emit(Event::StateReady {
-            persistent: false,
-            device: "tmpfs".into(),
-        });
-        return Ok(());
+/// `/var/lib/phase`: the persistent partition already open at STATE_MNT (internet/local
+/// modes), moved into the new root, or tmpfs (private mode: no disk is ever mounted
+/// writable; or no usable partition).
+fn state(boot: &Boot, state_dev: Option<&str>) -> Result<(), StepError> {
+    if let Some(dev) = state_dev {
+        let _ = std::fs::create_dir_all(STATE_TARGET);
+        match rustix::mount::mount_move(STATE_MNT, STATE_TARGET) {
+            Ok(()) => {
+                boot.events.emit(Event::StateReady {
+                    persistent: true,
+                    device: dev.to_string(),
+                });
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("mount --move {STATE_MNT} {STATE_TARGET}: {e}; state on tmpfs");
+                boot.events.emit(Event::Fallback {
+                    step: "state".into(),
+                    reason: "mount_failed".into(),
+                });
+            }
+        }
     }
+    let tmp = Mount {
+        source: "tmpfs",
+        target: STATE_TARGET,
+        fstype: "tmpfs",
+        flags: F::NODEV.union(F::NOSUID),
+        data: "mode=0700",
+    };
+    mount(&tmp).map_err(|e| StepError {
+        reason: e.reason(),
+        message: e.to_string(),
+    })?;
     boot.events.emit(Event::StateReady {
-        persistent,
-        device: source,
+        persistent: false,
+        device: "tmpfs".into(),
     });
     Ok(())
 }
 
 /// Undo whatever `run` mounted or mapped (best effort, innermost first).
 fn teardown() {
-    for t in ["/sysroot/var/lib/phase", NEW_ROOT, RW, LOWER] {
+    for t in [STATE_TARGET, NEW_ROOT, RW, LOWER, STATE_MNT] {
         let _ = rustix::mount::unmount(t, rustix::mount::UnmountFlags::DETACH);
     }
     crate::sys::dm::remove(DM_NAME);
