@@ -27,7 +27,8 @@ kernel: setup
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  cp -f $(KDIR)/boot/vmlinuz-$$rel $(OUT)/vmlinuz; \
 	  cp -f $(KDIR)/boot/config-$$rel $(OUT)/kernel.config; \
-	  cp -f $(KDIR)/VERSION $(OUT)/kernel.version
+	  cp -f $(KDIR)/VERSION $(OUT)/kernel.version; \
+	  sha256sum $(OUT)/vmlinuz | cut -d' ' -f1 > $(OUT)/kernel.sha256
 
 binaries: setup
 	cargo build --release --locked --target $(MUSL) -p phase
@@ -35,6 +36,7 @@ binaries: setup
 	@mkdir -p $(OUT)
 	@cp -f $(PHASE) $(OUT)/phase
 	@cp -f $(IMAGE) $(OUT)/phase-image
+	@cp -f target/release/phase-fwd $(OUT)/phase-fwd
 	@file $(OUT)/phase | grep -q 'statically linked' || { echo "out/phase is not statically linked"; file $(OUT)/phase; exit 1; }
 	@echo "out/phase: $$(stat -c %s $(OUT)/phase) bytes, $$(file -b $(OUT)/phase | cut -d, -f1-5)"
 
@@ -47,6 +49,7 @@ build: kernel binaries
 	  $(OUT)/phase-image initramfs --init $(OUT)/phase \
 	    --modules-dir $(KDIR)/lib/modules/$$rel --modules-list initramfs/modules.txt \
 	    --file etc/phase/trusted-root.json=$(OUT)/trusted-root.json \
+	    --file etc/phase/kernel.sha256=$(OUT)/kernel.sha256 \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(OUT)/initramfs.img
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(KDIR)/lib/modules/$$rel \

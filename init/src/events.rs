@@ -40,6 +40,14 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         provider: Option<String>,
     },
+    /// An interface is configured.
+    #[serde(rename = "net.up")]
+    NetUp {
+        iface: String,
+        addr: String,
+        method: String,
+        router: Option<String>,
+    },
     /// A provider answered with metadata that verified.
     #[serde(rename = "provider.found")]
     ProviderFound {
@@ -127,6 +135,7 @@ impl Event {
             Event::TrustReady { .. } => "trust.ready",
             Event::VerifyFailed { .. } => "verify.failed",
             Event::ProviderFound { .. } => "provider.found",
+            Event::NetUp { .. } => "net.up",
             Event::ReleaseVerified { .. } => "release.verified",
             Event::ArtifactsVerified { .. } => "artifacts.verified",
             Event::RootfsVerified { .. } => "rootfs.verified",

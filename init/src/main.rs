@@ -25,6 +25,7 @@ mod fetch;
 mod gpt;
 mod kmod;
 mod log;
+mod net;
 mod provider;
 mod selftest;
 mod supervise;

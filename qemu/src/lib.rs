@@ -242,6 +242,8 @@ pub struct Vm {
     extra: Vec<String>,
     /// Human-monitor commands to send when an event is seen: (event, command).
     on_event: Vec<(String, String)>,
+    /// QEMU network arguments; none by default.
+    net: Vec<String>,
 }
 
 impl Vm {
@@ -258,6 +260,7 @@ impl Vm {
             timeout: scaled(Duration::from_secs(120)),
             extra: Vec::new(),
             on_event: Vec::new(),
+            net: vec!["-nic".into(), "none".into()],
         }
     }
 
@@ -304,6 +307,33 @@ impl Vm {
         self
     }
 
+    /// User networking restricted to this machine: the guest gets DHCP from QEMU
+    /// (10.0.2.15) and can reach only `10.0.2.100:8080`, relayed to `127.0.0.1:port` on
+    /// the host (`restrict=on` plus one `guestfwd`). Nothing else leaves the guest.
+    pub fn user_net_to(mut self, port: u16) -> Vm {
+        let fwd = artifact("phase-fwd");
+        self.net = vec![
+            "-nic".into(),
+            format!("user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:{} 127.0.0.1:{port}", fwd.display()),
+        ];
+        self
+    }
+
+    /// A NIC whose frames go to a UDP port on loopback where nobody answers: a link with
+    /// no DHCP server.
+    pub fn silent_net(mut self, port: u16) -> Vm {
+        self.net = vec![
+            "-netdev".into(),
+            format!(
+                "socket,id=n0,udp=127.0.0.1:{port},localaddr=127.0.0.1:{}",
+                port + 1
+            ),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ];
+        self
+    }
+
     /// When `event` appears, send `command` to the QEMU monitor (e.g.
     /// `sendkey ctrl-alt-delete`): how a test plays an operator at the console.
     pub fn on_event(mut self, event: &str, command: &str) -> Vm {
@@ -323,7 +353,8 @@ impl Vm {
             "-smp",
             "1",
         ]);
-        c.args(["-display", "none", "-no-reboot", "-nic", "none"]);
+        c.args(["-display", "none", "-no-reboot"]);
+        c.args(&self.net);
         c.args(["-device", "virtio-rng-pci"]);
         if self.firmware == Firmware::Uefi {
             c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);

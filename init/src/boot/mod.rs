@@ -11,6 +11,7 @@ mod handoff;
 pub use handoff::STAGE2_ARG;
 mod local;
 mod modules;
+mod network;
 mod services;
 mod trust;
 
@@ -37,6 +38,11 @@ pub enum Step {
     /// A local release on a boot medium: verified rootfs, overlay, state; emits
     /// `rootfs.verified`, `state.ready`, `rootfs.mounted`.
     Local,
+    /// Without a local release: links up, DHCP or `ip=`; emits `net.up`.
+    Network,
+    /// Without a local release: fetch and verify a release from the providers, and mount
+    /// its rootfs from RAM when its kernel is the running one (diskless boot).
+    Fetch,
     /// Switch root into the verified rootfs and exec its init for stage 2.
     Handoff,
     /// First step of stage 2 (in the rootfs): emits `stage2.start`.
@@ -57,6 +63,8 @@ impl Step {
             Step::Modules => "modules",
             Step::Trust => "trust",
             Step::Local => "local",
+            Step::Network => "network",
+            Step::Fetch => "fetch",
             Step::Handoff => "handoff",
             Step::Stage2Start => "stage2",
             Step::Services => "services",
@@ -74,6 +82,8 @@ pub const STAGE1: &[Step] = &[
     Step::Modules,
     Step::Trust,
     Step::Local,
+    Step::Network,
+    Step::Fetch,
     Step::Handoff,
     Step::Services,
     Step::Selftest,
@@ -112,6 +122,8 @@ pub struct Boot {
     pub trust: Option<trust::Trust>,
     /// The local step assembled a verified root at `local::NEW_ROOT`.
     pub rootfs_ready: bool,
+    /// The configured interface, if the network step ran.
+    pub net: Option<network::Up>,
     /// Which stage this process runs.
     pub stage: u8,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
@@ -126,6 +138,8 @@ impl Boot {
             Step::Modules => modules::run(self),
             Step::Trust => trust::run(self),
             Step::Local => local::run(self),
+            Step::Network => network::run(self).await,
+            Step::Fetch => local::fetch(self).await,
             Step::Handoff => handoff::run(self),
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
@@ -153,6 +167,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction
         children: Arc::new(Children::new()),
         trust: None,
         rootfs_ready: false,
+        net: None,
         stage: if stage2 { 2 } else { 1 },
         shutdown_tx,
         shutdown_rx,

@@ -6,6 +6,7 @@ pub mod dm;
 pub mod loopdev;
 pub mod module;
 pub mod mount;
+pub mod netlink;
 pub mod power;
 pub mod proc;
 pub mod reap;

@@ -1,0 +1,259 @@
+//! Network bring-up: links up over netlink, then DHCPv4 (or the kernel's `ip=` static
+//! form), a default route and /etc/resolv.conf. Every wait is bounded: a link has
+//! `CARRIER_WAIT` to come up, DHCP has `DHCP_BOUND` in all. Emits `net.up`, or fails with a
+//! named reason (`no_interface`, `no_carrier`, `no_dhcp_answer`, `dhcp_nak`, …) and the boot
+//! goes on without a network.
+
+use super::{Boot, StepError};
+use crate::events::Event;
+use crate::net::dhcp::{self, Reply};
+use crate::net::ipconfig::IpParam;
+use crate::net::Config;
+use crate::sys::netlink;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const CARRIER_WAIT: Duration = Duration::from_secs(3);
+pub const DHCP_BOUND: Duration = Duration::from_secs(12);
+
+/// A configured interface.
+#[derive(Debug, Clone)]
+pub struct Up {
+    pub iface: String,
+    pub config: Config,
+    pub method: &'static str,
+}
+
+#[derive(Debug)]
+pub struct NetError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn err(reason: &'static str, message: String) -> NetError {
+    NetError { reason, message }
+}
+
+struct Iface {
+    name: String,
+    index: u32,
+    mac: [u8; 6],
+}
+
+/// Ethernet interfaces from /sys/class/net, sorted by name.
+fn ifaces() -> Vec<Iface> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let read = |f: &str| {
+            std::fs::read_to_string(e.path().join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        if read("type") != "1" {
+            continue; // ARPHRD_ETHER only: not lo, not tunnels
+        }
+        let Ok(index) = read("ifindex").parse() else {
+            continue;
+        };
+        let mut mac = [0u8; 6];
+        for (i, b) in read("address").split(':').take(6).enumerate() {
+            mac[i] = u8::from_str_radix(b, 16).unwrap_or(0);
+        }
+        out.push(Iface { name, index, mac });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn carrier(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier"))
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+}
+
+/// Bring up the network as `ip` says. Used by the boot step and by `phase net up`.
+pub async fn configure(ip: &IpParam) -> Result<Up, NetError> {
+    let device = match ip {
+        IpParam::Off => return Err(err("ip_off", "ip=off: no network".into())),
+        IpParam::Dhcp { device } | IpParam::Static { device, .. } => device.clone(),
+    };
+    let all: Vec<Iface> = ifaces()
+        .into_iter()
+        .filter(|i| device.as_ref().is_none_or(|d| *d == i.name))
+        .collect();
+    if all.is_empty() {
+        return Err(err(
+            "no_interface",
+            format!(
+                "no ethernet interface{}",
+                device.map(|d| format!(" named {d}")).unwrap_or_default()
+            ),
+        ));
+    }
+    if let Ok(lo) = std::fs::read_to_string("/sys/class/net/lo/ifindex") {
+        let _ = netlink::link_up(lo.trim().parse().unwrap_or(1));
+    }
+    for i in &all {
+        netlink::link_up(i.index)
+            .map_err(|e| err("netlink_failed", format!("link up {}: {e}", i.name)))?;
+    }
+    let deadline = Instant::now() + CARRIER_WAIT;
+    let iface = loop {
+        if let Some(i) = all.iter().find(|i| carrier(&i.name)) {
+            break i;
+        }
+        if Instant::now() >= deadline {
+            return Err(err(
+                "no_carrier",
+                format!(
+                    "no link on {} within {CARRIER_WAIT:?}",
+                    all.iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (config, method) = match ip {
+        IpParam::Static { config, .. } => (config.clone(), "static"),
+        _ => (dhcp_lease(iface).await?, "dhcp"),
+    };
+    apply(iface, &config)?;
+    Ok(Up {
+        iface: iface.name.clone(),
+        config,
+        method,
+    })
+}
+
+fn apply(i: &Iface, c: &Config) -> Result<(), NetError> {
+    netlink::add_addr(i.index, c.addr, c.prefix).map_err(|e| {
+        err(
+            "netlink_failed",
+            format!("address {} on {}: {e}", c.addr, i.name),
+        )
+    })?;
+    if let Some(gw) = c.router {
+        netlink::add_route(i.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw))
+            .map_err(|e| err("netlink_failed", format!("default route via {gw}: {e}")))?;
+    }
+    if !c.dns.is_empty() {
+        let _ = std::fs::create_dir_all("/etc");
+        if let Err(e) = std::fs::write("/etc/resolv.conf", crate::net::resolv_conf(&c.dns)) {
+            tracing::warn!("write /etc/resolv.conf: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// DISCOVER/OFFER/REQUEST/ACK with retransmission, within DHCP_BOUND.
+async fn dhcp_lease(i: &Iface) -> Result<Config, NetError> {
+    // Limited broadcast needs a route on an interface with no address yet.
+    netlink::add_route(i.index, Ipv4Addr::BROADCAST, 32, None).map_err(|e| {
+        err(
+            "netlink_failed",
+            format!("broadcast route on {}: {e}", i.name),
+        )
+    })?;
+    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+        .and_then(|s| {
+            s.set_broadcast(true)
+                .and(s.set_nonblocking(true))
+                .map(|_| s)
+        })
+        .and_then(tokio::net::UdpSocket::from_std)
+        .map_err(|e| err("dhcp_socket", format!("udp 0.0.0.0:68: {e}")))?;
+    let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let deadline = Instant::now() + DHCP_BOUND;
+    let mut attempt = 0u32;
+    let mut offer: Option<dhcp::Lease> = None;
+    let mut buf = vec![0u8; 1500];
+    while Instant::now() < deadline {
+        let x = dhcp::xid(
+            &i.mac,
+            crate::sys::clock::boottime_ms() ^ u64::from(attempt),
+        );
+        let pkt = match &offer {
+            None => dhcp::discover(x, &i.mac),
+            Some(o) => dhcp::request(x, &i.mac, o),
+        };
+        if let Err(e) = sock.send_to(&pkt, server).await {
+            tracing::warn!("dhcp send on {}: {e}", i.name);
+        }
+        let wait_until = (Instant::now() + dhcp::retransmit_after(attempt)).min(deadline);
+        attempt += 1;
+        while let Ok(r) = tokio::time::timeout_at(wait_until, sock.recv_from(&mut buf)).await {
+            let Ok((n, _)) = r else { break };
+            match (dhcp::parse_reply(&buf[..n], x, &i.mac), &offer) {
+                (Some(Reply::Offer(l)), None) => {
+                    tracing::info!(
+                        "dhcp: offer {} from {} on {}",
+                        l.config.addr,
+                        l.server,
+                        i.name
+                    );
+                    offer = Some(l);
+                    attempt = 0;
+                    break;
+                }
+                (Some(Reply::Ack(l)), Some(_)) => return Ok(l.config),
+                (Some(Reply::Nak), Some(_)) => {
+                    tracing::warn!("dhcp: NAK on {}; starting over", i.name);
+                    offer = None;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(err(
+        if offer.is_some() {
+            "dhcp_no_ack"
+        } else {
+            "no_dhcp_answer"
+        },
+        format!("no DHCP lease on {} within {DHCP_BOUND:?}", i.name),
+    ))
+}
+
+/// The boot step: skipped in private mode without a provider URL, and when `ip=off`.
+pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
+    if boot.rootfs_ready {
+        return Ok(()); // booting the local release; the network comes up in stage 2
+    }
+    if boot.config.providers.is_empty() {
+        // Discovery without a URL (LAN, DHT) is not built yet: nothing to reach.
+        return Ok(());
+    }
+    let ip = match crate::net::ipconfig::parse(boot.config.ip.as_deref()) {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::warn!("{e}; using DHCP");
+            IpParam::Dhcp { device: None }
+        }
+    };
+    match configure(&ip).await {
+        Ok(up) => {
+            boot.events.emit(Event::NetUp {
+                iface: up.iface.clone(),
+                addr: format!("{}/{}", up.config.addr, up.config.prefix),
+                method: up.method.into(),
+                router: up.config.router.map(|r| r.to_string()),
+            });
+            boot.net = Some(up);
+            Ok(())
+        }
+        Err(e) => Err(StepError {
+            reason: e.reason,
+            message: e.message,
+        }),
+    }
+}

@@ -1,0 +1,215 @@
+//! Diskless boots from a provider (QEMU user networking, `restrict=on`, one guestfwd to a
+//! server on 127.0.0.1), and the bounded failure paths of the network steps.
+
+use phase_qemu::{artifact, Boot, Outcome, Vm};
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `phase provider serve out/release` on 127.0.0.1, returning its port.
+fn our_provider() -> (Server, u16) {
+    let mut c = Command::new(artifact("phase"))
+        .args(["provider", "serve"])
+        .arg(artifact("release"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    (Server(c), port)
+}
+
+/// Python's http.server: a plain static server that knows nothing of ranges or ETags.
+fn static_server() -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(artifact("release"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 (installed by make test)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(c), port)
+}
+
+fn order(b: &Boot, names: &[&str]) {
+    let mut last = 0;
+    for n in names {
+        let i = b
+            .events
+            .iter()
+            .position(|e| e.name == *n)
+            .unwrap_or_else(|| panic!("no {n}:\n{}", b.explain()));
+        assert!(i >= last, "{n} out of order:\n{}", b.explain());
+        last = i;
+    }
+}
+
+fn clean(b: &Boot) {
+    assert!(!b.console.contains("Kernel panic"), "{}", b.explain());
+    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
+}
+
+fn diskless(port: u16) -> Boot {
+    Vm::default_artifacts()
+        .user_net_to(port)
+        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .run()
+        .unwrap()
+}
+
+fn assert_diskless_boot(b: &Boot) {
+    clean(b);
+    order(
+        b,
+        &[
+            "net.up",
+            "provider.found",
+            "release.verified",
+            "artifacts.verified",
+            "rootfs.verified",
+            "rootfs.mounted",
+            "stage2.start",
+            "init.ready",
+        ],
+    );
+    let net = b.event("net.up").unwrap();
+    assert_eq!(
+        (net.str("method"), net.str("addr")),
+        (Some("dhcp"), Some("10.0.2.15/24")),
+        "{}",
+        net.fields
+    );
+    assert_eq!(b.event("provider.found").unwrap().str("how"), Some("url"));
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 2);
+    assert_eq!(
+        b.event("stage2.start").unwrap().str("root_fs"),
+        Some("overlay")
+    );
+}
+
+#[test]
+fn diskless_boot_from_our_provider() {
+    let (_s, port) = our_provider();
+    assert_diskless_boot(&diskless(port));
+}
+
+#[test]
+fn diskless_boot_from_a_plain_static_server() {
+    let (_s, port) = static_server();
+    assert_diskless_boot(&diskless(port));
+}
+
+/// No NIC at all: the network step fails at once, named, and the boot goes on.
+#[test]
+fn no_link_falls_back() {
+    let b = Vm::default_artifacts()
+        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    clean(&b);
+    let f = b
+        .event("fallback")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(
+        (f.str("step"), f.str("reason")),
+        (Some("network"), Some("no_interface"))
+    );
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+}
+
+/// A link where no DHCP server answers: bounded by DHCP_BOUND (12 s), then fallback.
+#[test]
+fn no_dhcp_answer_falls_back_within_bound() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = Vm::default_artifacts()
+        .silent_net(port)
+        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .run()
+        .unwrap();
+    clean(&b);
+    let f = b
+        .event("fallback")
+        .unwrap_or_else(|| panic!("{}", b.explain()));
+    assert_eq!(
+        (f.str("step"), f.str("reason")),
+        (Some("network"), Some("no_dhcp_answer"))
+    );
+    let (start, end) = (b.event("modules.loaded").unwrap().t_ms, f.t_ms);
+    assert!(
+        end - start < 12_000 + 3_000 + 2_000,
+        "took {} ms",
+        end - start
+    );
+}
+
+/// A provider that accepts connections and never answers: the fetch gives up after its
+/// idle bound and the boot goes on.
+#[test]
+fn silent_provider_falls_back_within_bound() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s); // accept, read nothing, say nothing
+        }
+    });
+    let b = diskless(port);
+    clean(&b);
+    order(&b, &["net.up", "fallback", "init.ready"]);
+    let f = b.all("fallback");
+    assert!(
+        f.iter().any(|e| e.str("reason") == Some("stalled")),
+        "{}",
+        b.explain()
+    );
+    let last = f.last().unwrap();
+    assert_eq!(
+        (last.str("step"), last.str("reason")),
+        (Some("fetch"), Some("no_verified_release"))
+    );
+    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+}
