@@ -21,5 +21,7 @@ else
   echo "bench: $baseline not found; Debian baseline skipped"
 fi
 BASELINE_LOG="$log" "$top/target/release/phase-bench"
+echo "bench: verified fetch"
+"$top/scripts/bench-fetch.sh"
 echo "bench: signed releases"
 (cd "$top" && cargo run -q --release --locked -p phase-release --example bench)

@@ -15,6 +15,9 @@ COMMANDS:
     fetch --root ROOT --provider URL... --out DIR [--channel C] [--floor N]
                       Choose the newest release the providers serve that verifies against
                       ROOT, and download it verified (the stage-1 client, on a host).
+    net up [IP]       Bring up the network as the init does (IP: the kernel's ip= value;
+                      default dhcp) and print the net.up event. Changes this host's (or
+                      network namespace's) interfaces; never writes /etc/resolv.conf.
     provider serve DIR [--listen ADDR] [--max-connections N]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
@@ -45,6 +48,7 @@ pub fn run(args: Vec<String>) -> i32 {
         }
         Some("cmdline") => cmdline(args.get(1).map(String::as_str)),
         Some("provider") => provider(&args[1..]),
+        Some("net") => net(&args[1..]),
         Some("fetch") => {
             crate::log::init();
             crate::fetch::cli::run(&args[1..])
@@ -132,6 +136,43 @@ fn provider(args: &[String]) -> i32 {
             }
         }
     })
+}
+
+fn net(args: &[String]) -> i32 {
+    if args.first().map(String::as_str) != Some("up") || args.len() > 2 {
+        eprintln!("usage: phase net up [IP]");
+        return 2;
+    }
+    let ip = match crate::net::ipconfig::parse(args.get(1).map(String::as_str)) {
+        Ok(ip) => ip,
+        Err(e) => {
+            eprintln!("phase net: {e}");
+            return 2;
+        }
+    };
+    crate::log::init();
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 1;
+    };
+    let events = crate::events::EventLog::new();
+    match rt.block_on(crate::boot::network::configure(&ip, false)) {
+        Ok(up) => {
+            events.emit(crate::events::Event::NetUp {
+                iface: up.iface,
+                addr: format!("{}/{}", up.config.addr, up.config.prefix),
+                method: up.method.into(),
+                router: up.config.router.map(|r| r.to_string()),
+            });
+            0
+        }
+        Err(e) => {
+            eprintln!("phase net: {}: {}", e.reason, e.message);
+            1
+        }
+    }
 }
 
 fn cmdline(path: Option<&str>) -> i32 {

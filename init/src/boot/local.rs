@@ -348,12 +348,10 @@ pub async fn fetch(boot: &mut Boot) -> Result<(), StepError> {
         });
     };
     let _ = std::fs::create_dir_all("/run/phase");
-    let mut file = tokio::fs::File::create(RAM_COPY)
-        .await
-        .map_err(|e| StepError {
-            reason: "ram_copy_failed",
-            message: format!("{RAM_COPY}: {e}"),
-        })?;
+    let mut file = std::fs::File::create(RAM_COPY).map_err(|e| StepError {
+        reason: "ram_copy_failed",
+        message: format!("{RAM_COPY}: {e}"),
+    })?;
     let started = Instant::now();
     let mut last = 0;
     let mut progress = |done: u64, total: u64| {

@@ -11,7 +11,7 @@ mod handoff;
 pub use handoff::STAGE2_ARG;
 mod local;
 mod modules;
-mod network;
+pub mod network;
 mod services;
 mod trust;
 
@@ -280,8 +280,8 @@ mod tests {
         assert_eq!(
             STAGE1.iter().map(|s| s.name()).collect::<Vec<_>>(),
             [
-                "early", "cmdline", "modules", "trust", "local", "handoff", "services", "selftest",
-                "ready"
+                "early", "cmdline", "modules", "trust", "local", "network", "fetch", "handoff",
+                "services", "selftest", "ready"
             ]
         );
         assert_eq!(

@@ -77,8 +77,9 @@ fn carrier(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Bring up the network as `ip` says. Used by the boot step and by `phase net up`.
-pub async fn configure(ip: &IpParam) -> Result<Up, NetError> {
+/// Bring up the network as `ip` says. Used by the boot step and by `phase net up`; only
+/// the boot step (`write_resolv`) writes /etc/resolv.conf.
+pub async fn configure(ip: &IpParam, write_resolv: bool) -> Result<Up, NetError> {
     let device = match ip {
         IpParam::Off => return Err(err("ip_off", "ip=off: no network".into())),
         IpParam::Dhcp { device } | IpParam::Static { device, .. } => device.clone(),
@@ -126,7 +127,7 @@ pub async fn configure(ip: &IpParam) -> Result<Up, NetError> {
         IpParam::Static { config, .. } => (config.clone(), "static"),
         _ => (dhcp_lease(iface).await?, "dhcp"),
     };
-    apply(iface, &config)?;
+    apply(iface, &config, write_resolv)?;
     Ok(Up {
         iface: iface.name.clone(),
         config,
@@ -134,7 +135,7 @@ pub async fn configure(ip: &IpParam) -> Result<Up, NetError> {
     })
 }
 
-fn apply(i: &Iface, c: &Config) -> Result<(), NetError> {
+fn apply(i: &Iface, c: &Config, write_resolv: bool) -> Result<(), NetError> {
     netlink::add_addr(i.index, c.addr, c.prefix).map_err(|e| {
         err(
             "netlink_failed",
@@ -145,7 +146,7 @@ fn apply(i: &Iface, c: &Config) -> Result<(), NetError> {
         netlink::add_route(i.index, Ipv4Addr::UNSPECIFIED, 0, Some(gw))
             .map_err(|e| err("netlink_failed", format!("default route via {gw}: {e}")))?;
     }
-    if !c.dns.is_empty() {
+    if write_resolv && !c.dns.is_empty() {
         let _ = std::fs::create_dir_all("/etc");
         if let Err(e) = std::fs::write("/etc/resolv.conf", crate::net::resolv_conf(&c.dns)) {
             tracing::warn!("write /etc/resolv.conf: {e}");
@@ -240,7 +241,7 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             IpParam::Dhcp { device: None }
         }
     };
-    match configure(&ip).await {
+    match configure(&ip, true).await {
         Ok(up) => {
             boot.events.emit(Event::NetUp {
                 iface: up.iface.clone(),

@@ -123,7 +123,7 @@ pub async fn get(
         env!("CARGO_PKG_VERSION")
     );
     s.write_all(req.as_bytes()).await.map_err(io)?;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 1024 * 1024];
     let mut head = Vec::new();
     let mut body_start;
     loop {
@@ -266,7 +266,7 @@ pub async fn artifact(
     name: &str,
     artifact: &Artifact,
     providers: &[Url],
-    out: &mut tokio::fs::File,
+    out: &mut std::fs::File,
     limits: &Limits,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Report, (Report, FetchError)> {
@@ -290,7 +290,7 @@ pub async fn artifact(
                 ))
             }
         };
-        if out.set_len(0).await.is_err() || tokio::io::AsyncSeekExt::rewind(out).await.is_err() {
+        if out.set_len(0).is_err() || std::io::Seek::rewind(out).is_err() {
             return Err((
                 report,
                 FetchError::Io {
@@ -305,12 +305,19 @@ pub async fn artifact(
             if alone && offset > 0 {
                 break;
             }
-            let mut written: Vec<u8> = Vec::new();
             let before = offset;
+            let mut written = 0u64;
+            let mut write_failed = None;
             let res = {
+                // Each chunk is hashed, then written at once (the file is in RAM or on
+                // local disk); the hash state carries over to the next provider.
                 let mut sink = |c: &[u8]| -> Result<(), TrustError> {
                     verifier.update(c)?;
-                    written.extend_from_slice(c);
+                    if let Err(e) = std::io::Write::write_all(out, c) {
+                        write_failed = Some(e.to_string());
+                    }
+                    written += c.len() as u64;
+                    progress(before + written, artifact.size);
                     Ok(())
                 };
                 get(
@@ -324,21 +331,19 @@ pub async fn artifact(
                 )
                 .await
             };
-            // Write what verified so far (partial hash state is kept for a resume).
-            if out.write_all(&written).await.is_err() {
+            if let Some(msg) = write_failed {
                 return Err((
                     report,
                     FetchError::Io {
                         url: p.to_string(),
-                        msg: "write failed".into(),
+                        msg,
                     },
                 ));
             }
-            offset += written.len() as u64;
+            offset += written;
             if offset > before {
                 contributors.push(i);
             }
-            progress(offset, artifact.size);
             match res {
                 Ok(_) if offset == artifact.size => break,
                 Ok(_) => report.failures.push((
@@ -359,7 +364,7 @@ pub async fn artifact(
                         .iter()
                         .map(|&i| candidates[i].to_string())
                         .collect();
-                    let _ = out.flush().await;
+                    let _ = std::io::Write::flush(out);
                     return Ok(report);
                 }
                 Err(err) => {

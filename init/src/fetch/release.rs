@@ -129,12 +129,10 @@ pub async fn download(
 ) -> Result<(), FetchError> {
     for (name, a) in files(&choice.release) {
         let path = dir.join(&a.path);
-        let mut f = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| FetchError::Io {
-                url: path.display().to_string(),
-                msg: e.to_string(),
-            })?;
+        let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Io {
+            url: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
         let r = super::artifact(
             &name,
             &a,

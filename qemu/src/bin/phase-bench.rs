@@ -112,6 +112,58 @@ fn main() {
         );
     }
 
+    // Diskless: net.up -> artifacts.verified, fetching the rootfs from `phase provider
+    // serve out/release` through QEMU user networking (restrict=on, one guestfwd).
+    if let Ok(mut srv) = std::process::Command::new(artifact("phase"))
+        .args(["provider", "serve"])
+        .arg(artifact("release"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        let mut line = String::new();
+        if let Some(out) = srv.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        }
+        let port: u16 = line
+            .rsplit(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or(0);
+        let mut fetch = vec![];
+        for i in 0..runs {
+            let Ok(b) = Vm::default_artifacts()
+                .user_net_to(port)
+                .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=artifacts.verified")
+                .run()
+            else {
+                eprintln!("diskless run {i}: qemu failed");
+                break;
+            };
+            match (b.event("net.up"), b.event("artifacts.verified")) {
+                (Some(n), Some(a)) => fetch.push(a.t_ms.saturating_sub(n.t_ms) as f64),
+                _ => eprintln!("diskless run {i}: incomplete\n{}", b.explain()),
+            }
+        }
+        let _ = srv.kill();
+        let _ = srv.wait();
+        if !fetch.is_empty() {
+            let size = std::fs::metadata(artifact("release").join("rootfs.squashfs"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let m = median(fetch);
+            println!(
+                "diskless net.up -> artifacts.verified median {m:.0} ms (guest) for the {:.1} MiB rootfs = {:.1} MiB/s through QEMU user networking",
+                size as f64 / 1048576.0,
+                size as f64 / 1048576.0 / (m / 1000.0)
+            );
+        }
+    }
+
     let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
     else {
         println!("(no BASELINE_LOG: Debian baseline not run)");
