@@ -15,9 +15,11 @@ COMMANDS:
     fetch --root ROOT --provider URL... --out DIR [--channel C] [--floor N]
                       Choose the newest release the providers serve that verifies against
                       ROOT, and download it verified (the stage-1 client, on a host).
-    net up [IP]       Bring up the network as the init does (IP: the kernel's ip= value;
-                      default dhcp) and print the net.up event. Changes this host's (or
-                      network namespace's) interfaces; never writes /etc/resolv.conf.
+    net up [IP] [--keep]
+                      Bring up the network as the init does (IP: the kernel's ip= value;
+                      default dhcp) and print the net.up event; with --keep, stay and renew
+                      the DHCP lease (net.renewed events). Changes this host's (or network
+                      namespace's) interfaces; never writes /etc/resolv.conf.
     provider serve DIR [--listen ADDR] [--max-connections N]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
@@ -139,11 +141,13 @@ fn provider(args: &[String]) -> i32 {
 }
 
 fn net(args: &[String]) -> i32 {
-    if args.first().map(String::as_str) != Some("up") || args.len() > 2 {
-        eprintln!("usage: phase net up [IP]");
+    let keep = args.iter().any(|a| a == "--keep");
+    let args: Vec<&String> = args.iter().filter(|a| *a != "--keep").collect();
+    if args.first().map(|s| s.as_str()) != Some("up") || args.len() > 2 {
+        eprintln!("usage: phase net up [IP] [--keep]");
         return 2;
     }
-    let ip = match crate::net::ipconfig::parse(args.get(1).map(String::as_str)) {
+    let ip = match crate::net::ipconfig::parse(args.get(1).map(|s| s.as_str())) {
         Ok(ip) => ip,
         Err(e) => {
             eprintln!("phase net: {e}");
@@ -157,7 +161,7 @@ fn net(args: &[String]) -> i32 {
     else {
         return 1;
     };
-    let events = crate::events::EventLog::new();
+    let events = std::sync::Arc::new(crate::events::EventLog::new());
     match rt.block_on(crate::boot::network::configure(&ip, false)) {
         Ok(up) => {
             events.emit(crate::events::Event::NetUp {
@@ -166,7 +170,18 @@ fn net(args: &[String]) -> i32 {
                 method: up.method.into(),
                 router: up.config.router.map(|r| r.to_string()),
             });
-            0
+            match (keep, up.lease) {
+                (true, Some(held)) => {
+                    match rt.block_on(crate::boot::network::keep_lease(held, events)) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            eprintln!("phase net: {e}");
+                            1
+                        }
+                    }
+                }
+                _ => 0,
+            }
         }
         Err(e) => {
             eprintln!("phase net: {}: {}", e.reason, e.message);

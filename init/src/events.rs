@@ -48,6 +48,13 @@ pub enum Event {
         method: String,
         router: Option<String>,
     },
+    /// A DHCP lease was extended.
+    #[serde(rename = "net.renewed")]
+    NetRenewed {
+        iface: String,
+        addr: String,
+        lease_secs: u32,
+    },
     /// A provider answered with metadata that verified.
     #[serde(rename = "provider.found")]
     ProviderFound {
@@ -136,6 +143,7 @@ impl Event {
             Event::VerifyFailed { .. } => "verify.failed",
             Event::ProviderFound { .. } => "provider.found",
             Event::NetUp { .. } => "net.up",
+            Event::NetRenewed { .. } => "net.renewed",
             Event::ReleaseVerified { .. } => "release.verified",
             Event::ArtifactsVerified { .. } => "artifacts.verified",
             Event::RootfsVerified { .. } => "rootfs.verified",

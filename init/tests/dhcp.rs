@@ -1,18 +1,19 @@
-//! `phase net up` gets a DHCP lease from dnsmasq. Both run in network namespaces this test
-//! creates, joined by a veth pair (10.214.0.0/24, which exists only between them).
-//! Needs root, iproute2 and dnsmasq.
+//! `phase net up --keep` gets a DHCP lease from dnsmasq and renews it at T1. Both run in
+//! network namespaces this test creates, joined by a veth pair (10.214.0.0/24, which exists
+//! only between them). Needs root, iproute2 and dnsmasq.
 
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 fn sh(args: &[&str]) {
     let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
     assert!(st.success(), "{args:?}");
 }
 
-struct Cleanup(Vec<String>, Option<Child>);
+struct Cleanup(Vec<String>, Vec<Child>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(c) = self.1.as_mut() {
+        for c in &mut self.1 {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -23,10 +24,10 @@ impl Drop for Cleanup {
 }
 
 #[test]
-fn lease_from_dnsmasq() {
+fn lease_from_dnsmasq_and_renewal() {
     let id = std::process::id() % 10000;
     let (srv, cli) = (format!("phase-d{id}-s"), format!("phase-d{id}-c"));
-    let mut guard = Cleanup(vec![srv.clone(), cli.clone()], None);
+    let mut guard = Cleanup(vec![srv.clone(), cli.clone()], Vec::new());
     for ns in [&srv, &cli] {
         let _ = Command::new("ip").args(["netns", "del", ns]).status();
         sh(&["ip", "netns", "add", ns]);
@@ -37,6 +38,7 @@ fn lease_from_dnsmasq() {
     ]);
     sh(&["ip", "-n", &srv, "addr", "add", "10.214.0.1/24", "dev", &vs]);
     sh(&["ip", "-n", &srv, "link", "set", &vs, "up"]);
+    // dnsmasq's shortest lease is 2 minutes: T1 (renewal) comes after 60 s.
     let dnsmasq = Command::new("ip")
         .args([
             "netns",
@@ -48,11 +50,8 @@ fn lease_from_dnsmasq() {
             "--no-resolv",
             "--no-hosts",
         ])
-        .args([
-            "--bind-interfaces",
-            &format!("--interface={vs}"),
-            "--dhcp-range=10.214.0.50,10.214.0.60,255.255.255.0,1h",
-        ])
+        .args(["--bind-interfaces", &format!("--interface={vs}")])
+        .args(["--dhcp-range=10.214.0.50,10.214.0.60,255.255.255.0,2m"])
         .args([
             "--dhcp-option=3,10.214.0.1",
             "--dhcp-option=6,10.214.0.1",
@@ -63,9 +62,9 @@ fn lease_from_dnsmasq() {
         .stderr(Stdio::null())
         .spawn()
         .expect("dnsmasq (installed by make test)");
-    guard.1 = Some(dnsmasq);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = Command::new("ip")
+    guard.1.push(dnsmasq);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut client = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -73,26 +72,34 @@ fn lease_from_dnsmasq() {
             env!("CARGO_BIN_EXE_phase"),
             "net",
             "up",
+            "--keep",
         ])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev: serde_json::Value = serde_json::from_str(
-        text.lines()
-            .find_map(|l| l.strip_prefix("PHASE-EVENT "))
-            .unwrap(),
-    )
-    .unwrap();
+    let stdout = client.stdout.take().unwrap();
+    guard.1.push(client);
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(j) = line.strip_prefix("PHASE-EVENT ") {
+                let _ = tx.send(serde_json::from_str(j).unwrap());
+            }
+        }
+    });
+    let ev = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("net.up within the DHCP bound");
     assert_eq!(ev["event"], "net.up");
     assert_eq!(ev["method"], "dhcp");
     assert_eq!(ev["iface"], vc.as_str());
     assert_eq!(ev["router"], "10.214.0.1");
-    let addr = ev["addr"].as_str().unwrap();
+    let addr = ev["addr"].as_str().unwrap().to_string();
     let last: u8 = addr
         .trim_start_matches("10.214.0.")
         .trim_end_matches("/24")
@@ -104,15 +111,24 @@ fn lease_from_dnsmasq() {
         .args(["-n", &cli, "-4", "addr", "show", &vc])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&a.stdout).contains(addr));
+    assert!(String::from_utf8_lossy(&a.stdout).contains(&addr));
     let r = Command::new("ip")
         .args(["-n", &cli, "route"])
         .output()
         .unwrap();
+    let routes = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert!(routes.contains("default via 10.214.0.1"), "{routes}");
+
+    let renewed = rx
+        .recv_timeout(Duration::from_secs(100))
+        .expect("net.renewed at T1");
+    assert_eq!(renewed["event"], "net.renewed");
+    assert_eq!(renewed["addr"].as_str(), Some(addr.trim_end_matches("/24")));
+    assert_eq!(renewed["lease_secs"], 120);
+    let waited = renewed["t_ms"].as_u64().unwrap() - ev["t_ms"].as_u64().unwrap();
     assert!(
-        String::from_utf8_lossy(&r.stdout).contains("default via 10.214.0.1"),
-        "{}",
-        String::from_utf8_lossy(&r.stdout)
+        (55_000..80_000).contains(&waited),
+        "renewed after {waited} ms; T1 is 60 s"
     );
     drop(guard);
 }

@@ -23,7 +23,22 @@ pub struct Up {
     pub iface: String,
     pub config: Config,
     pub method: &'static str,
+    /// The DHCP lease and the MAC it was obtained for, when DHCP was used.
+    pub lease: Option<Held>,
 }
+
+/// A DHCP lease this machine holds, as carried from stage 1 into stage 2 in
+/// [`LEASE_FILE`] (/run moves into the rootfs with the switch).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    pub iface: String,
+    pub mac: [u8; 6],
+    pub lease: dhcp::Lease,
+    /// CLOCK_BOOTTIME (ms) when the lease was granted.
+    pub obtained_ms: u64,
+}
+
+pub const LEASE_FILE: &str = "/run/phase/lease.json";
 
 #[derive(Debug)]
 pub struct NetError {
@@ -123,15 +138,25 @@ pub async fn configure(ip: &IpParam, write_resolv: bool) -> Result<Up, NetError>
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (config, method) = match ip {
-        IpParam::Static { config, .. } => (config.clone(), "static"),
-        _ => (dhcp_lease(iface).await?, "dhcp"),
+    let (config, method, lease) = match ip {
+        IpParam::Static { config, .. } => (config.clone(), "static", None),
+        _ => {
+            let l = dhcp_lease(iface).await?;
+            let held = Held {
+                iface: iface.name.clone(),
+                mac: iface.mac,
+                lease: l.clone(),
+                obtained_ms: crate::sys::clock::boottime_ms(),
+            };
+            (l.config, "dhcp", Some(held))
+        }
     };
     apply(iface, &config, write_resolv)?;
     Ok(Up {
         iface: iface.name.clone(),
         config,
         method,
+        lease,
     })
 }
 
@@ -156,7 +181,7 @@ fn apply(i: &Iface, c: &Config, write_resolv: bool) -> Result<(), NetError> {
 }
 
 /// DISCOVER/OFFER/REQUEST/ACK with retransmission, within DHCP_BOUND.
-async fn dhcp_lease(i: &Iface) -> Result<Config, NetError> {
+async fn dhcp_lease(i: &Iface) -> Result<dhcp::Lease, NetError> {
     // Limited broadcast needs a route on an interface with no address yet.
     netlink::add_route(i.index, Ipv4Addr::BROADCAST, 32, None).map_err(|e| {
         err(
@@ -205,7 +230,7 @@ async fn dhcp_lease(i: &Iface) -> Result<Config, NetError> {
                     attempt = 0;
                     break;
                 }
-                (Some(Reply::Ack(l)), Some(_)) => return Ok(l.config),
+                (Some(Reply::Ack(l)), Some(_)) => return Ok(l),
                 (Some(Reply::Nak), Some(_)) => {
                     tracing::warn!("dhcp: NAK on {}; starting over", i.name);
                     offer = None;
@@ -249,6 +274,15 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
                 method: up.method.into(),
                 router: up.config.router.map(|r| r.to_string()),
             });
+            if let Some(held) = &up.lease {
+                let _ = std::fs::create_dir_all("/run/phase");
+                if let Err(e) = serde_json::to_vec(held)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| std::fs::write(LEASE_FILE, b).map_err(|e| e.to_string()))
+                {
+                    tracing::warn!("{LEASE_FILE}: {e}; the lease will not be renewed");
+                }
+            }
             boot.net = Some(up);
             Ok(())
         }
@@ -256,5 +290,97 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             reason: e.reason,
             message: e.message,
         }),
+    }
+}
+
+/// Keep a DHCP lease for the life of the node (RFC 2131 §4.4.5): at T1 unicast REQUESTs to
+/// the server that granted it (RENEWING), from T2 broadcast them (REBINDING), until an ACK
+/// extends the lease (`net.renewed`) or it expires (an error: the supervisor restarts
+/// this task, which starts over). A NAK means the address must go: an error too.
+pub async fn keep_lease(
+    mut held: Held,
+    events: std::sync::Arc<crate::events::EventLog>,
+) -> Result<(), String> {
+    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
+        .and_then(|s| {
+            s.set_broadcast(true)
+                .and(s.set_nonblocking(true))
+                .map(|_| s)
+        })
+        .and_then(tokio::net::UdpSocket::from_std)
+        .map_err(|e| format!("udp 0.0.0.0:68: {e}"))?;
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (t1, t2) = dhcp::timers(held.lease.lease_secs);
+        let at = |secs: u64| {
+            let due = held.obtained_ms + secs * 1000;
+            Instant::now()
+                + Duration::from_millis(due.saturating_sub(crate::sys::clock::boottime_ms()))
+        };
+        let (renew_at, rebind_at, expire_at) =
+            (at(t1), at(t2), at(u64::from(held.lease.lease_secs)));
+        tokio::time::sleep_until(renew_at).await;
+        let mut attempt = 0u32;
+        let renewed = loop {
+            let now = Instant::now();
+            if now >= expire_at {
+                break None;
+            }
+            let to = if now < rebind_at {
+                SocketAddrV4::new(held.lease.server, 67)
+            } else {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)
+            };
+            let x = dhcp::xid(
+                &held.mac,
+                crate::sys::clock::boottime_ms() ^ u64::from(attempt),
+            );
+            if let Err(e) = sock
+                .send_to(&dhcp::renew(x, &held.mac, &held.lease), to)
+                .await
+            {
+                tracing::warn!("dhcp renew to {to}: {e}");
+            }
+            // Retry at most every 60 s, and never past the next deadline.
+            let next = (Instant::now()
+                + Duration::from_secs(60).min(dhcp::retransmit_after(attempt) * 4))
+            .min(if now < rebind_at {
+                rebind_at
+            } else {
+                expire_at
+            });
+            attempt += 1;
+            let mut got = None;
+            while let Ok(Ok((n, _))) = tokio::time::timeout_at(next, sock.recv_from(&mut buf)).await
+            {
+                match dhcp::parse_reply(&buf[..n], x, &held.mac) {
+                    Some(Reply::Ack(l)) if l.config.addr == held.lease.config.addr => {
+                        got = Some(Ok(l));
+                        break;
+                    }
+                    Some(Reply::Nak) => {
+                        got = Some(Err("dhcp_nak"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            match got {
+                Some(Ok(l)) => break Some(l),
+                Some(Err(r)) => return Err(r.into()),
+                None => continue,
+            }
+        };
+        let Some(l) = renewed else {
+            return Err(format!("lease on {} expired", held.iface));
+        };
+        held.lease = l;
+        held.obtained_ms = crate::sys::clock::boottime_ms();
+        let _ = serde_json::to_vec(&held).map(|b| std::fs::write(LEASE_FILE, b));
+        events.emit(Event::NetRenewed {
+            iface: held.iface.clone(),
+            addr: held.lease.config.addr.to_string(),
+            lease_secs: held.lease.lease_secs,
+        });
     }
 }

@@ -30,6 +30,17 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
                 }
             })
         });
+    // A DHCP lease from stage 1 (this process or the one before the switch) is kept alive.
+    if let Some(held) = std::fs::read(super::network::LEASE_FILE)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<super::network::Held>(&b).ok())
+    {
+        let events = boot.events.clone();
+        boot.supervisor
+            .spawn("dhcp", RestartPolicy::Forever, move || {
+                task(super::network::keep_lease(held.clone(), events.clone()))
+            });
+    }
     crate::sys::power::ctrl_alt_del_to_signal().map_err(|e| StepError {
         reason: "cad_off_failed",
         message: format!("reboot(CAD_OFF): {e}; ctrl-alt-del restarts at once"),

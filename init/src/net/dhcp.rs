@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// A lease offered or granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub config: Config,
     pub server: Ipv4Addr,
@@ -61,6 +61,21 @@ pub fn request(xid: u32, mac: &[u8; 6], offer: &Lease) -> Vec<u8> {
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(offer.server));
     encode(&m)
+}
+
+/// REQUEST to extend a lease we hold (RFC 2131 §4.3.2 RENEWING/REBINDING): `ciaddr` is
+/// our address, no requested-address or server-id option, no broadcast flag.
+pub fn renew(xid: u32, mac: &[u8; 6], lease: &Lease) -> Vec<u8> {
+    let mut m = base(xid, mac, MessageType::Request);
+    m.set_flags(Flags::default());
+    m.set_ciaddr(lease.config.addr);
+    encode(&m)
+}
+
+/// Seconds after the lease was obtained at which to renew (T1 = ½) and rebind (T2 = ⅞).
+pub fn timers(lease_secs: u32) -> (u64, u64) {
+    let l = u64::from(lease_secs);
+    (l / 2, l * 7 / 8)
 }
 
 /// Decode a reply meant for us (our xid and MAC); anything else is `None`.
@@ -203,6 +218,22 @@ mod tests {
         assert!(parse_reply(&discover(x, &MAC), x, &MAC).is_none());
         assert!(parse_reply(b"garbage", x, &MAC).is_none());
         assert!(parse_reply(&[], x, &MAC).is_none());
+    }
+
+    #[test]
+    fn renewal() {
+        let x = xid(&MAC, 3);
+        let Some(Reply::Offer(lease)) = parse_reply(&reply(MessageType::Offer, x, &MAC), x, &MAC)
+        else {
+            panic!("no offer");
+        };
+        let r = Message::decode(&mut Decoder::new(&renew(x, &MAC, &lease))).unwrap();
+        assert_eq!(r.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(!r.flags().broadcast());
+        assert!(r.opts().get(OptionCode::ServerIdentifier).is_none());
+        assert!(r.opts().get(OptionCode::RequestedIpAddress).is_none());
+        assert_eq!(timers(86400), (43200, 75600));
+        assert_eq!(timers(120), (60, 105));
     }
 
     #[test]

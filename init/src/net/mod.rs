@@ -7,7 +7,7 @@ pub mod ipconfig;
 use std::net::Ipv4Addr;
 
 /// An IPv4 configuration to apply to one interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     pub addr: Ipv4Addr,
     pub prefix: u8,
