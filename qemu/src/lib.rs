@@ -33,6 +33,14 @@ pub fn artifact(name: &str) -> PathBuf {
     p
 }
 
+/// A fresh scratch directory for one test, named after it and this process.
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("phase-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
 /// The one global timeout multiplier, `PHASE_TIMEOUT_SCALE` (default 1.0).
 pub fn timeout_scale() -> f64 {
     std::env::var("PHASE_TIMEOUT_SCALE")
@@ -213,6 +221,39 @@ impl Boot {
     pub fn names(&self) -> Vec<&str> {
         self.events.iter().map(|e| e.name.as_str()).collect()
     }
+    /// The kernel never panicked (in particular, never "Attempted to kill init").
+    pub fn assert_no_kernel_panic(&self) {
+        assert!(
+            !self.console.contains("Attempted to kill init")
+                && !self.console.contains("Kernel panic"),
+            "the kernel panicked:\n{}",
+            self.explain()
+        );
+    }
+
+    /// No kernel panic, and the guest powered off cleanly after a `shutdown` event.
+    pub fn assert_clean_poweroff(&self) {
+        self.assert_no_kernel_panic();
+        assert_eq!(self.outcome, Outcome::PowerOff, "{}", self.explain());
+        assert_eq!(self.qemu_status, Some(0), "{}", self.explain());
+        let action = self.event("shutdown").and_then(|e| e.str("action"));
+        assert_eq!(action, Some("poweroff"), "{}", self.explain());
+    }
+
+    /// Each named event happened, in this order.
+    pub fn assert_order(&self, names: &[&str]) {
+        let mut last = 0;
+        for n in names {
+            let i = self
+                .events
+                .iter()
+                .position(|e| e.name == *n)
+                .unwrap_or_else(|| panic!("no {n} event:\n{}", self.explain()));
+            assert!(i >= last, "{n} out of order:\n{}", self.explain());
+            last = i;
+        }
+    }
+
     /// A readable dump for assertion messages: the events and the console's tail.
     pub fn explain(&self) -> String {
         let tail: Vec<&str> = self.console.lines().rev().take(40).collect();

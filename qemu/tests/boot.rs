@@ -2,38 +2,7 @@
 //! PHASE-EVENT timeline and how the guest ended; none greps free-form logs, except for the
 //! kernel's own "Attempted to kill init" / panic lines, which must never appear.
 
-use phase_qemu::{artifact, out_dir, Boot, Firmware, Outcome, Vm};
-use std::path::PathBuf;
-
-fn assert_no_kernel_panic(b: &Boot) {
-    assert!(
-        !b.console.contains("Attempted to kill init") && !b.console.contains("Kernel panic"),
-        "the kernel panicked:\n{}",
-        b.explain()
-    );
-}
-
-/// Events happen in this order (each present).
-fn assert_order(b: &Boot, names: &[&str]) {
-    let mut last = 0;
-    for n in names {
-        let i = b
-            .events
-            .iter()
-            .position(|e| e.name == *n)
-            .unwrap_or_else(|| panic!("no {n} event:\n{}", b.explain()));
-        assert!(i >= last, "{n} out of order:\n{}", b.explain());
-        last = i;
-    }
-}
-
-fn assert_clean_poweroff(b: &Boot) {
-    assert_no_kernel_panic(b);
-    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
-    assert_eq!(b.qemu_status, Some(0), "{}", b.explain());
-    let s = b.event("shutdown").expect("shutdown event");
-    assert_eq!(s.str("action"), Some("poweroff"), "{}", b.explain());
-}
+use phase_qemu::{artifact, out_dir, tempdir, Firmware, Outcome, Vm};
 
 fn names(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -51,11 +20,8 @@ fn boots_to_ready_with_modules_and_powers_off() {
         .append("phase.poweroff=init.ready")
         .run()
         .expect("qemu runs");
-    assert_order(
-        &b,
-        &["init.start", "modules.loaded", "init.ready", "shutdown"],
-    );
-    assert_clean_poweroff(&b);
+    b.assert_order(&["init.start", "modules.loaded", "init.ready", "shutdown"]);
+    b.assert_clean_poweroff();
     let m = b.event("modules.loaded").unwrap();
     let mut present = names(&m.fields["loaded"]);
     present.extend(names(&m.fields["already"]));
@@ -88,7 +54,7 @@ fn boots_to_ready_with_modules_and_powers_off() {
     assert_eq!(t.fields["release_threshold"], 2);
     assert_eq!(t.fields["release_floor"], 1);
     assert_eq!(t.fields["root_expired"], false);
-    assert_order(&b, &["modules.loaded", "trust.ready", "init.ready"]);
+    b.assert_order(&["modules.loaded", "trust.ready", "init.ready"]);
 }
 
 #[test]
@@ -99,7 +65,7 @@ fn faults_around_pid1_do_not_take_it_down() {
         .append("phase.poweroff=init.ready \"unterminated garbage \u{7f}")
         .run()
         .expect("qemu runs");
-    assert_clean_poweroff(&b);
+    b.assert_clean_poweroff();
     let children = b.all("selftest.child");
     let by_args = |a: &str| {
         children
@@ -123,16 +89,13 @@ fn faults_around_pid1_do_not_take_it_down() {
         .all("task.done")
         .iter()
         .any(|e| e.str("task") == Some("selftest-panic") && e.fields["runs"] == 2));
-    assert_order(
-        &b,
-        &[
-            "init.start",
-            "task.failed",
-            "task.done",
-            "init.ready",
-            "shutdown",
-        ],
-    );
+    b.assert_order(&[
+        "init.start",
+        "task.failed",
+        "task.done",
+        "init.ready",
+        "shutdown",
+    ]);
     assert_eq!(b.event("init.ready").unwrap().str("mode"), Some("local"));
 }
 
@@ -142,8 +105,8 @@ fn panic_in_boot_sequence_reboots_deliberately() {
         .append("phase.selftest=panic-boot")
         .run()
         .expect("qemu runs");
-    assert_no_kernel_panic(&b);
-    assert_order(&b, &["init.start", "panic", "shutdown"]);
+    b.assert_no_kernel_panic();
+    b.assert_order(&["init.start", "panic", "shutdown"]);
     let s = b.event("shutdown").unwrap();
     assert_eq!(
         (s.str("action"), s.str("reason")),
@@ -159,7 +122,7 @@ fn ctrl_alt_del_reboots_in_order() {
         .on_event("init.ready", "sendkey ctrl-alt-delete")
         .run()
         .expect("qemu runs");
-    assert_no_kernel_panic(&b);
+    b.assert_no_kernel_panic();
     let s = b
         .event("shutdown")
         .unwrap_or_else(|| panic!("{}", b.explain()));
@@ -177,11 +140,8 @@ fn boots_under_uefi() {
         .append("phase.poweroff=init.ready")
         .run()
         .expect("qemu runs");
-    assert_order(
-        &b,
-        &["init.start", "modules.loaded", "init.ready", "shutdown"],
-    );
-    assert_clean_poweroff(&b);
+    b.assert_order(&["init.start", "modules.loaded", "init.ready", "shutdown"]);
+    b.assert_clean_poweroff();
 }
 
 /// A degraded initramfs boots on and names what is wrong: a module listed but absent
@@ -225,7 +185,7 @@ fn degraded_initramfs_is_named_not_fatal() {
         .append("phase.poweroff=init.ready")
         .run()
         .expect("qemu runs");
-    assert_clean_poweroff(&b);
+    b.assert_clean_poweroff();
     let m = b.event("modules.loaded").unwrap();
     assert_eq!(
         names(&m.fields["missing"]),
@@ -245,7 +205,7 @@ fn degraded_initramfs_is_named_not_fatal() {
         (Some("trust"), Some("invalid_signature"))
     );
     assert!(b.event("trust.ready").is_none());
-    assert_order(&b, &["verify.failed", "fallback", "init.ready", "shutdown"]);
+    b.assert_order(&["verify.failed", "fallback", "init.ready", "shutdown"]);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -268,11 +228,4 @@ fn init_binary_is_static_and_a_cli_off_pid1() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("phase-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }

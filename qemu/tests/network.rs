@@ -1,7 +1,7 @@
 //! Diskless boots from a provider (QEMU user networking, `restrict=on`, one guestfwd to a
 //! server on 127.0.0.1), and the bounded failure paths of the network steps.
 
-use phase_qemu::{artifact, Boot, Outcome, Vm};
+use phase_qemu::{artifact, Boot, Vm};
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -70,24 +70,6 @@ fn static_server() -> (Server, u16) {
     (Server(c), port)
 }
 
-fn order(b: &Boot, names: &[&str]) {
-    let mut last = 0;
-    for n in names {
-        let i = b
-            .events
-            .iter()
-            .position(|e| e.name == *n)
-            .unwrap_or_else(|| panic!("no {n}:\n{}", b.explain()));
-        assert!(i >= last, "{n} out of order:\n{}", b.explain());
-        last = i;
-    }
-}
-
-fn clean(b: &Boot) {
-    assert!(!b.console.contains("Kernel panic"), "{}", b.explain());
-    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
-}
-
 fn diskless(port: u16) -> Boot {
     Vm::default_artifacts()
         .user_net_to(port)
@@ -97,20 +79,17 @@ fn diskless(port: u16) -> Boot {
 }
 
 fn assert_diskless_boot(b: &Boot) {
-    clean(b);
-    order(
-        b,
-        &[
-            "net.up",
-            "provider.found",
-            "release.verified",
-            "artifacts.verified",
-            "rootfs.verified",
-            "rootfs.mounted",
-            "stage2.start",
-            "init.ready",
-        ],
-    );
+    b.assert_clean_poweroff();
+    b.assert_order(&[
+        "net.up",
+        "provider.found",
+        "release.verified",
+        "artifacts.verified",
+        "rootfs.verified",
+        "rootfs.mounted",
+        "stage2.start",
+        "init.ready",
+    ]);
     let net = b.event("net.up").unwrap();
     assert_eq!(
         (net.str("method"), net.str("addr")),
@@ -145,7 +124,7 @@ fn no_link_falls_back() {
         .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
         .run()
         .unwrap();
-    clean(&b);
+    b.assert_clean_poweroff();
     let f = b
         .event("fallback")
         .unwrap_or_else(|| panic!("{}", b.explain()));
@@ -169,7 +148,7 @@ fn no_dhcp_answer_falls_back_within_bound() {
         .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
         .run()
         .unwrap();
-    clean(&b);
+    b.assert_clean_poweroff();
     let f = b
         .event("fallback")
         .unwrap_or_else(|| panic!("{}", b.explain()));
@@ -198,8 +177,8 @@ fn silent_provider_falls_back_within_bound() {
         }
     });
     let b = diskless(port);
-    clean(&b);
-    order(&b, &["net.up", "fallback", "init.ready"]);
+    b.assert_clean_poweroff();
+    b.assert_order(&["net.up", "fallback", "init.ready"]);
     let f = b.all("fallback");
     assert!(
         f.iter().any(|e| e.str("reason") == Some("stalled")),

@@ -1,16 +1,9 @@
 //! Boot tests of the verified rootfs: out/vmlinuz + out/initramfs.img with
 //! out/rootfs-disk.img attached (a copy per test: the state partition is writable).
 
-use phase_qemu::{artifact, out_dir, Boot, Firmware, Outcome, Vm};
+use phase_qemu::{artifact, out_dir, tempdir, Boot, Firmware, Vm};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("phase-rootfs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn disk_copy(dir: &Path) -> PathBuf {
     let p = dir.join("disk.img");
@@ -51,32 +44,6 @@ fn partition_offset(disk: &Path, name: &str) -> u64 {
     p["start"].as_u64().unwrap() * 512
 }
 
-fn assert_clean(b: &Boot) {
-    assert!(
-        !b.console.contains("Kernel panic") && !b.console.contains("Attempted to kill init"),
-        "{}",
-        b.explain()
-    );
-    assert_eq!(b.outcome, Outcome::PowerOff, "{}", b.explain());
-    assert_eq!(
-        b.event("shutdown").and_then(|e| e.str("action")),
-        Some("poweroff")
-    );
-}
-
-fn order(b: &Boot, names: &[&str]) {
-    let mut last = 0;
-    for n in names {
-        let i = b
-            .events
-            .iter()
-            .position(|e| e.name == *n)
-            .unwrap_or_else(|| panic!("no {n}:\n{}", b.explain()));
-        assert!(i >= last, "{n} out of order:\n{}", b.explain());
-        last = i;
-    }
-}
-
 fn assert_stage2(b: &Boot) {
     let s = b
         .event("stage2.start")
@@ -106,19 +73,16 @@ fn boots_verified_rootfs_with_persistent_state() {
         .append("phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
-    order(
-        &b,
-        &[
-            "init.start",
-            "trust.ready",
-            "rootfs.verified",
-            "state.ready",
-            "rootfs.mounted",
-            "stage2.start",
-            "init.ready",
-        ],
-    );
+    b.assert_clean_poweroff();
+    b.assert_order(&[
+        "init.start",
+        "trust.ready",
+        "rootfs.verified",
+        "state.ready",
+        "rootfs.mounted",
+        "stage2.start",
+        "init.ready",
+    ]);
     let v = b.event("rootfs.verified").unwrap();
     assert_eq!(v.str("method"), Some("dm-verity"), "{}", v.fields);
     let st = b.event("state.ready").unwrap();
@@ -146,7 +110,7 @@ fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
         .append("phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
+    b.assert_clean_poweroff();
     let f = b
         .event("verify.failed")
         .unwrap_or_else(|| panic!("{}", b.explain()));
@@ -171,7 +135,7 @@ fn private_mode_writes_nothing_to_disk() {
         .append("phase.mode=private phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
+    b.assert_clean_poweroff();
     assert_stage2(&b);
     let st = b.event("state.ready").unwrap();
     assert_eq!(
@@ -229,7 +193,7 @@ fn without_dm_verity_the_image_is_hashed_whole() {
         .append("phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
+    b.assert_clean_poweroff();
     let v = b
         .event("rootfs.verified")
         .unwrap_or_else(|| panic!("{}", b.explain()));
@@ -324,7 +288,7 @@ fn trusted_state_on_disk_refuses_rollback() {
         .append("phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
+    b.assert_clean_poweroff();
     assert_eq!(
         b.event("rootfs.mounted").unwrap().fields["release"],
         2,
@@ -347,7 +311,7 @@ fn trusted_state_on_disk_refuses_rollback() {
         .append("phase.poweroff=init.ready")
         .run()
         .unwrap();
-    assert_clean(&b);
+    b.assert_clean_poweroff();
     let f = b
         .event("verify.failed")
         .unwrap_or_else(|| panic!("{}", b.explain()));

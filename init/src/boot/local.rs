@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub const NEW_ROOT: &str = "/sysroot";
 const LOWER: &str = "/run/phase/lower";
 const RW: &str = "/run/phase/rw";
-const RAM_COPY: &str = "/run/phase/rootfs.squashfs";
+pub(super) const RAM_COPY: &str = "/run/phase/rootfs.squashfs";
 /// The persistent state partition, mounted before the release is verified so that the
 /// trusted state (rollback protection) is read from and written to it.
 const STATE_MNT: &str = "/run/phase/state";
@@ -117,7 +117,12 @@ fn read_gpt(disk: &str) -> Option<Vec<Partition>> {
     }
 }
 
-fn fail(boot: &Boot, artifact: &str, reason: &'static str, message: String) -> StepError {
+pub(super) fn fail(
+    boot: &Boot,
+    artifact: &str,
+    reason: &'static str,
+    message: String,
+) -> StepError {
     boot.events.emit(Event::VerifyFailed {
         artifact: artifact.into(),
         reason: reason.into(),
@@ -258,168 +263,6 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     Ok(())
 }
 
-/// The SHA-256 of the kernel this initramfs was built for (written by the build).
-pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
-
-/// Diskless boot: with no local release, ask the providers, verify, and when the chosen
-/// release's kernel is the one running, download its rootfs into RAM (verified as it
-/// arrives), mount it and go on to the handoff. A different kernel needs kexec, which
-/// this init does not do yet: that is a `fallback` with reason `kexec_needed`.
-pub async fn fetch(boot: &mut Boot) -> Result<(), StepError> {
-    if boot.rootfs_ready || boot.net.is_none() || boot.config.providers.is_empty() {
-        return Ok(());
-    }
-    let Some(trust) = boot.trust.as_mut() else {
-        return Err(StepError {
-            reason: "no_trust_anchor",
-            message: "no verified trust anchor".into(),
-        });
-    };
-    let mut providers = Vec::new();
-    for p in &boot.config.providers {
-        match crate::fetch::Url::parse(p) {
-            Ok(u) => providers.push(u),
-            Err(e) => boot.events.emit(Event::Fallback {
-                step: format!("provider {p}"),
-                reason: match e {
-                    crate::fetch::url::UrlError::HttpsUnsupported => "https_unsupported".into(),
-                    _ => "bad_url".into(),
-                },
-            }),
-        }
-    }
-    let state = trust.store.load().unwrap_or_default();
-    let policy = phase_release::verify::Policy {
-        arch: std::env::consts::ARCH.into(),
-        channel: boot.config.channel.clone(),
-        now: trust.now.max(state.time),
-        floor: trust.floor,
-        trusted: state.trusted_release(),
-    };
-    let root = trust.root.clone();
-    let limits = crate::fetch::Limits::default();
-    let events = boot.events.clone();
-    let mut on_meta = |u: &crate::fetch::Url, o: &crate::fetch::release::MetaOutcome| match o {
-        crate::fetch::release::MetaOutcome::Verified { version } => {
-            events.emit(Event::ProviderFound {
-                url: u.to_string(),
-                how: "url".into(),
-                version: *version,
-            })
-        }
-        crate::fetch::release::MetaOutcome::Failed(e) => events.emit(Event::Fallback {
-            step: format!("provider {u}"),
-            reason: e.reason().into(),
-        }),
-        crate::fetch::release::MetaOutcome::Rejected(e) => events.emit(Event::VerifyFailed {
-            artifact: "release.json".into(),
-            reason: e.reason().into(),
-            provider: Some(u.to_string()),
-        }),
-    };
-    let Some(choice) =
-        crate::fetch::release::choose(&providers, &root, &policy, &limits, &mut on_meta).await
-    else {
-        return Err(StepError {
-            reason: "no_verified_release",
-            message: "no provider served a release that verifies".into(),
-        });
-    };
-    let rel = &choice.release;
-    boot.events.emit(Event::ReleaseVerified {
-        version: rel.version,
-        channel: rel.channel.clone(),
-        providers: choice.providers.iter().map(|p| p.to_string()).collect(),
-    });
-    let running = std::fs::read_to_string(KERNEL_SHA_PATH).unwrap_or_default();
-    if running.trim() != rel.artifacts.kernel.sha256 {
-        return Err(StepError {
-            reason: "kexec_needed",
-            message: format!(
-                "release {} has another kernel than the running one; kexec is not built yet",
-                rel.version
-            ),
-        });
-    }
-    let Some(rootfs) = rel.artifacts.rootfs.clone() else {
-        return Err(StepError {
-            reason: "no_rootfs",
-            message: format!("release {} carries no rootfs", rel.version),
-        });
-    };
-    let _ = std::fs::create_dir_all("/run/phase");
-    let mut file = std::fs::File::create(RAM_COPY).map_err(|e| StepError {
-        reason: "ram_copy_failed",
-        message: format!("{RAM_COPY}: {e}"),
-    })?;
-    let started = Instant::now();
-    let mut last = 0;
-    let mut progress = |done: u64, total: u64| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        if pct / 10 != last {
-            last = pct / 10;
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1048576.0;
-            tracing::info!("fetch rootfs: {pct}% of {total} bytes, {rate:.1} MiB/s");
-        }
-    };
-    let result = crate::fetch::artifact(
-        "rootfs",
-        &rootfs,
-        &choice.providers,
-        &mut file,
-        &limits,
-        &mut progress,
-    )
-    .await;
-    let report = match &result {
-        Ok(r) | Err((r, _)) => r,
-    };
-    for (p, e) in &report.failures {
-        match e {
-            crate::fetch::FetchError::Verify { err, .. } => boot.events.emit(Event::VerifyFailed {
-                artifact: "rootfs".into(),
-                reason: err.reason().into(),
-                provider: Some(p.clone()),
-            }),
-            other => boot.events.emit(Event::ProviderFailover {
-                artifact: "rootfs".into(),
-                provider: p.clone(),
-                reason: other.reason().into(),
-            }),
-        }
-    }
-    if let Err((_, e)) = result {
-        let _ = std::fs::remove_file(RAM_COPY);
-        return Err(StepError {
-            reason: e.reason(),
-            message: e.to_string(),
-        });
-    }
-    drop(file);
-    boot.events.emit(Event::ArtifactsVerified {
-        version: rel.version,
-        bytes: rootfs.size,
-    });
-    // The RAM copy was hashed whole as it arrived: mount exactly those bytes.
-    let dev = crate::sys::loopdev::attach_readonly(std::path::Path::new(RAM_COPY))
-        .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
-    boot.events.emit(Event::RootfsVerified {
-        method: "sha256".into(),
-        device: dev.clone(),
-        root_hash: rootfs.sha256.clone(),
-    });
-    if let Err(e) = assemble(boot, &dev, None) {
-        teardown();
-        return Err(e);
-    }
-    boot.events.emit(Event::RootfsMounted {
-        device: dev,
-        release: rel.version,
-    });
-    boot.rootfs_ready = true;
-    Ok(())
-}
-
 /// dm-verity over the rootfs partition, or a verified RAM copy if dm-verity is missing.
 fn verified_device(boot: &Boot, m: &Medium, rootfs: &Artifact) -> Result<String, StepError> {
     let Some(v) = &rootfs.verity else {
@@ -555,7 +398,11 @@ fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
 }
 
 /// squashfs lower + tmpfs upper → overlay at NEW_ROOT; then the state directory.
-fn assemble(boot: &Boot, device: &str, state_dev: Option<&str>) -> Result<(), StepError> {
+pub(super) fn assemble(
+    boot: &Boot,
+    device: &str,
+    state_dev: Option<&str>,
+) -> Result<(), StepError> {
     let err = |reason: &'static str, e: String| fail(boot, "rootfs", reason, e);
     let lower = Mount {
         source: leak(device),
@@ -652,7 +499,7 @@ fn state(boot: &Boot, state_dev: Option<&str>) -> Result<(), StepError> {
 }
 
 /// Undo whatever `run` mounted or mapped (best effort, innermost first).
-fn teardown() {
+pub(super) fn teardown() {
     for t in [STATE_TARGET, NEW_ROOT, RW, LOWER, STATE_MNT] {
         let _ = rustix::mount::unmount(t, rustix::mount::UnmountFlags::DETACH);
     }

@@ -7,6 +7,7 @@
 
 mod cmdline;
 mod early;
+mod fetch;
 mod handoff;
 pub use handoff::STAGE2_ARG;
 mod local;
@@ -139,7 +140,7 @@ impl Boot {
             Step::Trust => trust::run(self),
             Step::Local => local::run(self),
             Step::Network => network::run(self).await,
-            Step::Fetch => local::fetch(self).await,
+            Step::Fetch => fetch::run(self).await,
             Step::Handoff => handoff::run(self),
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),

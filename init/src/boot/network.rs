@@ -180,6 +180,14 @@ fn apply(i: &Iface, c: &Config, write_resolv: bool) -> Result<(), NetError> {
     Ok(())
 }
 
+/// The DHCP client's socket: UDP 0.0.0.0:68, broadcast allowed.
+fn client_socket() -> std::io::Result<tokio::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s)
+}
+
 /// DISCOVER/OFFER/REQUEST/ACK with retransmission, within DHCP_BOUND.
 async fn dhcp_lease(i: &Iface) -> Result<dhcp::Lease, NetError> {
     // Limited broadcast needs a route on an interface with no address yet.
@@ -189,14 +197,7 @@ async fn dhcp_lease(i: &Iface) -> Result<dhcp::Lease, NetError> {
             format!("broadcast route on {}: {e}", i.name),
         )
     })?;
-    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
-        .and_then(|s| {
-            s.set_broadcast(true)
-                .and(s.set_nonblocking(true))
-                .map(|_| s)
-        })
-        .and_then(tokio::net::UdpSocket::from_std)
-        .map_err(|e| err("dhcp_socket", format!("udp 0.0.0.0:68: {e}")))?;
+    let sock = client_socket().map_err(|e| err("dhcp_socket", format!("udp 0.0.0.0:68: {e}")))?;
     let server = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let deadline = Instant::now() + DHCP_BOUND;
     let mut attempt = 0u32;
@@ -301,14 +302,7 @@ pub async fn keep_lease(
     mut held: Held,
     events: std::sync::Arc<crate::events::EventLog>,
 ) -> Result<(), String> {
-    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68))
-        .and_then(|s| {
-            s.set_broadcast(true)
-                .and(s.set_nonblocking(true))
-                .map(|_| s)
-        })
-        .and_then(tokio::net::UdpSocket::from_std)
-        .map_err(|e| format!("udp 0.0.0.0:68: {e}"))?;
+    let sock = client_socket().map_err(|e| format!("udp 0.0.0.0:68: {e}"))?;
     let mut buf = vec![0u8; 1500];
     loop {
         let (t1, t2) = dhcp::timers(held.lease.lease_secs);

@@ -96,22 +96,7 @@ pub async fn fetch(
     limits: &Limits,
     out: &std::path::Path,
 ) -> i32 {
-    let mut on_meta = |u: &Url, o: &MetaOutcome| match o {
-        MetaOutcome::Verified { version } => events.emit(Event::ProviderFound {
-            url: u.to_string(),
-            how: "url".into(),
-            version: *version,
-        }),
-        MetaOutcome::Failed(e) => events.emit(Event::Fallback {
-            step: format!("provider {u}"),
-            reason: e.reason().into(),
-        }),
-        MetaOutcome::Rejected(e) => events.emit(Event::VerifyFailed {
-            artifact: "release.json".into(),
-            reason: e.reason().into(),
-            provider: Some(u.to_string()),
-        }),
-    };
+    let mut on_meta = |u: &Url, o: &MetaOutcome| super::report::metadata(events, u, o);
     let Some(choice) = choose(providers, root, policy, limits, &mut on_meta).await else {
         events.emit(Event::Fallback {
             step: "fetch".into(),
@@ -124,35 +109,12 @@ pub async fn fetch(
         channel: choice.release.channel.clone(),
         providers: choice.providers.iter().map(|p| p.to_string()).collect(),
     });
-    let mut last_pct = std::collections::HashMap::new();
-    let started = std::time::Instant::now();
-    let mut progress = |name: &str, done: u64, total: u64| {
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        if last_pct.insert(name.to_string(), pct / 10) != Some(pct / 10) {
-            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001) / 1048576.0;
-            tracing::info!("fetch {name}: {pct}% of {total} bytes, {rate:.1} MiB/s");
-        }
+    let mut bar = super::report::Progress::new();
+    let mut progress = |name: &str, done: u64, total: u64| bar.update(name, done, total);
+    let mut on_artifact = |name: &str, r: &super::release::ArtifactResult| {
+        let (Ok(rep) | Err((rep, _))) = r;
+        super::report::failures(events, name, rep);
     };
-    let mut on_artifact =
-        |name: &str, r: &Result<super::Report, (super::Report, super::FetchError)>| {
-            let rep = match r {
-                Ok(rep) | Err((rep, _)) => rep,
-            };
-            for (p, e) in &rep.failures {
-                match e {
-                    super::FetchError::Verify { err, .. } => events.emit(Event::VerifyFailed {
-                        artifact: name.into(),
-                        reason: err.reason().into(),
-                        provider: Some(p.clone()),
-                    }),
-                    other => events.emit(Event::ProviderFailover {
-                        artifact: name.into(),
-                        provider: p.clone(),
-                        reason: other.reason().into(),
-                    }),
-                }
-            }
-        };
     match download(&choice, out, limits, &mut on_artifact, &mut progress).await {
         Ok(()) => {
             let bytes = super::release::files(&choice.release)

@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod release;
+pub mod report;
 pub mod response;
 pub mod url;
 
