@@ -4,7 +4,8 @@
 //!   the reaper does not steal them;
 //! - a child that leaves orphans behind: PID 1 reaps them, no zombie stays;
 //! - a supervised task that panics: it is restarted and its second run succeeds;
-//! - `panic-boot`: the boot sequence itself panics: the init logs it and reboots deliberately.
+//! - `panic-boot`: the boot sequence itself panics: the init logs it and reboots deliberately;
+//! - `sigterm`: once the init serves, a child sends it SIGTERM: it powers off in order.
 //!
 //! The children are this same binary run as `phase selftest …` (see `cli`).
 
@@ -26,6 +27,14 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         match drill {
             Selftest::Faults => faults(boot).await?,
             Selftest::PanicBoot => panic!("selftest: deliberate panic in the boot sequence"),
+            // Sent by a child after a delay, so it lands while the init serves.
+            Selftest::Sigterm => {
+                let mut cmd = Command::new("/proc/self/exe");
+                cmd.args(["selftest", "term-init"]);
+                boot.children
+                    .spawn(&mut cmd)
+                    .map_err(|e| fail(format!("spawn selftest term-init: {e}")))?;
+            }
         }
     }
     Ok(())
@@ -139,12 +148,25 @@ pub fn child_main(args: &[String]) -> i32 {
             }
             0
         }
+        ["term-init"] => {
+            std::thread::sleep(Duration::from_millis(500));
+            match rustix::process::kill_process(
+                rustix::process::Pid::INIT,
+                rustix::process::Signal::TERM,
+            ) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("kill(1, SIGTERM): {e}");
+                    1
+                }
+            }
+        }
         ["sleep-exit"] => {
             std::thread::sleep(Duration::from_millis(200));
             0
         }
         _ => {
-            eprintln!("phase selftest: crash | exit CODE | orphans N | sleep-exit");
+            eprintln!("phase selftest: crash | exit CODE | orphans N | sleep-exit | term-init");
             2
         }
     }

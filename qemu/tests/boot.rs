@@ -133,6 +133,24 @@ fn ctrl_alt_del_reboots_in_order() {
     assert_eq!(b.outcome, Outcome::Reboot, "{}", b.explain());
 }
 
+/// SIGTERM to PID 1 (sent by one of its children, as any root process could) stops the
+/// services and powers the machine off.
+#[test]
+fn sigterm_powers_off_in_order() {
+    let b = Vm::default_artifacts()
+        .append("phase.selftest=sigterm")
+        .run()
+        .expect("qemu runs");
+    b.assert_clean_poweroff();
+    b.assert_order(&["init.ready", "shutdown"]);
+    assert_eq!(
+        b.event("shutdown").unwrap().str("reason"),
+        Some("sigterm"),
+        "{}",
+        b.explain()
+    );
+}
+
 #[test]
 fn boots_under_uefi() {
     let b = Vm::default_artifacts()

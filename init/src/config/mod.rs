@@ -58,7 +58,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "phase.selftest",
         default: "(none)",
-        doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot",
+        doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm",
     },
 ];
 
@@ -116,6 +116,8 @@ pub enum Selftest {
     Faults,
     /// The boot sequence itself panics (the init must log and reboot deliberately).
     PanicBoot,
+    /// After `init.ready`, a child sends SIGTERM to PID 1 (which must power off in order).
+    Sigterm,
 }
 
 /// The parsed command line. Fields hold typed values with the documented defaults.
@@ -280,11 +282,11 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
             ("phase.selftest", Some(v)) => {
                 for item in v.split(',').filter(|s| !s.is_empty()) {
                     match item {
-                        "faults" | "panic-boot" => {
-                            let drill = if item == "faults" {
-                                Selftest::Faults
-                            } else {
-                                Selftest::PanicBoot
+                        "faults" | "panic-boot" | "sigterm" => {
+                            let drill = match item {
+                                "faults" => Selftest::Faults,
+                                "panic-boot" => Selftest::PanicBoot,
+                                _ => Selftest::Sigterm,
                             };
                             if !cfg.selftest.contains(&drill) {
                                 cfg.selftest.push(drill)
