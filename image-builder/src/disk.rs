@@ -405,18 +405,7 @@ pub fn write(inp: &Inputs, out: &Path) -> Result<Written> {
     let tables = gpt(&l, dg, &parts).map_err(anyhow::Error::msg)?;
     let state = make_state_fs(state_size, state_uuid(&tree.root_hash), inp.mtime)?;
 
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = crate::temp_beside(out)?;
     let mut f =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     // Sized first, then only non-zero 64 KiB chunks written: gaps and the empty parts of

@@ -7,7 +7,6 @@ use crate::cpio::{Archive, Kind};
 use crate::kmod;
 use anyhow::{Context, Result};
 use flate2::{Compression, GzBuilder};
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -65,19 +64,10 @@ pub fn archive(inp: &Inputs) -> Result<(Archive, Report)> {
         )?;
     }
 
-    let release = inp
-        .modules_dir
-        .file_name()
-        .context("modules directory has no name")?
-        .to_string_lossy()
-        .into_owned();
-    let index = kmod::index(&inp.modules_dir)?;
-    let builtin_text = std::fs::read_to_string(inp.modules_dir.join("modules.builtin"))
-        .with_context(|| format!("reading {}/modules.builtin", inp.modules_dir.display()))?;
-    let builtin: BTreeSet<String> = builtin_text.lines().map(kmod::module_name).collect();
-    let sel = kmod::select(&index, &builtin, &inp.wanted, |rel| {
-        let bytes = std::fs::read(inp.modules_dir.join(rel))?;
-        Ok(kmod::depends(&kmod::modinfo(&bytes)?))
+    let tree = kmod::Tree::open(&inp.modules_dir)?;
+    let release = &tree.release;
+    let sel = kmod::select(&tree.index, &tree.builtin, &inp.wanted, |rel| {
+        tree.deps_of(rel)
     })?;
     let base = format!("lib/modules/{release}");
     for (rel, _) in sel.modules.values() {
@@ -93,7 +83,7 @@ pub fn archive(inp: &Inputs) -> Result<(Archive, Report)> {
     add(
         &mut a,
         &format!("{base}/modules.builtin"),
-        Kind::File(builtin_text.into_bytes()),
+        Kind::File(tree.builtin_text.clone().into_bytes()),
         0o644,
     )?;
     let wanted = inp.wanted.join("\n") + "\n";

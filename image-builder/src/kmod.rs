@@ -160,6 +160,42 @@ fn closure(sel: &Selection, name: &str, order: &mut Vec<String>, stack: &mut Vec
     order.push(path.clone());
 }
 
+/// An unpacked `/lib/modules/<release>` tree, read once: its release name, every module's
+/// relative path by name, and `modules.builtin`.
+pub struct Tree {
+    pub dir: PathBuf,
+    pub release: String,
+    pub index: BTreeMap<String, String>,
+    pub builtin_text: String,
+    pub builtin: BTreeSet<String>,
+}
+
+impl Tree {
+    pub fn open(dir: &Path) -> Result<Tree> {
+        let release = dir
+            .file_name()
+            .context("modules directory has no name")?
+            .to_string_lossy()
+            .into_owned();
+        let builtin_text = std::fs::read_to_string(dir.join("modules.builtin"))
+            .with_context(|| format!("reading {}/modules.builtin", dir.display()))?;
+        let builtin = builtin_text.lines().map(module_name).collect();
+        Ok(Tree {
+            dir: dir.to_path_buf(),
+            release,
+            index: index(dir)?,
+            builtin_text,
+            builtin,
+        })
+    }
+
+    /// The `depends=` names of the module at `rel`, read from its file.
+    pub fn deps_of(&self, rel: &str) -> Result<Vec<String>> {
+        let bytes = std::fs::read(self.dir.join(rel))?;
+        Ok(depends(&modinfo(&bytes)?))
+    }
+}
+
 /// Map every module under `dir` (a `/lib/modules/<release>` tree) to its relative path.
 pub fn index(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();

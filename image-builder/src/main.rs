@@ -560,21 +560,27 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Write `bytes` to `path` via a temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+/// A temp file name beside `path` (same directory, so a rename onto `path` is atomic);
+/// creates the directory.
+pub fn temp_beside(path: &Path) -> Result<PathBuf> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.tmp{}",
         path.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
         std::process::id()
-    ));
+    )))
+}
+
+/// Write `bytes` to `path` via a temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_beside(path)?;
     let mut f =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)?;

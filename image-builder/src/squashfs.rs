@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use backhand::compression::Compressor;
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -383,27 +383,17 @@ pub fn plan(inp: &Inputs) -> Result<(Plan, Report)> {
         add(&mut p, d, Kind::Dir, *mode)?;
     }
 
-    let release = inp
-        .modules_dir
-        .file_name()
-        .context("modules directory has no name")?
-        .to_string_lossy()
-        .into_owned();
-    let index = kmod::index(&inp.modules_dir)?;
-    let builtin_text = std::fs::read_to_string(inp.modules_dir.join("modules.builtin"))
-        .with_context(|| format!("reading {}/modules.builtin", inp.modules_dir.display()))?;
-    let builtin: BTreeSet<String> = builtin_text.lines().map(kmod::module_name).collect();
-    let deps_of = |rel: &str| -> Result<Vec<String>> {
-        let bytes = std::fs::read(inp.modules_dir.join(rel))?;
-        Ok(kmod::depends(&kmod::modinfo(&bytes)?))
-    };
-    let initramfs = kmod::select(&index, &builtin, &inp.initramfs_modules, deps_of)?;
-    let rest = rootfs_index(&index, &initramfs);
+    let tree = kmod::Tree::open(&inp.modules_dir)?;
+    let (release, index, builtin) = (&tree.release, &tree.index, &tree.builtin);
+    let builtin_text = tree.builtin_text.clone();
+    let deps_of = |rel: &str| tree.deps_of(rel);
+    let initramfs = kmod::select(index, builtin, &inp.initramfs_modules, deps_of)?;
+    let rest = rootfs_index(index, &initramfs);
     let names: Vec<String> = rest.keys().cloned().collect();
     // Closing over `rest` only: a dependency the initramfs carries is already loaded when
     // the rootfs is mounted, so it is left out of this modules.dep rather than pointing at
     // a file the rootfs does not have.
-    let sel = kmod::select(&rest, &builtin, &names, deps_of)?;
+    let sel = kmod::select(&rest, builtin, &names, deps_of)?;
     let (in_initramfs, missing): (Vec<String>, Vec<String>) = sel
         .missing
         .iter()
