@@ -1,36 +1,10 @@
 //! `phase-image keygen | root | release | sign | verify`, end to end through the binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn top() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("phase-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_phase-image"))
-        .env("SOURCE_DATE_EPOCH", "1800000000")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{ok, run, s, tmp, top};
 
 /// `verify` fails with exactly one line naming the reason.
 fn verify_fails(root: &Path, dir: &Path, reason: &str) {
@@ -42,10 +16,6 @@ fn verify_fails(root: &Path, dir: &Path, reason: &str) {
         err.starts_with(&format!("verify failed: {reason}: ")),
         "{err}"
     );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

@@ -2,15 +2,10 @@
 //! format` with the same salt and UUID, accepted by `veritysetup verify`, and rejected once
 //! a data byte changes. Needs veritysetup (cryptsetup-bin, installed by scripts/setup.sh).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("phase-verity-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{s, tmp};
 
 fn veritysetup(args: &[&str]) -> Output {
     Command::new("veritysetup")
@@ -26,10 +21,6 @@ fn field(text: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name:?} in {text}"))
         .trim()
         .to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn check(blocks: usize) {

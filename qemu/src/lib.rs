@@ -215,6 +215,11 @@ impl Boot {
     pub fn event(&self, name: &str) -> Option<&Event> {
         self.events.iter().find(|e| e.name == name)
     }
+    /// The first `name` event; fails the test with the timeline and console if absent.
+    pub fn expect(&self, name: &str) -> &Event {
+        self.event(name)
+            .unwrap_or_else(|| panic!("no {name} event:\n{}", self.explain()))
+    }
     pub fn all(&self, name: &str) -> Vec<&Event> {
         self.events.iter().filter(|e| e.name == name).collect()
     }

@@ -22,7 +22,7 @@ fn boots_to_ready_with_modules_and_powers_off() {
         .expect("qemu runs");
     b.assert_order(&["init.start", "modules.loaded", "init.ready", "shutdown"]);
     b.assert_clean_poweroff();
-    let m = b.event("modules.loaded").unwrap();
+    let m = b.expect("modules.loaded");
     let mut present = names(&m.fields["loaded"]);
     present.extend(names(&m.fields["already"]));
     present.extend(names(&m.fields["builtin"]));
@@ -42,14 +42,12 @@ fn boots_to_ready_with_modules_and_powers_off() {
     }
     assert!(names(&m.fields["failed"]).is_empty(), "{}", m.fields);
     assert!(names(&m.fields["missing"]).is_empty(), "{}", m.fields);
-    let start = b.event("init.start").unwrap();
+    let start = b.expect("init.start");
     assert_eq!(start.fields["pid"], 1);
-    assert!(start.t_ms > 0 && start.t_ms <= b.event("init.ready").unwrap().t_ms);
+    assert!(start.t_ms > 0 && start.t_ms <= b.expect("init.ready").t_ms);
     assert!(b.event("fallback").is_none(), "{}", b.explain());
     // The trust anchor from out/trusted-root.json verified inside the guest.
-    let t = b
-        .event("trust.ready")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let t = b.expect("trust.ready");
     assert_eq!(t.fields["root_version"], 1);
     assert_eq!(t.fields["release_threshold"], 2);
     assert_eq!(t.fields["release_floor"], 1);
@@ -77,11 +75,11 @@ fn faults_around_pid1_do_not_take_it_down() {
     assert_eq!(by_args("crash").fields["signal"], 6, "{}", b.explain());
     assert_eq!(by_args("exit 7").fields["exit_code"], 7);
     assert_eq!(by_args("orphans 4").fields["exit_code"], 0);
-    let o = b.event("selftest.orphans").expect("orphans drill");
+    let o = b.expect("selftest.orphans");
     assert_eq!(o.fields["zombies"], 0, "{}", b.explain());
     assert!(o.fields["reaped"].as_u64() >= Some(4), "{}", b.explain());
     // The panicking task was restarted with backoff and its second run succeeded.
-    let failed = b.event("task.failed").expect("task.failed");
+    let failed = b.expect("task.failed");
     assert_eq!(failed.str("task"), Some("selftest-panic"));
     assert_eq!(failed.str("reason"), Some("panic"));
     assert!(failed.fields["restart_in_ms"].as_u64().is_some());
@@ -96,7 +94,7 @@ fn faults_around_pid1_do_not_take_it_down() {
         "init.ready",
         "shutdown",
     ]);
-    assert_eq!(b.event("init.ready").unwrap().str("mode"), Some("local"));
+    assert_eq!(b.expect("init.ready").str("mode"), Some("local"));
 }
 
 #[test]
@@ -107,7 +105,7 @@ fn panic_in_boot_sequence_reboots_deliberately() {
         .expect("qemu runs");
     b.assert_no_kernel_panic();
     b.assert_order(&["init.start", "panic", "shutdown"]);
-    let s = b.event("shutdown").unwrap();
+    let s = b.expect("shutdown");
     assert_eq!(
         (s.str("action"), s.str("reason")),
         (Some("reboot"), Some("panic"))
@@ -123,9 +121,7 @@ fn ctrl_alt_del_reboots_in_order() {
         .run()
         .expect("qemu runs");
     b.assert_no_kernel_panic();
-    let s = b
-        .event("shutdown")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let s = b.expect("shutdown");
     assert_eq!(
         (s.str("action"), s.str("reason")),
         (Some("reboot"), Some("ctrl_alt_del"))
@@ -144,7 +140,7 @@ fn sigterm_powers_off_in_order() {
     b.assert_clean_poweroff();
     b.assert_order(&["init.ready", "shutdown"]);
     assert_eq!(
-        b.event("shutdown").unwrap().str("reason"),
+        b.expect("shutdown").str("reason"),
         Some("sigterm"),
         "{}",
         b.explain()
@@ -204,7 +200,7 @@ fn degraded_initramfs_is_named_not_fatal() {
         .run()
         .expect("qemu runs");
     b.assert_clean_poweroff();
-    let m = b.event("modules.loaded").unwrap();
+    let m = b.expect("modules.loaded");
     assert_eq!(
         names(&m.fields["missing"]),
         ["no_such_module"],
@@ -212,12 +208,10 @@ fn degraded_initramfs_is_named_not_fatal() {
         m.fields
     );
     assert_eq!(names(&m.fields["loaded"]), ["loop"], "{}", m.fields);
-    let v = b
-        .event("verify.failed")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let v = b.expect("verify.failed");
     assert_eq!(v.str("artifact"), Some("/etc/phase/trusted-root.json"));
     assert_eq!(v.str("reason"), Some("invalid_signature"));
-    let f = b.event("fallback").unwrap();
+    let f = b.expect("fallback");
     assert_eq!(
         (f.str("step"), f.str("reason")),
         (Some("trust"), Some("invalid_signature"))

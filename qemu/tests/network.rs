@@ -90,19 +90,16 @@ fn assert_diskless_boot(b: &Boot) {
         "stage2.start",
         "init.ready",
     ]);
-    let net = b.event("net.up").unwrap();
+    let net = b.expect("net.up");
     assert_eq!(
         (net.str("method"), net.str("addr")),
         (Some("dhcp"), Some("10.0.2.15/24")),
         "{}",
         net.fields
     );
-    assert_eq!(b.event("provider.found").unwrap().str("how"), Some("url"));
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 2);
-    assert_eq!(
-        b.event("stage2.start").unwrap().str("root_fs"),
-        Some("overlay")
-    );
+    assert_eq!(b.expect("provider.found").str("how"), Some("url"));
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+    assert_eq!(b.expect("stage2.start").str("root_fs"), Some("overlay"));
 }
 
 #[test]
@@ -125,14 +122,12 @@ fn no_link_falls_back() {
         .run()
         .unwrap();
     b.assert_clean_poweroff();
-    let f = b
-        .event("fallback")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let f = b.expect("fallback");
     assert_eq!(
         (f.str("step"), f.str("reason")),
         (Some("network"), Some("no_interface"))
     );
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
 }
 
 /// A link where no DHCP server answers: bounded by DHCP_BOUND (12 s), then fallback.
@@ -149,14 +144,12 @@ fn no_dhcp_answer_falls_back_within_bound() {
         .run()
         .unwrap();
     b.assert_clean_poweroff();
-    let f = b
-        .event("fallback")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let f = b.expect("fallback");
     assert_eq!(
         (f.str("step"), f.str("reason")),
         (Some("network"), Some("no_dhcp_answer"))
     );
-    let (start, end) = (b.event("modules.loaded").unwrap().t_ms, f.t_ms);
+    let (start, end) = (b.expect("modules.loaded").t_ms, f.t_ms);
     assert!(
         end - start < 12_000 + 3_000 + 2_000,
         "took {} ms",
@@ -190,5 +183,5 @@ fn silent_provider_falls_back_within_bound() {
         (last.str("step"), last.str("reason")),
         (Some("fetch"), Some("no_verified_release"))
     );
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
 }

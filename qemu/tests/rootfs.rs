@@ -44,10 +44,17 @@ fn partition_offset(disk: &Path, name: &str) -> u64 {
     p["start"].as_u64().unwrap() * 512
 }
 
+/// Boot out/vmlinuz + out/initramfs.img with `disk` attached, to init.ready.
+fn boot_disk(disk: &Path) -> Boot {
+    Vm::default_artifacts()
+        .disk(disk)
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap()
+}
+
 fn assert_stage2(b: &Boot) {
-    let s = b
-        .event("stage2.start")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let s = b.expect("stage2.start");
     assert_eq!(s.fields["pid"], 1, "PID 1 is still phase: {}", s.fields);
     assert_eq!(s.str("exe"), Some("/usr/lib/phase/phase"), "{}", s.fields);
     assert_eq!(s.str("root_fs"), Some("overlay"), "{}", s.fields);
@@ -61,18 +68,14 @@ fn assert_stage2(b: &Boot) {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs/etc/motd"))
             .unwrap();
     assert_eq!(s.str("motd"), motd.lines().next(), "{}", s.fields);
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 2);
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
 }
 
 #[test]
 fn boots_verified_rootfs_with_persistent_state() {
     let dir = tempdir("boot");
     let disk = disk_copy(&dir);
-    let b = Vm::default_artifacts()
-        .disk(&disk)
-        .append("phase.poweroff=init.ready")
-        .run()
-        .unwrap();
+    let b = boot_disk(&disk);
     b.assert_clean_poweroff();
     b.assert_order(&[
         "init.start",
@@ -83,9 +86,9 @@ fn boots_verified_rootfs_with_persistent_state() {
         "stage2.start",
         "init.ready",
     ]);
-    let v = b.event("rootfs.verified").unwrap();
+    let v = b.expect("rootfs.verified");
     assert_eq!(v.str("method"), Some("dm-verity"), "{}", v.fields);
-    let st = b.event("state.ready").unwrap();
+    let st = b.expect("state.ready");
     assert_eq!(st.fields["persistent"], true, "{}", st.fields);
     assert_stage2(&b);
     assert!(
@@ -105,22 +108,16 @@ fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
     bytes[at as usize] ^= 0x01;
     std::fs::write(&disk, &bytes).unwrap();
     drop(bytes);
-    let b = Vm::default_artifacts()
-        .disk(&disk)
-        .append("phase.poweroff=init.ready")
-        .run()
-        .unwrap();
+    let b = boot_disk(&disk);
     b.assert_clean_poweroff();
-    let f = b
-        .event("verify.failed")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let f = b.expect("verify.failed");
     assert_eq!(f.str("artifact"), Some("rootfs"), "{}", f.fields);
     assert_eq!(f.str("reason"), Some("verity_mismatch"), "{}", f.fields);
-    let fb = b.event("fallback").unwrap();
+    let fb = b.expect("fallback");
     assert_eq!(fb.str("step"), Some("local"));
     // Documented fallback: the initramfs keeps serving (stage 1).
     assert!(b.event("rootfs.mounted").is_none() && b.event("stage2.start").is_none());
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -137,7 +134,7 @@ fn private_mode_writes_nothing_to_disk() {
         .unwrap();
     b.assert_clean_poweroff();
     assert_stage2(&b);
-    let st = b.event("state.ready").unwrap();
+    let st = b.expect("state.ready");
     assert_eq!(
         (st.fields["persistent"].as_bool(), st.str("device")),
         (Some(false), Some("tmpfs"))
@@ -194,9 +191,7 @@ fn without_dm_verity_the_image_is_hashed_whole() {
         .run()
         .unwrap();
     b.assert_clean_poweroff();
-    let v = b
-        .event("rootfs.verified")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let v = b.expect("rootfs.verified");
     assert_eq!(v.str("method"), Some("sha256"), "{}", v.fields);
     assert_stage2(&b);
     let _ = std::fs::remove_dir_all(dir);
@@ -283,19 +278,15 @@ fn trusted_state_on_disk_refuses_rollback() {
         "-o",
         &s(&disk2),
     ]);
-    let b = Vm::default_artifacts()
-        .disk(&disk2)
-        .append("phase.poweroff=init.ready")
-        .run()
-        .unwrap();
+    let b = boot_disk(&disk2);
     b.assert_clean_poweroff();
     assert_eq!(
-        b.event("rootfs.mounted").unwrap().fields["release"],
+        b.expect("rootfs.mounted").fields["release"],
         2,
         "{}",
         b.explain()
     );
-    assert_eq!(b.event("state.ready").unwrap().fields["persistent"], true);
+    assert_eq!(b.expect("state.ready").fields["persistent"], true);
 
     // Same machine, same state partition, now offered release 1.
     let disk1 = disk_copy(&dir);
@@ -306,17 +297,11 @@ fn trusted_state_on_disk_refuses_rollback() {
     let mut d1 = std::fs::read(&disk1).unwrap();
     d1[to as usize..(to + len) as usize].copy_from_slice(&state);
     std::fs::write(&disk1, d1).unwrap();
-    let b = Vm::default_artifacts()
-        .disk(&disk1)
-        .append("phase.poweroff=init.ready")
-        .run()
-        .unwrap();
+    let b = boot_disk(&disk1);
     b.assert_clean_poweroff();
-    let f = b
-        .event("verify.failed")
-        .unwrap_or_else(|| panic!("{}", b.explain()));
+    let f = b.expect("verify.failed");
     assert_eq!(f.str("reason"), Some("rollback"), "{}", f.fields);
     assert!(b.event("rootfs.mounted").is_none());
-    assert_eq!(b.event("init.ready").unwrap().fields["stage"], 1);
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
     let _ = std::fs::remove_dir_all(dir);
 }
