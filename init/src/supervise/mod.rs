@@ -41,7 +41,9 @@ impl Supervisor {
             let mut runs: u32 = 0;
             loop {
                 runs += 1;
-                let outcome = match tokio::spawn(make()).await {
+                // Aborting this loop (at shutdown) must stop the run too, not detach it.
+                let mut run = AbortOnDrop(tokio::spawn(make()));
+                let outcome = match (&mut run.0).await {
                     Ok(Ok(())) => Outcome::Success,
                     Ok(Err(e)) => Outcome::Error(e),
                     Err(j) if j.is_panic() => Outcome::Panic,
@@ -86,6 +88,15 @@ impl Supervisor {
                 tracing::warn!(task = %name, "did not stop within {bound:?}");
             }
         }
+    }
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
