@@ -45,11 +45,16 @@ build: kernel binaries
 	$(OUT)/phase-image root --root-key $(TESTKEYS)/TEST-root-1.pub --root-threshold 1 \
 	  --release-key $(TESTKEYS)/TEST-release-1.pub --release-key $(TESTKEYS)/TEST-release-2.pub \
 	  --release-threshold 2 --sign $(TESTKEYS)/TEST-root-1.key -o $(OUT)/trusted-root.json
+	@# The DHT bootstrap list baked into the initramfs: for this TEST build, the node the
+	@# discovery tests run at 10.216.0.1:4001 on their own test LAN (docs/discovery.md).
+	@printf '# TEST bootstrap list written by make build: the DHT node of the test LAN\n# (keys/test/TEST-dht-bootstrap.key). A real build passes its own list.\n/ip4/10.216.0.1/tcp/4001/p2p/%s\n' \
+	  "$$($(OUT)/phase dht peer-id --key $(TESTKEYS)/TEST-dht-bootstrap.key)" > $(OUT)/bootstrap-peers
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  $(OUT)/phase-image initramfs --init $(OUT)/phase \
 	    --modules-dir $(KDIR)/lib/modules/$$rel --modules-list initramfs/modules.txt \
 	    --file etc/phase/trusted-root.json=$(OUT)/trusted-root.json \
 	    --file etc/phase/kernel.sha256=$(OUT)/kernel.sha256 \
+	    --file etc/phase/bootstrap-peers=$(OUT)/bootstrap-peers \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(OUT)/initramfs.img
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(KDIR)/lib/modules/$$rel \

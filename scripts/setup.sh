@@ -2,7 +2,10 @@
 # Install what building, running and testing Phase Boot needs on a Debian machine.
 # Idempotent: installs only what is missing. Needs root for apt (sudo is used if present).
 set -euo pipefail
-pkgs=(qemu-system-x86 ovmf musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base)
+# avahi-daemon and tcpdump are for the discovery tests: avahi announces a plain HTTP server
+# inside a test network namespace (private config, no D-Bus), tcpdump captures on the test
+# bridge. Neither is started on the host by the tests.
+pkgs=(qemu-system-x86 ovmf musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base avahi-daemon tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

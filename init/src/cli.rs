@@ -20,9 +20,32 @@ COMMANDS:
                       default dhcp) and print the net.up event; with --keep, stay and renew
                       the DHCP lease (net.renewed events). Changes this host's (or network
                       namespace's) interfaces; never writes /etc/resolv.conf.
-    provider serve DIR [--listen ADDR] [--max-connections N]
+    provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
+                      --mdns announces it on the LAN as DNS-SD service _phase-boot._tcp
+                      (TXT: channel, arch, version, path) until SIGTERM/SIGINT, which
+                      sends goodbye packets.
+    discover [--channel C] [--arch A] [--timeout-ms N]
+                      Browse the LAN (mDNS) for providers of channel C (default stable)
+                      and arch A (default this machine's) for at most N ms (default
+                      3000); print one JSON line per candidate. Exit 1 if none.
+    dht node --key FILE [--create-key] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+             [--bootstrap-file FILE]
+                      Run a Kademlia DHT node (default listen /ip4/0.0.0.0/tcp/4001) until
+                      SIGTERM/SIGINT; once listening prints one JSON line: peer_id and
+                      listen (addresses ending in /p2p/<peer id>, ready for --bootstrap).
+    dht peer-id --key FILE [--create-key]
+                      Print the node key's libp2p peer id.
+    dht announce --key FILE --url URL --version N [--channel C] [--arch A] [--ttl SECS]
+             [--listen MULTIADDR]... [--bootstrap MULTIADDR]... [--bootstrap-file FILE]
+                      Announce a signed provider record in the DHT and keep it fresh until
+                      SIGTERM/SIGINT.
+    dht lookup [--channel C] [--arch A] (--bootstrap MULTIADDR... | --bootstrap-file FILE)
+             [--timeout-ms N]
+                      Find the providers of C/A (default stable, this arch); one JSON line
+                      per verified record (found) and per rejected entry (rejected: node,
+                      reason). Exit 1 if none found.
     version           Print the version.
     selftest ARGS     Child side of the boot-time fault drills (used by PID 1 itself).
     help              Print this help.
@@ -51,6 +74,8 @@ pub fn run(args: Vec<String>) -> i32 {
         Some("cmdline") => cmdline(args.get(1).map(String::as_str)),
         Some("provider") => provider(&args[1..]),
         Some("net") => net(&args[1..]),
+        Some("dht") => crate::discover::dht_cli::run(&args[1..]),
+        Some("discover") => discover(&args[1..]),
         Some("fetch") => {
             crate::log::init();
             crate::fetch::cli::run(&args[1..])
@@ -73,7 +98,7 @@ pub fn keys_table() -> String {
 }
 
 fn provider(args: &[String]) -> i32 {
-    let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N]";
+    let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]";
     let (Some("serve"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) else {
         eprintln!("{usage}");
         return 2;
@@ -85,8 +110,13 @@ fn provider(args: &[String]) -> i32 {
     }
     let mut cfg = crate::provider::serve::Config::new(&dir);
     let mut listen = "127.0.0.1:8080".to_string();
+    let mut mdns = false;
     let mut rest = args[2..].iter();
     while let Some(a) = rest.next() {
+        if a == "--mdns" {
+            mdns = true;
+            continue;
+        }
         match (a.as_str(), rest.next()) {
             ("--listen", Some(v)) => listen = v.clone(),
             ("--max-connections", Some(v)) => match v.parse() {
@@ -102,6 +132,17 @@ fn provider(args: &[String]) -> i32 {
             }
         }
     }
+    let txt = if mdns {
+        match crate::provider::announce::summary(&dir) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("phase provider: cannot announce: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     crate::log::init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,6 +155,14 @@ fn provider(args: &[String]) -> i32 {
         }
     };
     rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("phase provider: cannot handle SIGTERM/SIGINT");
+            return 1;
+        };
         let listener = match tokio::net::TcpListener::bind(&listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -122,22 +171,98 @@ fn provider(args: &[String]) -> i32 {
             }
         };
         let etags = crate::provider::serve::warm(&cfg).await;
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or(listen);
+        let Ok(addr) = listener.local_addr() else {
+            eprintln!("phase provider: no local address for {listen}");
+            return 1;
+        };
+        // Tests and scripts read this first line for the address.
         println!(
             "phase provider: serving {} on http://{addr}/",
             dir.display()
         );
-        match crate::provider::serve::serve(listener, cfg, etags).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("phase provider: {e}");
-                1
+        if txt.is_some() && addr.ip().is_loopback() {
+            eprintln!("phase provider: --mdns needs a LAN address (--listen IP:PORT or 0.0.0.0:PORT), not {addr}");
+            return 2;
+        }
+        let announcer = match txt {
+            None => None,
+            Some(t) => match crate::discover::mdns::announce(addr.ip(), addr.port(), &t) {
+                Ok(a) => {
+                    println!("phase provider: announcing {} on the LAN (mDNS)", a.name());
+                    Some(a)
+                }
+                Err(e) => {
+                    eprintln!("phase provider: {e}");
+                    return 1;
+                }
+            },
+        };
+        let rc = tokio::select! {
+            r = crate::provider::serve::serve(listener, cfg, etags) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("phase provider: {e}");
+                    1
+                }
+            },
+            _ = term.recv() => 0,
+            _ = int.recv() => 0,
+        };
+        // Say goodbye on the LAN so browsers drop us now rather than after the TTL.
+        if let Some(a) = announcer {
+            tokio::task::spawn_blocking(move || a.stop()).await.ok();
+            println!("phase provider: announcement withdrawn");
+        }
+        rc
+    })
+}
+
+fn discover(args: &[String]) -> i32 {
+    let usage = "usage: phase discover [--channel C] [--arch A] [--timeout-ms N]";
+    let mut channel = "stable".to_string();
+    let mut arch = std::env::consts::ARCH.to_string();
+    let mut bounds = crate::discover::mdns::Bounds::default();
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match (a.as_str(), rest.next()) {
+            ("--channel", Some(v)) => channel = v.clone(),
+            ("--arch", Some(v)) => arch = v.clone(),
+            ("--timeout-ms", Some(v)) => match v.parse() {
+                Ok(ms) => bounds.total = std::time::Duration::from_millis(ms),
+                Err(_) => {
+                    eprintln!("{usage}");
+                    return 2;
+                }
+            },
+            _ => {
+                eprintln!("{usage}");
+                return 2;
             }
         }
-    })
+    }
+    match crate::discover::mdns::browse(&channel, &arch, bounds) {
+        Ok(b) => {
+            for (name, reason) in &b.skipped {
+                println!("{}", serde_json::json!({"skipped": name, "reason": reason}));
+            }
+            for c in &b.found {
+                println!(
+                    "{}",
+                    serde_json::json!({"url": c.url, "how": c.how.name(), "version": c.advertised})
+                );
+            }
+            if b.found.is_empty() {
+                eprintln!("phase discover: no provider for {channel}/{arch} on the LAN");
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("phase discover: {e}");
+            1
+        }
+    }
 }
 
 fn net(args: &[String]) -> i32 {

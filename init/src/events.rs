@@ -55,6 +55,21 @@ pub enum Event {
         addr: String,
         lease_secs: u32,
     },
+    /// One discovery method finished: how many candidates it found and rejected.
+    #[serde(rename = "discovery.done")]
+    DiscoveryDone {
+        how: String,
+        found: usize,
+        rejected: usize,
+        ms: u64,
+    },
+    /// A node announces the release it serves (and withdraws it at shutdown).
+    #[serde(rename = "provider.announced")]
+    ProviderAnnounced {
+        how: String,
+        url: String,
+        version: u64,
+    },
     /// A provider answered with metadata that verified.
     #[serde(rename = "provider.found")]
     ProviderFound {
@@ -142,6 +157,8 @@ impl Event {
             Event::TrustReady { .. } => "trust.ready",
             Event::VerifyFailed { .. } => "verify.failed",
             Event::ProviderFound { .. } => "provider.found",
+            Event::DiscoveryDone { .. } => "discovery.done",
+            Event::ProviderAnnounced { .. } => "provider.announced",
             Event::NetUp { .. } => "net.up",
             Event::NetRenewed { .. } => "net.renewed",
             Event::ReleaseVerified { .. } => "release.verified",
@@ -382,6 +399,17 @@ mod tests {
             Event::Shutdown {
                 action: "poweroff".into(),
                 reason: "r".into(),
+            },
+            Event::DiscoveryDone {
+                how: "mdns".into(),
+                found: 1,
+                rejected: 0,
+                ms: 3,
+            },
+            Event::ProviderAnnounced {
+                how: "mdns".into(),
+                url: "u".into(),
+                version: 1,
             },
         ];
         for ev in all {

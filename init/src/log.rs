@@ -95,7 +95,11 @@ impl<'a> MakeWriter<'a> for Sink {
                 Level::WARN => 4,
                 _ => 7,
             },
-            enabled: level <= Level::INFO || DEBUG.load(Ordering::Relaxed),
+            // Our own info lines; only warnings and errors from libraries (libp2p is
+            // chatty at info), unless `phase.debug`.
+            enabled: DEBUG.load(Ordering::Relaxed)
+                || level <= Level::WARN
+                || (level <= Level::INFO && meta.target().starts_with("phase")),
         }
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! Networking is off unless a test adds it: no test traffic leaves this machine.
 
+pub mod lan;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -196,6 +198,8 @@ pub enum Outcome {
     KernelPanic,
     /// The harness killed QEMU at the deadline.
     TimedOut,
+    /// The test asked the harness to stop the guest (see [`Vm::stop_when`]).
+    Stopped,
     /// QEMU exited some other way, with this status.
     Exited(i32),
 }
@@ -290,6 +294,12 @@ pub struct Vm {
     on_event: Vec<(String, String)>,
     /// QEMU network arguments; none by default.
     net: Vec<String>,
+    /// Run QEMU inside this network namespace (for tap devices on a test LAN).
+    netns: Option<String>,
+    /// Each event as it arrives, for tests that run several guests at once.
+    live: Option<mpsc::Sender<Event>>,
+    /// Set by the test to stop the guest (QEMU is killed).
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Vm {
@@ -307,6 +317,9 @@ impl Vm {
             extra: Vec::new(),
             on_event: Vec::new(),
             net: vec!["-nic".into(), "none".into()],
+            netns: None,
+            live: None,
+            stop: None,
         }
     }
 
@@ -365,6 +378,20 @@ impl Vm {
         self
     }
 
+    /// A virtio NIC on tap device `tap` of a test LAN (QEMU runs in the LAN's hub
+    /// namespace): the guest is one more machine on the test bridge.
+    pub fn on_lan(mut self, lan: &lan::Lan, tap: &str) -> Vm {
+        self.netns = Some(lan.hub.clone());
+        self.net = vec![
+            "-netdev".into(),
+            format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            "-device".into(),
+            // A MAC of its own per tap: several guests may share the bridge.
+            format!("virtio-net-pci,netdev=n0,mac={}", lan::mac(tap)),
+        ];
+        self
+    }
+
     /// A NIC whose frames go to a UDP port on loopback where nobody answers: a link with
     /// no DHCP server.
     pub fn silent_net(mut self, port: u16) -> Vm {
@@ -380,6 +407,18 @@ impl Vm {
         self
     }
 
+    /// Send each event to `tx` as it arrives (the guest keeps running).
+    pub fn live_events(mut self, tx: mpsc::Sender<Event>) -> Vm {
+        self.live = Some(tx);
+        self
+    }
+
+    /// Kill the guest when `flag` becomes true (outcome [`Outcome::Stopped`]).
+    pub fn stop_when(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vm {
+        self.stop = Some(flag);
+        self
+    }
+
     /// When `event` appears, send `command` to the QEMU monitor (e.g.
     /// `sendkey ctrl-alt-delete`): how a test plays an operator at the console.
     pub fn on_event(mut self, event: &str, command: &str) -> Vm {
@@ -390,7 +429,14 @@ impl Vm {
     /// The QEMU command line (without the serial wiring, which differs for tests and
     /// interactive runs).
     pub fn command(&self, accel: Accel) -> Command {
-        let mut c = Command::new("qemu-system-x86_64");
+        let mut c = match &self.netns {
+            None => Command::new("qemu-system-x86_64"),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+        };
         c.args([
             "-accel",
             accel.arg(),
@@ -462,19 +508,33 @@ impl Vm {
         });
         let deadline = started + self.timeout;
         let (mut console, mut events, mut timed_out) = (String::new(), Vec::new(), false);
+        let mut stopped = false;
         loop {
+            if self
+                .stop
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                stopped = true;
+                let _ = child.kill();
+                break;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
                     if let Some(e) = parse_event(line.trim_end_matches('\n')) {
                         for (_, command) in self.on_event.iter().filter(|(n, _)| *n == e.name) {
                             send_monitor(&monitor, command);
+                        }
+                        if let Some(tx) = &self.live {
+                            let _ = tx.send(e.clone());
                         }
                         events.push(e);
                     }
                     console.push_str(&line);
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     timed_out = true;
                     let _ = child.kill();
@@ -490,6 +550,8 @@ impl Vm {
         }
         let outcome = if timed_out {
             Outcome::TimedOut
+        } else if stopped {
+            Outcome::Stopped
         } else if console.contains("Kernel panic - not syncing") {
             Outcome::KernelPanic
         } else if console.contains("reboot: Power down") {

@@ -45,7 +45,18 @@ fn boots_to_ready_with_modules_and_powers_off() {
     let start = b.expect("init.start");
     assert_eq!(start.fields["pid"], 1);
     assert!(start.t_ms > 0 && start.t_ms <= b.expect("init.ready").t_ms);
-    assert!(b.event("fallback").is_none(), "{}", b.explain());
+    // No disk and no NIC: the only step that cannot work is the network, and it says so.
+    let fallbacks: Vec<_> = b
+        .all("fallback")
+        .iter()
+        .map(|f| (f.str("step"), f.str("reason")))
+        .collect();
+    assert_eq!(
+        fallbacks,
+        [(Some("network"), Some("no_interface"))],
+        "{}",
+        b.explain()
+    );
     // The trust anchor from out/trusted-root.json verified inside the guest.
     let t = b.expect("trust.ready");
     assert_eq!(t.fields["root_version"], 1);

@@ -2,9 +2,18 @@
 //! newest release that verifies and, when its kernel is the running one, download its
 //! rootfs into RAM (verified as it arrives), mount it and go on to the handoff.
 
-use super::local::{assemble, fail, teardown, RAM_COPY};
+use super::local::{assemble, fail, teardown};
 use super::{Boot, StepError};
+use crate::discover::{Candidate, How};
 use crate::events::Event;
+use crate::fetch::release::Choice;
+use crate::fetch::{Limits, Url};
+use phase_release::doc::Root;
+use phase_release::verify::Policy;
+
+/// Where a diskless boot keeps the verified release it fetched (tmpfs; carried into
+/// stage 2, which serves it to peers).
+pub const RELEASE_DIR: &str = "/run/phase/release";
 
 /// The SHA-256 of the kernel this initramfs was built for (written by the build).
 pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
@@ -14,7 +23,7 @@ pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
 /// arrives), mount it and go on to the handoff. A different kernel needs kexec, which
 /// this init does not do yet: that is a `fallback` with reason `kexec_needed`.
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
-    if boot.rootfs_ready || boot.net.is_none() || boot.config.providers.is_empty() {
+    if boot.rootfs_ready || boot.net.is_none() {
         return Ok(());
     }
     let Some(trust) = boot.trust.as_mut() else {
@@ -23,19 +32,6 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             message: "no verified trust anchor".into(),
         });
     };
-    let mut providers = Vec::new();
-    for p in &boot.config.providers {
-        match crate::fetch::Url::parse(p) {
-            Ok(u) => providers.push(u),
-            Err(e) => boot.events.emit(Event::Fallback {
-                step: format!("provider {p}"),
-                reason: match e {
-                    crate::fetch::url::UrlError::HttpsUnsupported => "https_unsupported".into(),
-                    _ => "bad_url".into(),
-                },
-            }),
-        }
-    }
     let state = trust.store.load().unwrap_or_default();
     let policy = phase_release::verify::Policy {
         arch: std::env::consts::ARCH.into(),
@@ -46,13 +42,23 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     let root = trust.root.clone();
     let limits = crate::fetch::Limits::default();
-    let events = boot.events.clone();
-    let mut on_meta = |u: &crate::fetch::Url, o: &crate::fetch::release::MetaOutcome| {
-        crate::fetch::report::metadata(&events, u, o)
-    };
-    let Some(choice) =
-        crate::fetch::release::choose(&providers, &root, &policy, &limits, &mut on_meta).await
-    else {
+    // The command line's providers first; discovery only if none of them verifies.
+    let named: Vec<Candidate> = boot
+        .config
+        .providers
+        .iter()
+        .map(|p| Candidate {
+            url: p.clone(),
+            how: How::Url,
+            advertised: None,
+        })
+        .collect();
+    let mut choice = choose(boot, &named, &root, &policy, &limits).await;
+    if choice.is_none() && (named.is_empty() || boot.config.mode.allows_lan()) {
+        let found = super::discover::candidates(boot).await;
+        choice = choose(boot, &found, &root, &policy, &limits).await;
+    }
+    let Some(choice) = choice else {
         return Err(StepError {
             reason: "no_verified_release",
             message: "no provider served a release that verifies".into(),
@@ -80,40 +86,49 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             message: format!("release {} carries no rootfs", rel.version),
         });
     };
-    let _ = std::fs::create_dir_all("/run/phase");
-    let mut file = std::fs::File::create(RAM_COPY).map_err(|e| StepError {
+    // Every file of the release into RAM, verified as it arrives: the rootfs to mount,
+    // and the rest so that this node can serve the whole release to its peers.
+    let dir = std::path::Path::new(RELEASE_DIR);
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| StepError {
         reason: "ram_copy_failed",
-        message: format!("{RAM_COPY}: {e}"),
+        message: format!("{RELEASE_DIR}: {e}"),
     })?;
     let mut bar = crate::fetch::report::Progress::new();
-    let mut progress = |done: u64, total: u64| bar.update("rootfs", done, total);
-    let result = crate::fetch::artifact(
-        "rootfs",
-        &rootfs,
-        &choice.providers,
-        &mut file,
-        &limits,
-        &mut progress,
-    )
-    .await;
-    let report = match &result {
-        Ok(r) | Err((r, _)) => r,
+    let mut progress = |name: &str, done: u64, total: u64| bar.update(name, done, total);
+    let events = boot.events.clone();
+    let mut on_artifact = |name: &str, r: &crate::fetch::release::ArtifactResult| {
+        let (Ok(rep) | Err((rep, _))) = r;
+        crate::fetch::report::failures(&events, name, rep);
     };
-    crate::fetch::report::failures(&boot.events, "rootfs", report);
-    if let Err((_, e)) = result {
-        let _ = std::fs::remove_file(RAM_COPY);
+    let done =
+        crate::fetch::release::download(&choice, dir, &limits, &mut on_artifact, &mut progress)
+            .await
+            .and_then(|()| {
+                crate::fetch::release::write_metadata(&choice, dir).map_err(|e| {
+                    crate::fetch::FetchError::Io {
+                        url: RELEASE_DIR.into(),
+                        msg: e.to_string(),
+                    }
+                })
+            });
+    if let Err(e) = done {
+        let _ = std::fs::remove_dir_all(dir);
         return Err(StepError {
             reason: e.reason(),
             message: e.to_string(),
         });
     }
-    drop(file);
     boot.events.emit(Event::ArtifactsVerified {
         version: rel.version,
-        bytes: rootfs.size,
+        bytes: crate::fetch::release::files(rel)
+            .iter()
+            .map(|(_, a)| a.size)
+            .sum(),
     });
+    let image = dir.join(&rootfs.path);
     // The RAM copy was hashed whole as it arrived: mount exactly those bytes.
-    let dev = crate::sys::loopdev::attach_readonly(std::path::Path::new(RAM_COPY))
+    let dev = crate::sys::loopdev::attach_readonly(&image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     boot.events.emit(Event::RootfsVerified {
         method: "sha256".into(),
@@ -130,4 +145,40 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     });
     boot.rootfs_ready = true;
     Ok(())
+}
+
+/// Verify every candidate's metadata (reporting each) and choose the highest release.
+async fn choose(
+    boot: &Boot,
+    candidates: &[Candidate],
+    root: &Root,
+    policy: &Policy,
+    limits: &Limits,
+) -> Option<Choice> {
+    let mut urls = Vec::new();
+    let mut how = std::collections::HashMap::new();
+    for c in candidates {
+        match Url::parse(&c.url) {
+            Ok(u) => {
+                how.insert(u.to_string(), c.how.name());
+                urls.push(u);
+            }
+            Err(e) => boot.events.emit(Event::Fallback {
+                step: format!("provider {}", c.url),
+                reason: match e {
+                    crate::fetch::url::UrlError::HttpsUnsupported => "https_unsupported".into(),
+                    _ => "bad_url".into(),
+                },
+            }),
+        }
+    }
+    if urls.is_empty() {
+        return None;
+    }
+    let events = boot.events.clone();
+    let mut on_meta = |u: &Url, o: &crate::fetch::release::MetaOutcome| {
+        let h = how.get(&u.to_string()).copied().unwrap_or("url");
+        crate::fetch::report::metadata(&events, u, h, o)
+    };
+    crate::fetch::release::choose(&urls, root, policy, limits, &mut on_meta).await
 }

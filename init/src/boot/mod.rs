@@ -6,6 +6,7 @@
 //! `events` reports.
 
 mod cmdline;
+mod discover;
 mod early;
 mod fetch;
 mod handoff;
@@ -13,6 +14,7 @@ pub use handoff::STAGE2_ARG;
 mod local;
 mod modules;
 pub mod network;
+mod serve;
 mod services;
 mod trust;
 
@@ -39,10 +41,12 @@ pub enum Step {
     /// A local release on a boot medium: verified rootfs, overlay, state; emits
     /// `rootfs.verified`, `state.ready`, `rootfs.mounted`.
     Local,
-    /// Without a local release: links up, DHCP or `ip=`; emits `net.up`.
+    /// Without a local release (and not in private mode without a provider URL): links
+    /// up, DHCP or `ip=`; emits `net.up`.
     Network,
-    /// Without a local release: fetch and verify a release from the providers, and mount
-    /// its rootfs from RAM when its kernel is the running one (diskless boot).
+    /// Without a local release: fetch and verify a release from the providers (the
+    /// command line's, else discovered on the LAN / in the DHT), and mount its rootfs
+    /// from RAM when its kernel is the running one (diskless boot).
     Fetch,
     /// Switch root into the verified rootfs and exec its init for stage 2.
     Handoff,
@@ -50,6 +54,8 @@ pub enum Step {
     Stage2Start,
     /// Signals, the reaper, the supervisor.
     Services,
+    /// Stage 2: serve this node's release and announce it (not in private mode).
+    Serve,
     /// Fault drills asked for with `phase.selftest=`.
     Selftest,
     /// Emits `init.ready`.
@@ -69,6 +75,7 @@ impl Step {
             Step::Handoff => "handoff",
             Step::Stage2Start => "stage2",
             Step::Services => "services",
+            Step::Serve => "serve",
             Step::Selftest => "selftest",
             Step::Ready => "ready",
         }
@@ -96,9 +103,13 @@ pub const STAGE2: &[Step] = &[
     Step::Stage2Start,
     Step::Cmdline,
     Step::Services,
+    Step::Serve,
     Step::Selftest,
     Step::Ready,
 ];
+
+/// Withdrawing an announcement at shutdown (goodbye packets, DHT node closed).
+pub type Withdraw = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// How long stopping the services may take at shutdown.
 const STOP_BOUND: Duration = Duration::from_secs(3);
@@ -127,6 +138,8 @@ pub struct Boot {
     pub net: Option<network::Up>,
     /// Which stage this process runs.
     pub stage: u8,
+    /// Announcements to withdraw at shutdown (what, how), run before services stop.
+    pub withdraw: Vec<(String, Withdraw)>,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
     shutdown_rx: UnboundedReceiver<ShutdownRequest>,
 }
@@ -144,6 +157,7 @@ impl Boot {
             Step::Handoff => handoff::run(self),
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
+            Step::Serve => serve::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
                 self.events.emit(Event::InitReady {
@@ -170,6 +184,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction
         rootfs_ready: false,
         net: None,
         stage: if stage2 { 2 } else { 1 },
+        withdraw: Vec::new(),
         shutdown_tx,
         shutdown_rx,
     };
@@ -217,6 +232,12 @@ async fn shutdown(boot: &mut Boot, req: ShutdownRequest) -> PowerAction {
         ShutdownRequest::Terminate => (PowerAction::PowerOff, "sigterm"),
         ShutdownRequest::CtrlAltDel => (PowerAction::Reboot, "ctrl_alt_del"),
     };
+    // Peers must stop being sent here before the provider goes away.
+    for (what, w) in boot.withdraw.drain(..) {
+        if tokio::time::timeout(STOP_BOUND, w).await.is_err() {
+            tracing::warn!("withdrawing the {what} announcement took over {STOP_BOUND:?}");
+        }
+    }
     tracing::info!("shutting down ({reason}): stopping services");
     boot.supervisor.stop(STOP_BOUND).await;
     // State first: it is the only writable disk mount.
@@ -287,7 +308,7 @@ mod tests {
         );
         assert_eq!(
             STAGE2.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["stage2", "cmdline", "services", "selftest", "ready"]
+            ["stage2", "cmdline", "services", "serve", "selftest", "ready"]
         );
     }
 }

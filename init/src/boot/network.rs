@@ -39,6 +39,8 @@ pub struct Held {
 }
 
 pub const LEASE_FILE: &str = "/run/phase/lease.json";
+/// The configured interface and address, for stage 2.
+pub const NET_FILE: &str = "/run/phase/net.json";
 
 #[derive(Debug)]
 pub struct NetError {
@@ -256,8 +258,8 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     if boot.rootfs_ready {
         return Ok(()); // booting the local release; the network comes up in stage 2
     }
-    if boot.config.providers.is_empty() {
-        // Discovery without a URL (LAN, DHT) is not built yet: nothing to reach.
+    if boot.config.providers.is_empty() && !boot.config.mode.allows_lan() {
+        // Private mode without a provider URL: nothing to reach, nothing to discover.
         return Ok(());
     }
     let ip = match crate::net::ipconfig::parse(boot.config.ip.as_deref()) {
@@ -283,6 +285,12 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
                 {
                     tracing::warn!("{LEASE_FILE}: {e}; the lease will not be renewed");
                 }
+            }
+            // Stage 2 announces the release it serves at this address.
+            let _ = std::fs::create_dir_all("/run/phase");
+            let note = serde_json::json!({"iface": up.iface, "addr": up.config.addr.to_string()});
+            if let Err(e) = std::fs::write(NET_FILE, note.to_string()) {
+                tracing::warn!("{NET_FILE}: {e}; this node will not announce what it serves");
             }
             boot.net = Some(up);
             Ok(())

@@ -96,7 +96,7 @@ pub async fn fetch(
     limits: &Limits,
     out: &std::path::Path,
 ) -> i32 {
-    let mut on_meta = |u: &Url, o: &MetaOutcome| super::report::metadata(events, u, o);
+    let mut on_meta = |u: &Url, o: &MetaOutcome| super::report::metadata(events, u, "url", o);
     let Some(choice) = choose(providers, root, policy, limits, &mut on_meta).await else {
         events.emit(Event::Fallback {
             step: "fetch".into(),
@@ -115,7 +115,16 @@ pub async fn fetch(
         let (Ok(rep) | Err((rep, _))) = r;
         super::report::failures(events, name, rep);
     };
-    match download(&choice, out, limits, &mut on_artifact, &mut progress).await {
+    // The metadata goes last: a directory with release.json is complete and servable.
+    let done = download(&choice, out, limits, &mut on_artifact, &mut progress)
+        .await
+        .and_then(|()| {
+            super::release::write_metadata(&choice, out).map_err(|e| super::FetchError::Io {
+                url: out.display().to_string(),
+                msg: e.to_string(),
+            })
+        });
+    match done {
         Ok(()) => {
             let bytes = super::release::files(&choice.release)
                 .iter()

@@ -20,6 +20,16 @@ pub enum MetaOutcome {
 pub struct Choice {
     pub release: Release,
     pub providers: Vec<Url>,
+    /// The verified metadata exactly as served: `release.json` and the root chain
+    /// (`(version, N.root.json)`) it was verified with, so this node can serve them on.
+    pub metadata: Verified,
+}
+
+/// One provider's verified metadata, as bytes.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub release_json: Vec<u8>,
+    pub chain: Vec<(u64, Vec<u8>)>,
 }
 
 /// Fetch and verify metadata from every provider; report each; choose the highest.
@@ -30,12 +40,12 @@ pub async fn choose(
     limits: &Limits,
     report: &mut (dyn FnMut(&Url, &MetaOutcome) + Send),
 ) -> Option<Choice> {
-    let mut verified: Vec<(Url, Release, [u8; 32])> = Vec::new();
+    let mut verified: Vec<(Url, Release, [u8; 32], Verified)> = Vec::new();
     for p in providers {
         let outcome = match metadata(p, root, policy, limits).await {
-            Ok((rel, digest)) => {
+            Ok((rel, digest, bytes)) => {
                 let v = rel.version;
-                verified.push((p.clone(), rel, digest));
+                verified.push((p.clone(), rel, digest, bytes));
                 MetaOutcome::Verified { version: v }
             }
             Err(Ok(e)) => MetaOutcome::Failed(e),
@@ -43,14 +53,21 @@ pub async fn choose(
         };
         report(p, &outcome);
     }
-    let best = verified.iter().map(|(_, r, _)| r.version).max()?;
-    let (_, release, digest) = verified.iter().find(|(_, r, _)| r.version == best)?.clone();
+    let best = verified.iter().map(|(_, r, _, _)| r.version).max()?;
+    let (_, release, digest, metadata) = verified
+        .iter()
+        .find(|(_, r, _, _)| r.version == best)?
+        .clone();
     let providers = verified
         .iter()
-        .filter(|(_, _, d)| *d == digest)
-        .map(|(u, _, _)| u.clone())
+        .filter(|(_, _, d, _)| *d == digest)
+        .map(|(u, _, _, _)| u.clone())
         .collect();
-    Some(Choice { release, providers })
+    Some(Choice {
+        release,
+        providers,
+        metadata,
+    })
 }
 
 /// Root chain then release metadata from one provider. `Err(Ok)` is a transport failure,
@@ -60,7 +77,7 @@ async fn metadata(
     root: &Root,
     policy: &Policy,
     limits: &Limits,
-) -> Result<(Release, [u8; 32]), Result<FetchError, TrustError>> {
+) -> Result<(Release, [u8; 32], Verified), Result<FetchError, TrustError>> {
     let mut chain = Vec::new();
     let mut v = root.version + 1;
     // Walk N+1.root.json … until the provider has no more (bounded by update_root_chain).
@@ -73,6 +90,7 @@ async fn metadata(
         v += 1;
     }
     let first = root.version + 1;
+    let numbered: Vec<(u64, Vec<u8>)> = (first..).zip(chain.iter().cloned()).collect();
     let root = verify::update_root_chain(
         root.clone(),
         |n| chain.get((n - first) as usize).cloned(),
@@ -86,7 +104,11 @@ async fn metadata(
             other => Ok(other),
         })?;
     let v = verify::verify_release(&bytes, &root, policy).map_err(Err)?;
-    Ok((v.doc, v.digest))
+    let bytes = Verified {
+        release_json: bytes,
+        chain: numbered,
+    };
+    Ok((v.doc, v.digest, bytes))
 }
 
 /// Every file a release needs, as (name, artifact): kernel, initramfs, rootfs and its
@@ -118,6 +140,15 @@ pub fn files(rel: &Release) -> Vec<(String, Artifact)> {
 
 /// How one artifact's download ended, with what happened on the way.
 pub type ArtifactResult = Result<super::Report, (super::Report, FetchError)>;
+
+/// Write the verified metadata of `choice` into `dir` (`release.json`, `N.root.json`).
+pub fn write_metadata(choice: &Choice, dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("release.json"), &choice.metadata.release_json)?;
+    for (v, b) in &choice.metadata.chain {
+        std::fs::write(dir.join(format!("{v}.root.json")), b)?;
+    }
+    Ok(())
+}
 
 /// Download every file of `choice` into `dir`, verified. Calls `report` for each artifact.
 pub async fn download(

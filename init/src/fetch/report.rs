@@ -6,11 +6,11 @@ use super::{FetchError, Report, Url};
 use crate::events::{Event, EventLog};
 
 /// `provider.found`, or why not: `fallback` (transport) or `verify.failed` (metadata).
-pub fn metadata(events: &EventLog, u: &Url, o: &MetaOutcome) {
+pub fn metadata(events: &EventLog, u: &Url, how: &str, o: &MetaOutcome) {
     events.emit(match o {
         MetaOutcome::Verified { version } => Event::ProviderFound {
             url: u.to_string(),
-            how: "url".into(),
+            how: how.into(),
             version: *version,
         },
         MetaOutcome::Failed(e) => Event::Fallback {

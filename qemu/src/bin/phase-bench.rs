@@ -164,6 +164,8 @@ fn main() {
         }
     }
 
+    mdns_discovery(runs);
+
     let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
     else {
         println!("(no BASELINE_LOG: Debian baseline not run)");
@@ -208,6 +210,66 @@ fn main() {
         println!(
             "ratio to mounted root      debian/phase = {:.1}x (debian initramfs work {deb_work:.0} ms vs phase init.start->rootfs.mounted {m_rootfs:.0} ms; goal: phase <= 700 ms, 10x)",
             deb_work / m_rootfs.max(1.0)
+        );
+    }
+}
+
+/// LAN discovery: `net.up` -> `provider.found` for a diskless guest on a test bridge (a
+/// network namespace) with `phase provider serve --mdns` on it and no `phase.provider=`.
+fn mdns_discovery(runs: usize) {
+    use phase_qemu::lan::{wait_for_line, Lan};
+    let mut lan = Lan::new("bench");
+    lan.dhcp();
+    let ns = lan.member(3);
+    let Ok(mut srv) = lan
+        .command(&ns, artifact("phase"))
+        .args(["provider", "serve"])
+        .arg(artifact("release"))
+        .args(["--listen", "10.216.0.3:8080", "--mdns"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("mdns bench: cannot start the provider");
+        return;
+    };
+    let out = srv.stdout.take();
+    lan.keep(srv);
+    if out
+        .map(|o| wait_for_line(o, "announcing", std::time::Duration::from_secs(20)))
+        .is_none_or(|r| r.is_err())
+    {
+        eprintln!("mdns bench: the provider did not announce");
+        return;
+    }
+    let tap = lan.tap(0);
+    let (mut found, mut browse) = (vec![], vec![]);
+    for i in 0..runs {
+        let Ok(b) = Vm::default_artifacts()
+            .on_lan(&lan, &tap)
+            .append("phase.mode=local phase.poweroff=provider.found")
+            .run()
+        else {
+            eprintln!("mdns run {i}: qemu failed");
+            return;
+        };
+        match (
+            b.event("net.up"),
+            b.event("provider.found"),
+            b.event("discovery.done"),
+        ) {
+            (Some(n), Some(f), Some(d)) if f.str("how") == Some("mdns") => {
+                found.push(f.t_ms.saturating_sub(n.t_ms) as f64);
+                browse.push(d.fields["ms"].as_f64().unwrap_or(f64::NAN));
+            }
+            _ => eprintln!("mdns run {i}: incomplete\n{}", b.explain()),
+        }
+    }
+    if !found.is_empty() {
+        println!(
+            "LAN discovery net.up -> provider.found (mdns) median {:.0} ms (guest; browse {:.0} ms of it, metadata fetch+verify the rest)",
+            median(found),
+            median(browse)
         );
     }
 }

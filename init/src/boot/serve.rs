@@ -1,0 +1,187 @@
+//! Stage 2: serve this node's verified release to its peers, and say so: DNS-SD on the
+//! LAN (internet and local modes), a signed DHT record (internet mode). A private node
+//! serves nothing. Announcements are withdrawn at shutdown, before services stop.
+//!
+//! A node key for the DHT is created on first use in /var/lib/phase (persistent in
+//! internet mode) and signs the node's provider records.
+//!
+//! Only a diskless boot holds every file of its release (stage 1 fetched them into
+//! `/run/phase/release`); a node booted from a local medium does not serve yet.
+
+use super::fetch::RELEASE_DIR;
+use super::network::NET_FILE;
+use super::{Boot, StepError};
+use crate::events::Event;
+use crate::supervise::{task, RestartPolicy};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The TCP port every node serves its release on.
+pub const PROVIDER_PORT: u16 = 8080;
+
+pub fn run(boot: &mut Boot) -> Result<(), StepError> {
+    let plan = crate::discover::announce_plan(boot.config.mode);
+    if !plan.lan && !plan.dht {
+        return Ok(()); // private mode
+    }
+    let dir = Path::new(RELEASE_DIR);
+    if !dir.join("release.json").is_file() {
+        tracing::info!("no fetched release in {RELEASE_DIR}: this node serves nothing");
+        return Ok(());
+    }
+    let txt = crate::provider::announce::summary(dir).map_err(|message| StepError {
+        reason: "no_release_summary",
+        message,
+    })?;
+    let addr = own_address().ok_or_else(|| StepError {
+        reason: "no_address",
+        message: format!("{NET_FILE}: no address to announce"),
+    })?;
+    let cfg = crate::provider::serve::Config::new(dir);
+    boot.supervisor
+        .spawn("provider", RestartPolicy::Forever, move || {
+            let cfg = cfg.clone();
+            task(async move {
+                let l = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, PROVIDER_PORT))
+                    .await
+                    .map_err(|e| format!("listen on port {PROVIDER_PORT}: {e}"))?;
+                let etags = crate::provider::serve::warm(&cfg).await;
+                crate::provider::serve::serve(l, cfg, etags)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+    let url = format!("http://{addr}:{PROVIDER_PORT}/");
+    if plan.lan {
+        match crate::discover::mdns::announce(IpAddr::V4(addr), PROVIDER_PORT, &txt) {
+            Ok(a) => {
+                boot.events.emit(Event::ProviderAnnounced {
+                    how: "mdns".into(),
+                    url: url.clone(),
+                    version: txt.version,
+                });
+                boot.withdraw.push((
+                    "mdns".into(),
+                    Box::pin(async move {
+                        let _ = tokio::task::spawn_blocking(move || a.stop()).await;
+                    }),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("LAN announcement: {e}");
+                boot.events.emit(Event::Fallback {
+                    step: "announce mdns".into(),
+                    reason: "mdns_failed".into(),
+                });
+            }
+        }
+    }
+    if plan.dht {
+        announce_dht(boot, url, txt);
+    }
+    Ok(())
+}
+
+/// The node's identity in the DHT, kept with the rest of its state (persistent in
+/// internet mode).
+pub const NODE_KEY: &str = "/var/lib/phase/node.key";
+/// A DHT record lives this long; the node signs and publishes it afresh every half of it.
+const RECORD_TTL_S: u64 = 3600;
+
+/// Publish a signed provider record in the DHT, refreshed for the life of the node
+/// (supervised task `dht`); at shutdown the node is closed and the record is no longer
+/// refreshed, so it expires.
+fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
+    use crate::discover::dht::{self, DhtConfig};
+    use crate::discover::record::ProviderRecord;
+    let bootstrap = std::fs::read_to_string(super::discover::BOOTSTRAP_PATH).unwrap_or_default();
+    let peers = match dht::parse_bootstrap(&bootstrap) {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            boot.events.emit(Event::Fallback {
+                step: "announce dht".into(),
+                reason: "no_bootstrap_peers".into(),
+            });
+            return;
+        }
+        Err((line, why)) => {
+            tracing::warn!("{}:{line}: {why}", super::discover::BOOTSTRAP_PATH);
+            boot.events.emit(Event::Fallback {
+                step: "announce dht".into(),
+                reason: "bad_bootstrap_list".into(),
+            });
+            return;
+        }
+    };
+    let slot: Arc<Mutex<Option<dht::Dht>>> = Arc::new(Mutex::new(None));
+    let events = boot.events.clone();
+    let held = slot.clone();
+    boot.supervisor
+        .spawn("dht", RestartPolicy::Forever, move || {
+            let (peers, url, txt, events, held) = (
+                peers.clone(),
+                url.clone(),
+                txt.clone(),
+                events.clone(),
+                held.clone(),
+            );
+            task(async move {
+                let key = dht::load_or_create_key(std::path::Path::new(NODE_KEY))
+                    .map_err(|e| e.to_string())?;
+                let signing = dht::signing_key(&key).ok_or("the node key is not ed25519")?;
+                let mut cfg = DhtConfig::new(key);
+                cfg.listen = vec!["/ip4/0.0.0.0/tcp/4001"
+                    .parse()
+                    .map_err(|e| format!("listen address: {e}"))?];
+                cfg.bootstrap = peers;
+                cfg.refresh = Duration::from_secs(RECORD_TTL_S / 2);
+                let node = dht::start(cfg).await.map_err(|e| e.to_string())?;
+                let now = dht::now_unix();
+                let record = ProviderRecord {
+                    node: String::new(),
+                    url: url.clone(),
+                    channel: txt.channel.clone(),
+                    arch: txt.arch.clone(),
+                    version: txt.version,
+                    issued: now,
+                    expires: now + RECORD_TTL_S,
+                }
+                .sign(&signing);
+                let published = match node.bootstrap().await {
+                    Ok(_) => node.announce(record).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = published {
+                    node.shutdown().await;
+                    return Err(format!("DHT announcement: {e}"));
+                }
+                events.emit(Event::ProviderAnnounced {
+                    how: "dht".into(),
+                    url,
+                    version: txt.version,
+                });
+                if let Ok(mut h) = held.lock() {
+                    *h = Some(node); // kept (and refreshed) until shutdown
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        });
+    boot.withdraw.push((
+        "dht".into(),
+        Box::pin(async move {
+            let node = slot.lock().ok().and_then(|mut h| h.take());
+            if let Some(node) = node {
+                node.shutdown().await;
+            }
+        }),
+    ));
+}
+
+/// The address stage 1 configured (see `network::NET_FILE`).
+fn own_address() -> Option<Ipv4Addr> {
+    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(NET_FILE).ok()?).ok()?;
+    note["addr"].as_str()?.parse().ok()
+}

@@ -1,0 +1,1180 @@
+//! The DHT node: libp2p Kademlia (protocol `/phase-boot/kad/1.0.0`) with identify, over TCP
+//! with Noise and Yamux, for provider discovery in `internet` mode.
+//!
+//! Providers of a channel/arch share one record key; its value is a set of signed
+//! [`SignedRecord`]s (see [`record`]). Every node that listens runs in Kademlia server mode
+//! and filters every inbound put through [`record::merge`] (`StoreInserts::FilterBoth`), so
+//! an honest node never stores a forged, expired or foreign entry, and several providers
+//! coexist under one key. A client trusts nothing it gets back: [`Dht::lookup`] verifies every
+//! value with [`record::verify`] and reports what it rejected and why.
+//!
+//! The swarm runs as one tokio task (fine on the current-thread runtime of PID 1); [`Dht`] is
+//! a handle that talks to it over a channel. Every wait is bounded: a query by
+//! `query_timeout` (Kademlia's own query timeout, plus a short grace on the handle side),
+//! listening by [`LISTEN_TIMEOUT`]. Dropping the handle, or [`Dht::shutdown`], stops the
+//! task and closes every connection.
+//!
+//! The node key is the ed25519 key of the libp2p identity, stored in the same JSON key file
+//! format as release keys (`phase_release::keys::PrivateKeyFile`); the same key signs the
+//! node's provider records, so `record.node` is the node's libp2p public key.
+
+use super::record::{self, ProviderRecord, Rejected, SignedRecord};
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, store::RecordStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The Kademlia protocol: a network of its own, apart from the IPFS DHT.
+pub const PROTOCOL: &str = "/phase-boot/kad/1.0.0";
+/// The identify protocol version peers announce.
+pub const IDENTIFY_VERSION: &str = "/phase-boot/1.0.0";
+/// How long [`start`] waits for every listener to report an address.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`start`] collects interface addresses when told to listen on 0.0.0.0 or `::`.
+pub const INTERFACES_SETTLE: Duration = Duration::from_millis(200);
+/// How long a connection with nothing in flight stays open (libp2p's default is 10 s,
+/// which makes every query after a pause redial its peers).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest Kademlia message: a full record set ([`record::MAX_VALUE_BYTES`]) plus framing.
+/// libp2p's default (16 KiB) would silently drop large sets.
+pub const MAX_PACKET: usize = record::MAX_VALUE_BYTES + 16 * 1024;
+/// How often a filtering node re-checks what it stores (expired entries go).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// What the handle waits beyond `query_timeout` for the node task to answer.
+const GRACE: Duration = Duration::from_secs(5);
+/// Largest key file read.
+const MAX_KEY_FILE: u64 = 4096;
+
+/// What a node is and does.
+#[derive(Clone)]
+pub struct DhtConfig {
+    /// Ed25519: it is also the key that signs this node's provider records.
+    pub key: Keypair,
+    /// Where to listen (e.g. `/ip4/0.0.0.0/tcp/4001`); empty: a client that never serves.
+    pub listen: Vec<Multiaddr>,
+    /// Known nodes, each address ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Bound on each Kademlia query (bootstrap, put, get).
+    pub query_timeout: Duration,
+    /// How often announced records are signed afresh and published again.
+    pub refresh: Duration,
+    /// Filter inbound puts through [`record::merge`] (every honest node). `false` stores
+    /// whatever arrives, unchecked: only tests use it, to play a malicious node.
+    pub filter_inbound: bool,
+}
+
+impl DhtConfig {
+    pub fn new(key: Keypair) -> DhtConfig {
+        DhtConfig {
+            key,
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            query_timeout: Duration::from_secs(10),
+            refresh: Duration::from_secs(10 * 60),
+            filter_inbound: true,
+        }
+    }
+}
+
+/// What a lookup found: the verified records (newest per node, highest version first) and
+/// every entry that did not verify, from every value any peer returned.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    pub found: Vec<ProviderRecord>,
+    pub rejected: Vec<Rejected>,
+    /// Peers the query sent a request to.
+    pub peers_queried: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("the node key is not an ed25519 key")]
+    KeyType,
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("no listen address within {0:?}")]
+    ListenTimeout(Duration),
+    #[error("bootstrap address {0} does not end with /p2p/<peer id>")]
+    BootstrapAddr(Multiaddr),
+    #[error("no known peers to bootstrap from")]
+    NoKnownPeers,
+    #[error("bootstrap reached no peer")]
+    Unreachable,
+    #[error("record not announced: {0}")]
+    Record(&'static str),
+    #[error("{what} failed: {reason}")]
+    Query { what: &'static str, reason: String },
+    #[error("{what} gave no answer within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    #[error("the DHT node has stopped")]
+    Stopped,
+}
+
+impl DhtError {
+    /// Stable snake_case reason for events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DhtError::KeyType => "key_type",
+            DhtError::KeyFile { .. } => "key_file",
+            DhtError::Transport(_) => "transport",
+            DhtError::Listen { .. } => "listen_failed",
+            DhtError::ListenTimeout(_) => "listen_timeout",
+            DhtError::BootstrapAddr(_) => "bad_bootstrap_addr",
+            DhtError::NoKnownPeers => "no_known_peers",
+            DhtError::Unreachable => "bootstrap_unreachable",
+            DhtError::Record(_) => "bad_record",
+            DhtError::Query { .. } => "query_failed",
+            DhtError::Timeout { .. } => "timeout",
+            DhtError::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+enum Command {
+    Bootstrap(oneshot::Sender<Result<usize, DhtError>>),
+    Announce(SignedRecord, oneshot::Sender<Result<(), DhtError>>),
+    StopAnnouncing(oneshot::Sender<()>),
+    #[cfg(test)]
+    PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
+    #[cfg(test)]
+    LocalValue(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    Lookup {
+        channel: String,
+        arch: String,
+        now: u64,
+        reply: oneshot::Sender<Lookup>,
+    },
+    Shutdown,
+}
+
+/// A handle on a running node.
+pub struct Dht {
+    cmd: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    listen: Arc<Mutex<Vec<Multiaddr>>>,
+    query_timeout: Duration,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Build the swarm, start listening, and run the node as a tokio task.
+pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
+    let signing = signing_key(&cfg.key).ok_or(DhtError::KeyType)?;
+    let bootstrap = cfg
+        .bootstrap
+        .iter()
+        .map(|a| split_peer(a).ok_or_else(|| DhtError::BootstrapAddr(a.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let protocol = StreamProtocol::new(PROTOCOL);
+    let server = !cfg.listen.is_empty();
+    let filter = cfg.filter_inbound;
+    let query_timeout = cfg.query_timeout;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| DhtError::Transport(e.to_string()))?
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let mut kc = kad::Config::new(protocol.clone());
+            kc.set_query_timeout(query_timeout)
+                .set_max_packet_size(MAX_PACKET)
+                .set_record_filtering(if filter {
+                    kad::StoreInserts::FilterBoth
+                } else {
+                    kad::StoreInserts::Unfiltered
+                });
+            let store = MemoryStore::with_config(
+                id,
+                MemoryStoreConfig {
+                    max_value_bytes: record::MAX_VALUE_BYTES + 1,
+                    ..Default::default()
+                },
+            );
+            let mut kad = kad::Behaviour::with_config(id, store, kc);
+            kad.set_mode(Some(if server {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_VERSION.into(), key.public())
+                    .with_agent_version(format!("phase/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            Behaviour { kad, identify }
+        })
+        .map_err(|e| DhtError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .build();
+
+    let mut waiting = HashSet::new();
+    for addr in &cfg.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| DhtError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        waiting.insert(id);
+    }
+    let peer_id = *swarm.local_peer_id();
+    let listen = Arc::new(Mutex::new(Vec::new()));
+    let mut node = Node {
+        swarm,
+        protocol: StreamProtocol::new(PROTOCOL),
+        pending: HashMap::new(),
+        announcing: BTreeMap::new(),
+        signing,
+        filter_inbound: cfg.filter_inbound,
+        bootstrap,
+        listen: listen.clone(),
+    };
+    let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+    while !waiting.is_empty() {
+        let ev = tokio::time::timeout_at(deadline, node.swarm.select_next_some())
+            .await
+            .map_err(|_| DhtError::ListenTimeout(LISTEN_TIMEOUT))?;
+        match ev {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                waiting.remove(&listener_id);
+                node.listened(address);
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                return Err(DhtError::Listen {
+                    addr: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
+                    reason: match reason {
+                        Ok(()) => "listener closed".into(),
+                        Err(e) => e.to_string(),
+                    },
+                })
+            }
+            ev => node.event(ev),
+        }
+    }
+    // An unspecified address (0.0.0.0) is one listener per interface address: libp2p reports
+    // them one by one as it learns the interfaces; let that burst arrive (briefly).
+    if cfg.listen.iter().any(is_unspecified) {
+        let settle = tokio::time::Instant::now() + INTERFACES_SETTLE;
+        while let Ok(ev) = tokio::time::timeout_at(settle, node.swarm.select_next_some()).await {
+            node.event(ev);
+        }
+    }
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(node.run(rx, cfg.refresh));
+    Ok(Dht {
+        cmd: tx,
+        peer_id,
+        listen,
+        query_timeout: cfg.query_timeout,
+        task,
+    })
+}
+
+impl Dht {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The addresses this node listens on (as the transport reported them).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        match self.listen.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn ask<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
+        let after = self.query_timeout + GRACE;
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.cmd
+                .send(make(tx))
+                .await
+                .map_err(|_| DhtError::Stopped)?;
+            rx.await.map_err(|_| DhtError::Stopped)
+        };
+        tokio::time::timeout(after, asked)
+            .await
+            .map_err(|_| DhtError::Timeout { what, after })?
+    }
+
+    /// Join the network through the bootstrap peers: returns how many peers are in the
+    /// routing table once the first lookup (of this node's own ID) finished.
+    pub async fn bootstrap(&self) -> Result<usize, DhtError> {
+        self.ask("bootstrap", Command::Bootstrap).await?
+    }
+
+    /// Publish this record (merged into the set under its key) and keep publishing it, signed
+    /// afresh with the same lifetime, every `refresh`, until [`Dht::stop_announcing`] or
+    /// shutdown. `Err` if the record is not valid, or if no peer stored it this time (it is
+    /// still republished: peers may come later).
+    pub async fn announce(&self, signed: SignedRecord) -> Result<(), DhtError> {
+        self.ask("announce", |tx| Command::Announce(signed, tx))
+            .await?
+    }
+
+    /// Stop republishing (what was published stays in the DHT until it expires).
+    pub async fn stop_announcing(&self) {
+        let _ = self.ask("stop announcing", Command::StopAnnouncing).await;
+    }
+
+    /// Store `value` under `key` here and at the closest peers, with no check at all (tests:
+    /// honest peers still filter it; a node with `filter_inbound = false` keeps it as is).
+    #[cfg(test)]
+    pub async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), DhtError> {
+        self.ask("put", |tx| Command::PutRaw(key, value, tx))
+            .await?
+    }
+
+    /// What this node itself stores under `key` (tests).
+    #[cfg(test)]
+    pub async fn local_value(&self, key: Vec<u8>) -> Option<Vec<u8>> {
+        self.ask("local value", |tx| Command::LocalValue(key, tx))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every provider of `channel`/`arch` the DHT knows, verified at `now` (unix seconds).
+    pub async fn lookup(&self, channel: &str, arch: &str, now: u64) -> Result<Lookup, DhtError> {
+        self.ask("lookup", |reply| Command::Lookup {
+            channel: channel.into(),
+            arch: arch.into(),
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Stop announcing and close the swarm (bounded).
+    pub async fn shutdown(self) {
+        self.stop_announcing().await;
+        let _ = tokio::time::timeout(GRACE, self.cmd.send(Command::Shutdown)).await;
+        let Dht { cmd, mut task, .. } = self;
+        drop(cmd);
+        if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+enum Pending {
+    Bootstrap(oneshot::Sender<Result<usize, DhtError>>),
+    Put(Option<oneshot::Sender<Result<(), DhtError>>>),
+    Get {
+        channel: String,
+        arch: String,
+        now: u64,
+        values: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Lookup>,
+    },
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    protocol: StreamProtocol,
+    pending: HashMap<kad::QueryId, Pending>,
+    /// This node's own records, by record key.
+    announcing: BTreeMap<Vec<u8>, SignedRecord>,
+    signing: ed25519_dalek::SigningKey,
+    filter_inbound: bool,
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    listen: Arc<Mutex<Vec<Multiaddr>>>,
+}
+
+impl Node {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, refresh: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut republish = tokio::time::interval_at(now + refresh, refresh);
+        republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval_at(now + PRUNE_INTERVAL, PRUNE_INTERVAL);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(c) => self.command(c),
+                },
+                ev = self.swarm.select_next_some() => self.event(ev),
+                _ = republish.tick() => self.republish(),
+                _ = prune.tick() => self.prune(),
+            }
+        }
+        tracing::debug!("dht: node stopped");
+    }
+
+    fn listened(&mut self, addr: Multiaddr) {
+        tracing::info!("dht: listening on {addr}");
+        match self.listen.lock() {
+            Ok(mut l) => l.push(addr),
+            Err(poisoned) => poisoned.into_inner().push(addr),
+        }
+    }
+
+    fn kad(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+        &mut self.swarm.behaviour_mut().kad
+    }
+
+    fn routing_table_size(&mut self) -> usize {
+        self.kad().kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Bootstrap(reply) => {
+                for (peer, addr) in self.bootstrap.clone() {
+                    self.kad().add_address(&peer, addr);
+                }
+                match self.kad().bootstrap() {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Bootstrap(reply));
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(DhtError::NoKnownPeers));
+                    }
+                }
+            }
+            Command::Announce(signed, reply) => {
+                let (channel, arch) = (&signed.signed.channel, &signed.signed.arch);
+                if let Err(reason) = signed.check(channel, arch, now_unix()) {
+                    let _ = reply.send(Err(DhtError::Record(reason)));
+                    return;
+                }
+                let own = phase_release::hex::encode(&self.signing.verifying_key().to_bytes());
+                if signed.signed.node != own {
+                    let _ = reply.send(Err(DhtError::Record("not signed by this node's key")));
+                    return;
+                }
+                let key = record::record_key(channel, arch);
+                self.announcing.insert(key, signed.clone());
+                self.publish(&signed, Some(reply));
+            }
+            Command::StopAnnouncing(reply) => {
+                self.announcing.clear();
+                let _ = reply.send(());
+            }
+            #[cfg(test)]
+            Command::PutRaw(key, value, reply) => {
+                let r = kad::Record::new(kad::RecordKey::new(&key), value);
+                match self.kad().put_record(r, kad::Quorum::One) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Put(Some(reply)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(DhtError::Query {
+                            what: "put",
+                            reason: format!("{e:?}"),
+                        }));
+                    }
+                }
+            }
+            #[cfg(test)]
+            Command::LocalValue(key, reply) => {
+                let v = self
+                    .kad()
+                    .store_mut()
+                    .get(&kad::RecordKey::new(&key))
+                    .map(|r| r.value.clone());
+                let _ = reply.send(v);
+            }
+            Command::Lookup {
+                channel,
+                arch,
+                now,
+                reply,
+            } => {
+                let key = kad::RecordKey::new(&record::record_key(&channel, &arch));
+                let id = self.kad().get_record(key);
+                self.pending.insert(
+                    id,
+                    Pending::Get {
+                        channel,
+                        arch,
+                        now,
+                        values: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Merge one of our records into what we hold under its key and put the set.
+    fn publish(
+        &mut self,
+        signed: &SignedRecord,
+        reply: Option<oneshot::Sender<Result<(), DhtError>>>,
+    ) {
+        let raw_key = record::record_key(&signed.signed.channel, &signed.signed.arch);
+        let key = kad::RecordKey::new(&raw_key);
+        let existing = self.kad().store_mut().get(&key).map(|r| r.value.clone());
+        let merged = record::merge(
+            existing.as_deref(),
+            &record::encode(std::slice::from_ref(signed)),
+            &raw_key,
+            now_unix(),
+        );
+        let fail = |reply: Option<oneshot::Sender<_>>, e: DhtError| {
+            tracing::warn!("dht: announce: {e}");
+            if let Some(r) = reply {
+                let _ = r.send(Err(e));
+            }
+        };
+        match merged {
+            Ok(value) => match self
+                .kad()
+                .put_record(kad::Record::new(key, value), kad::Quorum::One)
+            {
+                Ok(id) => {
+                    self.pending.insert(id, Pending::Put(reply));
+                }
+                Err(e) => fail(
+                    reply,
+                    DhtError::Query {
+                        what: "put",
+                        reason: format!("local store: {e:?}"),
+                    },
+                ),
+            },
+            Err(e) => fail(reply, DhtError::Record(e.reason())),
+        }
+    }
+
+    /// Sign our records afresh (same lifetime) and publish them again.
+    fn republish(&mut self) {
+        let now = now_unix();
+        let key = &self.signing;
+        let records: Vec<SignedRecord> = self
+            .announcing
+            .values_mut()
+            .map(|s| {
+                let r = &s.signed;
+                let ttl = r.expires.saturating_sub(r.issued);
+                *s = ProviderRecord {
+                    issued: now,
+                    expires: now.saturating_add(ttl),
+                    ..r.clone()
+                }
+                .sign(key);
+                s.clone()
+            })
+            .collect();
+        for s in records {
+            tracing::debug!("dht: republishing {} {}", s.signed.channel, s.signed.arch);
+            self.publish(&s, None);
+        }
+    }
+
+    /// Drop what expired from the sets we hold (a filtering node only).
+    fn prune(&mut self) {
+        if !self.filter_inbound {
+            return;
+        }
+        let now = now_unix();
+        let store = self.kad().store_mut();
+        let held: Vec<kad::Record> = store.records().map(|r| r.into_owned()).collect();
+        for mut r in held {
+            match record::merge(None, &r.value, r.key.as_ref(), now) {
+                Ok(v) if v == r.value => {}
+                Ok(v) => {
+                    r.value = v;
+                    let _ = store.put(r);
+                }
+                Err(_) => store.remove(&r.key),
+            }
+        }
+    }
+
+    fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => self.listened(address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => match self.listen.lock() {
+                Ok(mut l) => l.retain(|a| *a != address),
+                Err(poisoned) => poisoned.into_inner().retain(|a| *a != address),
+            },
+            // Learn a peer's listen addresses (an inbound connection does not tell us where
+            // to dial it), but only if it speaks our Kademlia as a server.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) if info.protocols.contains(&self.protocol) => {
+                for addr in info.listen_addrs {
+                    if !is_unspecified(&addr) {
+                        self.kad().add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.kad_event(ev),
+            _ => {}
+        }
+    }
+
+    fn kad_event(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(r),
+                        ..
+                    },
+            } => self.inbound_put(source, r),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                stats,
+            } => self.progressed(id, result, step.last, stats),
+            _ => {}
+        }
+    }
+
+    /// Every inbound put (FilterBoth): store the merge of what we hold and what came.
+    fn inbound_put(&mut self, source: PeerId, mut r: kad::Record) {
+        let now = now_unix();
+        let store = self.kad().store_mut();
+        let existing = store.get(&r.key).map(|e| e.value.clone());
+        match record::merge(existing.as_deref(), &r.value, r.key.as_ref(), now) {
+            Ok(v) => {
+                if existing.as_deref() != Some(v.as_slice()) {
+                    r.value = v;
+                    if let Err(e) = store.put(r) {
+                        tracing::debug!("dht: put from {source} not stored: {e:?}");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("dht: put from {source} refused: {}", e.reason()),
+        }
+    }
+
+    fn progressed(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::QueryResult,
+        last: bool,
+        stats: kad::QueryStats,
+    ) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match (pending, result) {
+            // Answer after the first step (the lookup of our own ID fills the routing table);
+            // the refresh of farther buckets goes on in the background.
+            (Pending::Bootstrap(reply), kad::QueryResult::Bootstrap(r)) => {
+                // Peers we were merely told about stay in the routing table even when they
+                // cannot be dialled: success is a peer that answered.
+                if let Err(e) = &r {
+                    tracing::debug!("dht: bootstrap: {e}");
+                }
+                let _ = reply.send(if stats.num_successes() > 0 {
+                    Ok(self.routing_table_size())
+                } else {
+                    Err(DhtError::Unreachable)
+                });
+            }
+            (Pending::Put(reply), kad::QueryResult::PutRecord(r)) => {
+                let r = r.map(|_| ()).map_err(|e| DhtError::Query {
+                    what: "put",
+                    reason: e.to_string(),
+                });
+                if let Err(e) = &r {
+                    tracing::warn!("dht: {e}");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            (
+                Pending::Get {
+                    channel,
+                    arch,
+                    now,
+                    mut values,
+                    reply,
+                },
+                kad::QueryResult::GetRecord(r),
+            ) => {
+                // Each peer's record arrives as its own FoundRecord step; the query ends with
+                // FinishedWithNoAdditionalRecord (last), NotFound or Timeout.
+                if let Ok(kad::GetRecordOk::FoundRecord(pr)) = r {
+                    values.push(pr.record.value);
+                }
+                if last {
+                    let found = verify_all(&values, &channel, &arch, now, &stats);
+                    let _ = reply.send(found);
+                } else {
+                    self.pending.insert(
+                        id,
+                        Pending::Get {
+                            channel,
+                            arch,
+                            now,
+                            values,
+                            reply,
+                        },
+                    );
+                }
+            }
+            (p, _) => {
+                if !last {
+                    self.pending.insert(id, p);
+                }
+            }
+        }
+    }
+}
+
+/// Verify every value and union the results: newest per node, highest version first;
+/// each rejection once.
+fn verify_all(
+    values: &[Vec<u8>],
+    channel: &str,
+    arch: &str,
+    now: u64,
+    stats: &kad::QueryStats,
+) -> Lookup {
+    let mut by_node: BTreeMap<String, ProviderRecord> = BTreeMap::new();
+    let mut rejected = Vec::new();
+    let mut seen_values = HashSet::new();
+    for v in values {
+        if !seen_values.insert(v.as_slice()) {
+            continue;
+        }
+        let (found, rej) = record::verify(v, channel, arch, now);
+        for r in found {
+            match by_node.get(&r.node) {
+                Some(old) if old.issued >= r.issued => {}
+                _ => {
+                    by_node.insert(r.node.clone(), r);
+                }
+            }
+        }
+        for r in rej {
+            if !rejected.contains(&r) {
+                rejected.push(r);
+            }
+        }
+    }
+    let mut found: Vec<ProviderRecord> = by_node.into_values().collect();
+    record::sort_found(&mut found);
+    Lookup {
+        found,
+        rejected,
+        peers_queried: stats.num_requests() as usize,
+    }
+}
+
+fn is_unspecified(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// `(peer, address without /p2p)` of an address ending in `/p2p/<peer id>`.
+pub fn split_peer(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut a = addr.clone();
+    match a.pop()? {
+        Protocol::P2p(peer) => Some((peer, a)),
+        _ => None,
+    }
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The ed25519 signing key of a libp2p identity (the key provider records are signed with).
+pub fn signing_key(kp: &Keypair) -> Option<ed25519_dalek::SigningKey> {
+    let ed = kp.clone().try_into_ed25519().ok()?;
+    let seed: [u8; 32] = ed.secret().as_ref().try_into().ok()?;
+    Some(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+fn keypair_from_seed(mut seed: [u8; 32]) -> Option<Keypair> {
+    // libp2p zeroes the bytes it is given.
+    Keypair::ed25519_from_bytes(&mut seed).ok()
+}
+
+/// Load a node key file (`{"keytype":"ed25519","private":"<32-byte seed hex>",...}`, the
+/// format of release keys).
+pub fn keypair_from_file(path: &Path) -> Result<Keypair, DhtError> {
+    use std::io::Read;
+    let err = |reason: String| DhtError::KeyFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut text))
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(err(format!("larger than {MAX_KEY_FILE} bytes")));
+    }
+    let f: phase_release::keys::PrivateKeyFile =
+        serde_json::from_slice(&text).map_err(|e| err(format!("not a key file: {e}")))?;
+    if f.keytype != phase_release::keys::KEYTYPE {
+        return Err(err(format!("keytype {:?}, not ed25519", f.keytype)));
+    }
+    let seed = phase_release::hex::decode::<32>(&f.private)
+        .ok_or_else(|| err("private is not 32 bytes of lowercase hex".into()))?;
+    keypair_from_seed(seed).ok_or_else(|| err("not an ed25519 seed".into()))
+}
+
+/// Load the node key, or create it (mode 0600, written to a temp file, synced, renamed)
+/// if there is no file yet.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair, DhtError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return keypair_from_file(path);
+    }
+    let err = |what: &str, e: std::io::Error| DhtError::KeyFile {
+        path: path.to_path_buf(),
+        reason: format!("{what}: {e}"),
+    };
+    let kp = Keypair::generate_ed25519();
+    let seed = signing_key(&kp).ok_or(DhtError::KeyType)?.to_bytes();
+    let file =
+        phase_release::keys::Keypair::from_seed(&seed).to_file("phase node key (DHT identity)");
+    let bytes =
+        serde_json::to_vec_pretty(&file).map_err(|e| err("encode", std::io::Error::other(e)))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A temp file left by a crash may have other permissions: start from a new one.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| err("create", e))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| err("write", e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
+    let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+    Ok(kp)
+}
+
+/// Parse a bootstrap list (`/etc/phase/bootstrap`): one multiaddr per line, each ending in
+/// `/p2p/<peer id>` and dialable over TCP (`/ip4|ip6/…/tcp/…`; there is no DNS); `#` starts
+/// a comment; blank lines are ignored. `Err((line number, reason))` names the first bad line.
+pub fn parse_bootstrap(text: &str) -> Result<Vec<Multiaddr>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let addr: Multiaddr = line
+            .parse()
+            .map_err(|e| (i + 1, format!("not a multiaddr: {e}")))?;
+        if split_peer(&addr).is_none() {
+            return Err((i + 1, "does not end with /p2p/<peer id>".into()));
+        }
+        let mut it = addr.iter();
+        let ip = matches!(it.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)));
+        let tcp = matches!(it.next(), Some(Protocol::Tcp(_)));
+        if !(ip && tcp) {
+            return Err((i + 1, "not an /ip4|ip6/ADDR/tcp/PORT address".into()));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_list() {
+        let a = Keypair::generate_ed25519().public().to_peer_id();
+        let b = Keypair::generate_ed25519().public().to_peer_id();
+        let text = format!(
+            "# the test network\n\n/ip4/127.0.0.1/tcp/4001/p2p/{a}\n  /ip6/::1/tcp/4002/p2p/{b}  # second\n"
+        );
+        let got = parse_bootstrap(&text).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(split_peer(&got[0]).unwrap().0, a);
+        assert_eq!(
+            split_peer(&got[1]).unwrap(),
+            (b, "/ip6/::1/tcp/4002".parse().unwrap())
+        );
+        assert_eq!(parse_bootstrap("# nothing\n\n").unwrap(), vec![]);
+        let bad = [
+            ("/ip4/127.0.0.1/tcp/4001\n".to_string(), 1, "/p2p/"),
+            (format!("\n\nnot an address/p2p/{a}\n"), 3, "multiaddr"),
+            (format!("/dns4/example.org/tcp/1/p2p/{a}\n"), 1, "tcp"),
+            (format!("/p2p/{a}\n"), 1, "tcp"),
+            (format!("/ip4/10.0.0.1/udp/1/p2p/{a}\n"), 1, "tcp"),
+        ];
+        for (text, line, what) in bad {
+            let (l, reason) = parse_bootstrap(&text).unwrap_err();
+            assert_eq!(l, line, "{text}");
+            assert!(reason.contains(what), "{text}: {reason}");
+        }
+    }
+
+    #[test]
+    fn key_files_round_trip_and_sign_as_the_identity() {
+        let dir = std::env::temp_dir().join(format!("phase-dht-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.key");
+        let kp = load_or_create_key(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = load_or_create_key(&path).unwrap();
+        assert_eq!(kp.public().to_peer_id(), again.public().to_peer_id());
+        assert_eq!(keypair_from_file(&path).unwrap().public(), kp.public());
+        // The record key is the identity key.
+        let sk = signing_key(&kp).unwrap();
+        let ed = kp.public().try_into_ed25519().unwrap();
+        assert_eq!(sk.verifying_key().to_bytes(), ed.to_bytes());
+        // A release key file is a node key file.
+        let f = phase_release::keys::Keypair::from_seed(&[9; 32]).to_file("test");
+        std::fs::write(dir.join("r.key"), serde_json::to_vec(&f).unwrap()).unwrap();
+        let r = keypair_from_file(&dir.join("r.key")).unwrap();
+        assert_eq!(signing_key(&r).unwrap().to_bytes(), [9; 32]);
+        std::fs::write(dir.join("bad.key"), b"{}").unwrap();
+        assert_eq!(
+            keypair_from_file(&dir.join("bad.key"))
+                .unwrap_err()
+                .reason(),
+            "key_file"
+        );
+        assert!(keypair_from_file(&dir.join("missing.key")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn localhost() -> Multiaddr {
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap()
+    }
+
+    fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+        addr.clone().with(Protocol::P2p(peer))
+    }
+
+    async fn node(bootstrap: &[Multiaddr], filter_inbound: bool) -> Dht {
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.listen = vec![localhost()];
+        cfg.bootstrap = bootstrap.to_vec();
+        cfg.query_timeout = Duration::from_secs(5);
+        cfg.filter_inbound = filter_inbound;
+        start(cfg).await.unwrap()
+    }
+
+    fn record(kp: &Keypair, url: &str, channel: &str, version: u64, issued: u64) -> SignedRecord {
+        ProviderRecord {
+            node: String::new(),
+            url: url.into(),
+            channel: channel.into(),
+            arch: "x86_64".into(),
+            version,
+            issued,
+            expires: issued + 3600,
+        }
+        .sign(&signing_key(kp).unwrap())
+    }
+
+    /// Twelve nodes on loopback bootstrapped off node 0: one announces, a malicious one
+    /// serves forged and expired entries, two announce under one key; a client with an
+    /// ephemeral key finds exactly the valid records and names every rejected entry.
+    #[tokio::test]
+    async fn providers_are_found_and_forgeries_named() {
+        let t0 = std::time::Instant::now();
+        let first = node(&[], true).await;
+        let boot = vec![with_peer(&first.listen_addrs()[0], first.peer_id())];
+        let mut nodes = vec![first];
+        let mut keys = Vec::new();
+        for i in 1..12 {
+            let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+            keys.push(cfg.key.clone());
+            cfg.listen = vec![localhost()];
+            cfg.bootstrap = boot.clone();
+            cfg.query_timeout = Duration::from_secs(5);
+            // Node 11 is malicious: it stores and serves whatever it is given.
+            cfg.filter_inbound = i != 11;
+            nodes.push(start(cfg).await.unwrap());
+        }
+        // keys[i - 1] is the key of nodes[i].
+        let key_of = |i: usize| keys[i - 1].clone();
+        for n in &nodes[1..] {
+            assert!(n.bootstrap().await.unwrap() >= 1);
+        }
+        let now = now_unix();
+
+        // Node 3 announces on stable/x86_64.
+        let good = record(&key_of(3), "http://10.0.0.3:8080/", "stable", 7, now);
+        nodes[3].announce(good.clone()).await.unwrap();
+
+        // The malicious node injects a forgery (claims node 5, signed by node 11's key) and
+        // its own validly signed but expired record, unfiltered, under the same key.
+        let mut forged = record(&key_of(11), "http://10.6.6.6:8080/", "stable", 99, now);
+        let victim = record(&key_of(5), "http://x/", "stable", 1, now)
+            .signed
+            .node;
+        forged.signed.node = victim.clone();
+        let expired = record(
+            &key_of(11),
+            "http://10.6.6.7:8080/",
+            "stable",
+            98,
+            now - 7200,
+        );
+        let raw = serde_json::to_vec(&[forged, expired.clone()]).unwrap();
+        let key = record::record_key("stable", "x86_64");
+        nodes[11].put_raw(key.clone(), raw.clone()).await.unwrap();
+
+        // Honest nodes stored nothing of it.
+        assert_eq!(nodes[11].local_value(key.clone()).await, Some(raw));
+        let mut holders = 0;
+        for n in &nodes[..11] {
+            if let Some(v) = n.local_value(key.clone()).await {
+                holders += 1;
+                let (found, rej) = record::verify(&v, "stable", "x86_64", now);
+                assert_eq!(found, vec![good.signed.clone()]);
+                assert!(rej.is_empty(), "{rej:?}");
+            }
+        }
+        assert!(holders >= 2, "only {holders} honest nodes hold the record");
+
+        // A client with an ephemeral key, listening nowhere.
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.bootstrap = boot.clone();
+        cfg.query_timeout = Duration::from_secs(5);
+        let client = start(cfg).await.unwrap();
+        assert!(client.bootstrap().await.unwrap() >= 1);
+        let l = client.lookup("stable", "x86_64", now).await.unwrap();
+        assert_eq!(l.found, vec![good.signed.clone()], "{l:?}");
+        assert_eq!(l.found[0].url, "http://10.0.0.3:8080/");
+        assert_eq!(l.found[0].version, 7);
+        let mut rej: Vec<(Option<String>, &str)> = l
+            .rejected
+            .iter()
+            .map(|r| (r.node.clone(), r.reason))
+            .collect();
+        rej.sort();
+        let mut want = vec![
+            (Some(victim), "bad_signature"),
+            (Some(expired.signed.node.clone()), "expired"),
+        ];
+        want.sort();
+        assert_eq!(rej, want, "{l:?}");
+        assert!(l.peers_queried >= 2, "{l:?}");
+
+        // Two providers under one key (beta/x86_64) are both found, newest version first.
+        let a = record(&key_of(4), "http://10.0.0.4:8080/", "beta", 3, now);
+        let b = record(&key_of(8), "http://10.0.0.8:8080/", "beta", 4, now);
+        nodes[4].announce(a.clone()).await.unwrap();
+        nodes[8].announce(b.clone()).await.unwrap();
+        let l = client.lookup("beta", "x86_64", now).await.unwrap();
+        assert_eq!(l.found, vec![b.signed.clone(), a.signed.clone()], "{l:?}");
+        assert!(l.rejected.is_empty(), "{l:?}");
+
+        // A newer record from node 4 replaces its older one everywhere it lands.
+        let a2 = record(&key_of(4), "http://10.0.0.4:9090/", "beta", 5, now + 1);
+        nodes[4].announce(a2.clone()).await.unwrap();
+        let l = client.lookup("beta", "x86_64", now + 1).await.unwrap();
+        assert_eq!(l.found, vec![a2.signed.clone(), b.signed.clone()], "{l:?}");
+
+        // Nothing under a key nobody announced: an empty answer, not an error.
+        let l = client.lookup("nightly", "x86_64", now).await.unwrap();
+        assert!(l.found.is_empty() && l.rejected.is_empty(), "{l:?}");
+
+        // An invalid record is refused before anything is sent.
+        let bad = record(&key_of(3), "https://10.0.0.3/", "stable", 8, now);
+        assert_eq!(
+            nodes[3].announce(bad).await.unwrap_err().reason(),
+            "bad_record"
+        );
+
+        client.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+        eprintln!("dht test took {:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn bootstrap_failures_are_named() {
+        // Nobody to ask.
+        let lone = node(&[], true).await;
+        assert_eq!(
+            lone.bootstrap().await.unwrap_err().reason(),
+            "no_known_peers"
+        );
+        lone.shutdown().await;
+        // A bootstrap address without a peer id is refused at start.
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.bootstrap = vec![localhost()];
+        assert_eq!(
+            start(cfg).await.err().unwrap().reason(),
+            "bad_bootstrap_addr"
+        );
+        // A bootstrap peer that is not there: bounded, and named.
+        let gone = Keypair::generate_ed25519().public().to_peer_id();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.bootstrap = vec![with_peer(&addr, gone)];
+        cfg.query_timeout = Duration::from_secs(2);
+        let n = start(cfg).await.unwrap();
+        let t = std::time::Instant::now();
+        let e = n.bootstrap().await.unwrap_err();
+        assert!(
+            matches!(e.reason(), "bootstrap_unreachable" | "no_known_peers"),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(8));
+        n.shutdown().await;
+    }
+}

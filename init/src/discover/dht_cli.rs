@@ -1,0 +1,342 @@
+//! `phase dht`: run a DHT node, announce a provider, look providers up (host side of
+//! [`super::dht`]). Machine-readable output only on stdout (one JSON object per line);
+//! diagnostics on stderr.
+
+use super::dht::{self, Dht, DhtConfig};
+use super::record::ProviderRecord;
+use libp2p::identity::Keypair;
+use libp2p::Multiaddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+usage: phase dht node --key FILE [--create-key] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+                      [--bootstrap-file FILE]
+       phase dht peer-id --key FILE [--create-key]
+       phase dht announce --key FILE [--create-key] --url URL --version N [--channel C] [--arch A]
+                      [--ttl SECS] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+                      [--bootstrap-file FILE]
+       phase dht lookup [--channel C] [--arch A] (--bootstrap MULTIADDR... | --bootstrap-file FILE)
+                      [--timeout-ms N]";
+
+/// Where `phase dht node` listens unless told.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
+/// Lifetime of an announced record unless told; it is re-signed well before it ends.
+pub const DEFAULT_TTL_S: u64 = 3600;
+
+#[derive(Default)]
+struct Args {
+    key: Option<PathBuf>,
+    create_key: bool,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    url: Option<String>,
+    version: Option<u64>,
+    channel: Option<String>,
+    arch: Option<String>,
+    ttl: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--create-key" {
+            a.create_key = true;
+            continue;
+        }
+        let Some(v) = it.next() else {
+            return Err(format!("{flag} needs a value"));
+        };
+        let addr = |v: &str| -> Result<Multiaddr, String> {
+            v.parse().map_err(|e| format!("{flag} {v}: {e}"))
+        };
+        let num = |v: &str| -> Result<u64, String> {
+            v.parse().map_err(|_| format!("{flag} needs a number"))
+        };
+        match flag.as_str() {
+            "--key" => a.key = Some(PathBuf::from(v)),
+            "--listen" => a.listen.push(addr(v)?),
+            "--bootstrap" => a.bootstrap.push(addr(v)?),
+            "--bootstrap-file" => {
+                let text = std::fs::read_to_string(v).map_err(|e| format!("{v}: {e}"))?;
+                let list = dht::parse_bootstrap(&text)
+                    .map_err(|(line, reason)| format!("{v}:{line}: {reason}"))?;
+                a.bootstrap.extend(list);
+            }
+            "--url" => a.url = Some(v.clone()),
+            "--version" => a.version = Some(num(v)?),
+            "--channel" => a.channel = Some(v.clone()),
+            "--arch" => a.arch = Some(v.clone()),
+            "--ttl" => a.ttl = Some(num(v)?).filter(|t| *t > 0),
+            "--timeout-ms" => a.timeout_ms = Some(num(v)?).filter(|t| *t > 0),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+pub fn run(args: &[String]) -> i32 {
+    let Some(cmd) = args.first().map(String::as_str) else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let a = match parse(&args[1..]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("phase dht: {e}\n{USAGE}");
+            return 2;
+        }
+    };
+    if !matches!(cmd, "node" | "peer-id" | "announce" | "lookup") {
+        eprintln!("phase dht: unknown command {cmd:?}\n{USAGE}");
+        return 2;
+    }
+    if cmd == "lookup" && a.bootstrap.is_empty() {
+        eprintln!("phase dht lookup: needs --bootstrap or --bootstrap-file\n{USAGE}");
+        return 2;
+    }
+    if cmd == "peer-id" {
+        return match key(&a) {
+            Ok(k) => {
+                println!("{}", k.public().to_peer_id());
+                0
+            }
+            Err(e) => fail(cmd, e),
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(cmd, format!("tokio runtime: {e}")),
+    };
+    rt.block_on(async {
+        match cmd {
+            "node" => node(a).await,
+            "announce" => announce(a).await,
+            _ => lookup(a).await,
+        }
+    })
+}
+
+fn fail(cmd: &str, e: impl std::fmt::Display) -> i32 {
+    eprintln!("phase dht {cmd}: {e}");
+    1
+}
+
+fn key(a: &Args) -> Result<Keypair, String> {
+    let Some(path) = &a.key else {
+        return Err("needs --key FILE".into());
+    };
+    let k = if a.create_key {
+        dht::load_or_create_key(path)
+    } else {
+        dht::keypair_from_file(path)
+    };
+    k.map_err(|e| e.to_string())
+}
+
+fn channel_arch(a: &Args) -> (String, String) {
+    (
+        a.channel.clone().unwrap_or_else(|| "stable".into()),
+        a.arch
+            .clone()
+            .unwrap_or_else(|| std::env::consts::ARCH.into()),
+    )
+}
+
+/// Listen addresses with `/p2p/<peer id>`: what another node passes as `--bootstrap`.
+fn dialable(d: &Dht) -> Vec<String> {
+    d.listen_addrs()
+        .into_iter()
+        .map(|a| {
+            a.with(libp2p::multiaddr::Protocol::P2p(d.peer_id()))
+                .to_string()
+        })
+        .collect()
+}
+
+/// Join through the bootstrap peers, retrying with backoff until it works or a signal comes.
+async fn join(d: &Dht, signalled: &mut Signals) -> bool {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match d.bootstrap().await {
+            Ok(n) => {
+                eprintln!("phase dht: bootstrapped, {n} peers in the routing table");
+                return true;
+            }
+            Err(e) => eprintln!("phase dht: bootstrap: {e}; retrying in {wait:?}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = signalled.recv() => return false,
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?,
+        })
+    }
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+async fn node(a: Args) -> i32 {
+    let mut sig = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => return fail("node", e),
+    };
+    let k = match key(&a) {
+        Ok(k) => k,
+        Err(e) => return fail("node", e),
+    };
+    let mut cfg = DhtConfig::new(k);
+    cfg.listen = if a.listen.is_empty() {
+        DEFAULT_LISTEN.parse().into_iter().collect()
+    } else {
+        a.listen
+    };
+    cfg.bootstrap = a.bootstrap;
+    let has_bootstrap = !cfg.bootstrap.is_empty();
+    let d = match dht::start(cfg).await {
+        Ok(d) => d,
+        Err(e) => return fail("node", e),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"peer_id": d.peer_id().to_string(), "listen": dialable(&d)})
+    );
+    if has_bootstrap && !join(&d, &mut sig).await {
+        d.shutdown().await;
+        return 0;
+    }
+    sig.recv().await;
+    d.shutdown().await;
+    0
+}
+
+async fn announce(a: Args) -> i32 {
+    let mut sig = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => return fail("announce", e),
+    };
+    let (Some(url), Some(version)) = (a.url.clone(), a.version) else {
+        eprintln!("phase dht announce: needs --url and --version\n{USAGE}");
+        return 2;
+    };
+    let k = match key(&a) {
+        Ok(k) => k,
+        Err(e) => return fail("announce", e),
+    };
+    let Some(signing) = dht::signing_key(&k) else {
+        return fail("announce", "the node key is not ed25519");
+    };
+    let (channel, arch) = channel_arch(&a);
+    let ttl = a.ttl.unwrap_or(DEFAULT_TTL_S);
+    let now = dht::now_unix();
+    let signed = ProviderRecord {
+        node: String::new(),
+        url,
+        channel,
+        arch,
+        version,
+        issued: now,
+        expires: now.saturating_add(ttl),
+    }
+    .sign(&signing);
+    // Reject a bad record here, before joining anything.
+    if let Err(reason) = signed.check(&signed.signed.channel, &signed.signed.arch, now) {
+        return fail("announce", format!("record not valid: {reason}"));
+    }
+    let mut cfg = DhtConfig::new(k);
+    cfg.listen = a.listen;
+    cfg.bootstrap = a.bootstrap;
+    // Re-sign well within the record's lifetime.
+    cfg.refresh = Duration::from_secs((ttl / 2).clamp(1, 600));
+    let has_bootstrap = !cfg.bootstrap.is_empty();
+    let d = match dht::start(cfg).await {
+        Ok(d) => d,
+        Err(e) => return fail("announce", e),
+    };
+    if has_bootstrap && !join(&d, &mut sig).await {
+        d.shutdown().await;
+        return 0;
+    }
+    match d.announce(signed.clone()).await {
+        Ok(()) => println!(
+            "{}",
+            serde_json::json!({
+                "announced": signed.signed,
+                "peer_id": d.peer_id().to_string(),
+                "listen": dialable(&d),
+            })
+        ),
+        // Not fatal: the record is published again every refresh.
+        Err(e) if e.reason() != "bad_record" => eprintln!("phase dht announce: {e}; will retry"),
+        Err(e) => {
+            d.shutdown().await;
+            return fail("announce", e);
+        }
+    }
+    sig.recv().await;
+    d.shutdown().await;
+    0
+}
+
+async fn lookup(a: Args) -> i32 {
+    let (channel, arch) = channel_arch(&a);
+    let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+    cfg.bootstrap = a.bootstrap;
+    if let Some(ms) = a.timeout_ms {
+        cfg.query_timeout = Duration::from_millis(ms);
+    }
+    let d = match dht::start(cfg).await {
+        Ok(d) => d,
+        Err(e) => return fail("lookup", e),
+    };
+    let result = match d.bootstrap().await {
+        Ok(_) => d.lookup(&channel, &arch, dht::now_unix()).await,
+        Err(e) => Err(e),
+    };
+    d.shutdown().await;
+    match result {
+        Ok(l) => {
+            for r in &l.found {
+                println!("{}", serde_json::json!({ "found": r }));
+            }
+            for r in &l.rejected {
+                println!("{}", serde_json::json!({ "rejected": r }));
+            }
+            eprintln!(
+                "phase dht lookup: {} found, {} rejected, {} peers queried",
+                l.found.len(),
+                l.rejected.len(),
+                l.peers_queried
+            );
+            if l.found.is_empty() {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => fail("lookup", e),
+    }
+}

@@ -1,0 +1,160 @@
+//! Provider discovery: where a release may come from when the command line names none.
+//!
+//! Order and mode policy are plain functions here; the LAN browser/announcer (mdns.rs)
+//! and the DHT node (dht.rs) do the I/O.
+
+pub mod dht;
+pub mod dht_cli;
+pub mod mdns;
+pub mod record;
+
+use crate::config::Mode;
+
+/// How a provider was found; the `how` field of `provider.found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum How {
+    /// `phase.provider=` on the kernel command line (or `--provider` on a host).
+    Url,
+    /// DNS-SD over mDNS on the LAN.
+    Mdns,
+    /// A signed record in the libp2p Kademlia DHT.
+    Dht,
+}
+
+impl How {
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Url => "url",
+            How::Mdns => "mdns",
+            How::Dht => "dht",
+        }
+    }
+}
+
+/// A provider to ask for metadata; nothing about it is trusted until its release verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Base URL of a release directory (`http://IP:PORT/PATH/`).
+    pub url: String,
+    pub how: How,
+    /// The release version the provider advertised (unverified: only used for ordering).
+    pub advertised: Option<u64>,
+}
+
+/// Which discovery methods a boot may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub lan: bool,
+    pub dht: bool,
+}
+
+/// The mode policy of the design: `private` neither browses nor contacts the DHT,
+/// `local` stays on the LAN, `internet` uses both (the DHT only with bootstrap peers).
+pub fn plan(mode: Mode, have_bootstrap_peers: bool) -> Plan {
+    Plan {
+        lan: mode.allows_lan(),
+        dht: mode.allows_dht() && have_bootstrap_peers,
+    }
+}
+
+/// Whether a node announces what it serves, and where.
+pub fn announce_plan(mode: Mode) -> Plan {
+    // Same policy: a private node serves nothing and says nothing.
+    plan(mode, true)
+}
+
+/// Order discovered candidates for the verified fetch: the LAN before the DHT, and within
+/// each, the higher advertised version first. The fetch keeps the highest version that
+/// verifies and, among equal versions, the earliest candidate: so ties prefer the LAN.
+/// Duplicate URLs keep their first (best) place.
+pub fn order(mut found: Vec<Candidate>) -> Vec<Candidate> {
+    found.sort_by(|a, b| {
+        a.how
+            .cmp(&b.how)
+            .then(b.advertised.cmp(&a.advertised))
+            .then(a.url.cmp(&b.url))
+    });
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|c| seen.insert(c.url.clone()));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(url: &str, how: How, v: Option<u64>) -> Candidate {
+        Candidate {
+            url: url.into(),
+            how,
+            advertised: v,
+        }
+    }
+
+    #[test]
+    fn mode_policy() {
+        assert_eq!(
+            plan(Mode::Private, true),
+            Plan {
+                lan: false,
+                dht: false
+            }
+        );
+        assert_eq!(
+            plan(Mode::Local, true),
+            Plan {
+                lan: true,
+                dht: false
+            }
+        );
+        assert_eq!(
+            plan(Mode::Internet, true),
+            Plan {
+                lan: true,
+                dht: true
+            }
+        );
+        assert_eq!(
+            plan(Mode::Internet, false),
+            Plan {
+                lan: true,
+                dht: false
+            }
+        );
+        assert_eq!(
+            announce_plan(Mode::Private),
+            Plan {
+                lan: false,
+                dht: false
+            }
+        );
+        assert_eq!(
+            announce_plan(Mode::Local),
+            Plan {
+                lan: true,
+                dht: false
+            }
+        );
+    }
+
+    #[test]
+    fn lan_first_then_version_then_dedupe() {
+        let got = order(vec![
+            c("http://d/", How::Dht, Some(9)),
+            c("http://a/", How::Mdns, Some(1)),
+            c("http://b/", How::Mdns, Some(3)),
+            c("http://b/", How::Dht, Some(3)),
+            c("http://n/", How::Mdns, None),
+        ]);
+        let urls: Vec<_> = got.iter().map(|c| (c.url.as_str(), c.how)).collect();
+        assert_eq!(
+            urls,
+            vec![
+                ("http://b/", How::Mdns),
+                ("http://a/", How::Mdns),
+                ("http://n/", How::Mdns),
+                ("http://d/", How::Dht),
+            ]
+        );
+    }
+}

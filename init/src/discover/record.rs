@@ -1,0 +1,572 @@
+//! Provider records (PURE): what a provider announces in the DHT, and the one rule every
+//! honest node applies before storing or believing one.
+//!
+//! A provider signs a [`ProviderRecord`] with its node key (the ed25519 key that is also its
+//! libp2p identity). The signature covers the domain-separated input
+//! `"phase-boot/v1/provider-record\n" + canonical(signed)`, the same scheme as the release
+//! metadata (`phase_release::doc::signing_input`), so no release or root signature can be
+//! replayed as a provider record, nor the other way round.
+//!
+//! All providers of one channel and arch share ONE Kademlia key ([`record_key`]); the value
+//! under it is a set of signed records (a canonical JSON array sorted by node), so providers
+//! coexist instead of overwriting each other. [`merge`] is what a node runs on every inbound
+//! put: entries that do not verify, are expired, or belong to another key are dropped, each
+//! node keeps only its newest entry, and the set is capped. [`verify`] is what a client runs
+//! on every value it gets back: nothing in a DHT value is trusted, and a record that verifies
+//! only says "this node claims to serve this URL": the release it serves must still verify
+//! against the root keys before anything is used.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use phase_release::{canonical, hex};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The domain-separation tag (the document type in `phase-boot/v1/<type>\n`).
+pub const DOC_TYPE: &str = "provider-record";
+/// Most entries kept under one key.
+pub const MAX_ENTRIES: usize = 64;
+/// Largest value accepted or produced under one key (below the record store's 65 KiB).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// How far in the future `issued` may be (clock skew between nodes).
+pub const MAX_FUTURE_SKEW_S: u64 = 300;
+/// Field bounds: a record is small, whatever a peer sends. With them, [`MAX_ENTRIES`] entries
+/// stay well below [`MAX_VALUE_BYTES`]; the byte cap is a second line.
+const MAX_URL: usize = 256;
+const MAX_NAME: usize = 64;
+const KEY_PREFIX: &str = "/phase-boot/v1/providers/";
+
+/// What a provider announces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRecord {
+    /// The provider's ed25519 public key (32 bytes, lowercase hex); also its libp2p identity.
+    pub node: String,
+    /// `http://IP:PORT/` base of a release directory.
+    pub url: String,
+    pub channel: String,
+    pub arch: String,
+    /// The release version it serves (unverified: ordering only).
+    pub version: u64,
+    /// Unix seconds.
+    pub issued: u64,
+    /// Unix seconds; the record is void from then on.
+    pub expires: u64,
+}
+
+/// A record and the node's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRecord {
+    pub signed: ProviderRecord,
+    /// 64 bytes, lowercase hex.
+    pub sig: String,
+}
+
+/// An entry a value carried that was not accepted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    /// The node the entry claims, when it could be read.
+    pub node: Option<String>,
+    /// Stable: `bad_signature`, `expired`, `not_yet_valid`, `wrong_channel`, `wrong_arch`,
+    /// `malformed`, `bad_url`, `too_large`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a provider record key")]
+    BadKey,
+    #[error("value is larger than {MAX_VALUE_BYTES} bytes")]
+    TooLarge,
+    #[error("value is not a JSON array of signed records")]
+    Malformed,
+    #[error("no valid entry left")]
+    Empty,
+}
+
+impl RecordError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::BadKey => "bad_key",
+            RecordError::TooLarge => "too_large",
+            RecordError::Malformed => "malformed",
+            RecordError::Empty => "empty",
+        }
+    }
+}
+
+/// The Kademlia key all providers of `channel`/`arch` announce under.
+pub fn record_key(channel: &str, arch: &str) -> Vec<u8> {
+    format!("{KEY_PREFIX}{channel}/{arch}").into_bytes()
+}
+
+/// `(channel, arch)` of a provider record key.
+pub fn parse_key(key: &[u8]) -> Option<(String, String)> {
+    let s = std::str::from_utf8(key).ok()?.strip_prefix(KEY_PREFIX)?;
+    let (channel, arch) = s.split_once('/')?;
+    let ok = |n: &str| !n.is_empty() && n.len() <= MAX_NAME && !n.contains('/');
+    (ok(channel) && ok(arch)).then(|| (channel.to_string(), arch.to_string()))
+}
+
+impl ProviderRecord {
+    /// The bytes the signature covers.
+    pub fn signing_input(&self) -> Vec<u8> {
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        phase_release::doc::signing_input(DOC_TYPE, &canonical::encode(&v))
+    }
+
+    /// Sign with the node key; `node` is set to that key's public half.
+    pub fn sign(mut self, key: &SigningKey) -> SignedRecord {
+        self.node = hex::encode(&key.verifying_key().to_bytes());
+        let sig: Signature = key.sign(&self.signing_input());
+        SignedRecord {
+            signed: self,
+            sig: hex::encode(&sig.to_bytes()),
+        }
+    }
+}
+
+impl SignedRecord {
+    /// The record, if it is acceptable for `channel`/`arch` at `now`; otherwise the stable
+    /// reason. The signature is checked first, so an entry no key vouches for is always
+    /// `bad_signature`, whatever else is wrong with it.
+    pub fn check(
+        &self,
+        channel: &str,
+        arch: &str,
+        now: u64,
+    ) -> Result<&ProviderRecord, &'static str> {
+        let r = &self.signed;
+        let key = hex::decode::<32>(&r.node).ok_or("malformed")?;
+        let vk = VerifyingKey::from_bytes(&key).map_err(|_| "bad_signature")?;
+        let sig = hex::decode::<64>(&self.sig).ok_or("bad_signature")?;
+        vk.verify_strict(&r.signing_input(), &Signature::from_bytes(&sig))
+            .map_err(|_| "bad_signature")?;
+        if r.channel != channel {
+            return Err("wrong_channel");
+        }
+        if r.arch != arch {
+            return Err("wrong_arch");
+        }
+        if r.expires <= r.issued || r.url.len() > MAX_URL {
+            return Err("malformed");
+        }
+        if now >= r.expires {
+            return Err("expired");
+        }
+        if r.issued > now.saturating_add(MAX_FUTURE_SKEW_S) {
+            return Err("not_yet_valid");
+        }
+        if !r.url.starts_with("http://") || crate::fetch::Url::parse(&r.url).is_err() {
+            return Err("bad_url");
+        }
+        Ok(r)
+    }
+}
+
+/// Decode a value into its entries: the signed ones, and the ones that are not even that.
+fn decode(value: &[u8]) -> Result<(Vec<SignedRecord>, Vec<Rejected>), RecordError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(RecordError::TooLarge);
+    }
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(value) else {
+        return Err(RecordError::Malformed);
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for item in items {
+        let node = item
+            .get("signed")
+            .and_then(|s| s.get("node"))
+            .and_then(Value::as_str)
+            .map(|n| n.chars().take(64).collect());
+        match serde_json::from_value::<SignedRecord>(item) {
+            Ok(s) => good.push(s),
+            Err(_) => bad.push(Rejected {
+                node,
+                reason: "malformed",
+            }),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// The canonical value of a set: a JSON array sorted by node.
+pub fn encode(set: &[SignedRecord]) -> Vec<u8> {
+    let mut set: Vec<&SignedRecord> = set.iter().collect();
+    set.sort_by(|a, b| a.signed.node.cmp(&b.signed.node));
+    let items = set
+        .into_iter()
+        .filter_map(|s| serde_json::to_value(s).ok())
+        .collect();
+    canonical::encode(&Value::Array(items))
+}
+
+/// Keep, per node, the newest entry (ties: the greater signature, so every node agrees).
+fn newest_per_node(
+    entries: impl IntoIterator<Item = SignedRecord>,
+) -> BTreeMap<String, SignedRecord> {
+    let mut by_node: BTreeMap<String, SignedRecord> = BTreeMap::new();
+    for s in entries {
+        match by_node.get(&s.signed.node) {
+            Some(old) if (old.signed.issued, &old.sig) >= (s.signed.issued, &s.sig) => {}
+            _ => {
+                by_node.insert(s.signed.node.clone(), s);
+            }
+        }
+    }
+    by_node
+}
+
+/// What an honest node stores when `incoming` is put under `key` while it holds `existing`:
+/// the valid, unexpired entries of both that match the key, the newest per node, capped at
+/// [`MAX_ENTRIES`] and [`MAX_VALUE_BYTES`] keeping the most recently issued. `Err` means
+/// nothing should be stored (`Empty`: nothing valid is left, e.g. everything expired).
+pub fn merge(
+    existing: Option<&[u8]>,
+    incoming: &[u8],
+    key: &[u8],
+    now: u64,
+) -> Result<Vec<u8>, RecordError> {
+    let (channel, arch) = parse_key(key).ok_or(RecordError::BadKey)?;
+    let (incoming, _) = decode(incoming)?;
+    // What we hold was checked when stored, but it may have expired since.
+    let existing = existing
+        .and_then(|v| decode(v).ok())
+        .map(|(good, _)| good)
+        .unwrap_or_default();
+    let valid = existing
+        .into_iter()
+        .chain(incoming)
+        .filter(|s| s.check(&channel, &arch, now).is_ok());
+    let mut newest: Vec<SignedRecord> = newest_per_node(valid).into_values().collect();
+    if newest.is_empty() {
+        return Err(RecordError::Empty);
+    }
+    // Cap: newest first, then drop from the oldest end until it fits.
+    newest
+        .sort_by(|a, b| (b.signed.issued, &b.signed.node).cmp(&(a.signed.issued, &a.signed.node)));
+    newest.truncate(MAX_ENTRIES);
+    loop {
+        let bytes = encode(&newest);
+        if bytes.len() <= MAX_VALUE_BYTES {
+            return Ok(bytes);
+        }
+        newest.pop();
+        if newest.is_empty() {
+            return Err(RecordError::Empty);
+        }
+    }
+}
+
+/// Every record in `value` that verifies for `channel`/`arch` at `now` (newest per node,
+/// highest version first), and every entry that does not, with its reason.
+pub fn verify(
+    value: &[u8],
+    channel: &str,
+    arch: &str,
+    now: u64,
+) -> (Vec<ProviderRecord>, Vec<Rejected>) {
+    let (entries, mut rejected) = match decode(value) {
+        Ok(d) => d,
+        Err(e) => {
+            let reason = match e {
+                RecordError::TooLarge => "too_large",
+                _ => "malformed",
+            };
+            return (Vec::new(), vec![Rejected { node: None, reason }]);
+        }
+    };
+    let mut valid = Vec::new();
+    for s in entries {
+        match s.check(channel, arch, now) {
+            Ok(_) => valid.push(s),
+            Err(reason) => rejected.push(Rejected {
+                node: Some(s.signed.node.clone()),
+                reason,
+            }),
+        }
+    }
+    let mut found: Vec<ProviderRecord> = newest_per_node(valid)
+        .into_values()
+        .map(|s| s.signed)
+        .collect();
+    sort_found(&mut found);
+    (found, rejected)
+}
+
+/// Highest version first, then newest, then by node (a stable order for output).
+pub fn sort_found(found: &mut [ProviderRecord]) {
+    found.sort_by(|a, b| (b.version, b.issued, &a.node).cmp(&(a.version, a.issued, &b.node)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn rec(url: &str, version: u64, issued: u64) -> ProviderRecord {
+        ProviderRecord {
+            node: String::new(),
+            url: url.into(),
+            channel: "stable".into(),
+            arch: "x86_64".into(),
+            version,
+            issued,
+            expires: issued + 3600,
+        }
+    }
+
+    fn value(set: &[SignedRecord]) -> Vec<u8> {
+        // Deliberately not through `encode`: a value as any peer may send it.
+        serde_json::to_vec(set).unwrap()
+    }
+
+    fn reasons(rej: &[Rejected]) -> Vec<&'static str> {
+        rej.iter().map(|r| r.reason).collect()
+    }
+
+    #[test]
+    fn good_record_verifies() {
+        let s = rec("http://10.0.0.5:8080/", 3, NOW).sign(&key(1));
+        assert_eq!(
+            s.signed.node,
+            hex::encode(&key(1).verifying_key().to_bytes())
+        );
+        let (found, rej) = verify(
+            &value(std::slice::from_ref(&s)),
+            "stable",
+            "x86_64",
+            NOW + 10,
+        );
+        assert_eq!(found, vec![s.signed]);
+        assert!(rej.is_empty());
+    }
+
+    #[test]
+    fn forged_records_are_bad_signature() {
+        // Signed by another key than the node it names.
+        let mut other = rec("http://10.0.0.6:8080/", 9, NOW).sign(&key(2));
+        other.signed.node = hex::encode(&key(1).verifying_key().to_bytes());
+        // A field changed after signing.
+        let mut changed = rec("http://10.0.0.5:8080/", 3, NOW).sign(&key(3));
+        changed.signed.url = "http://10.6.6.6:80/".into();
+        let mut bumped = rec("http://10.0.0.5:8080/", 3, NOW).sign(&key(4));
+        bumped.signed.version = 4;
+        let mut garbage = rec("http://10.0.0.5:8080/", 3, NOW).sign(&key(5));
+        garbage.sig = "00".repeat(64);
+        let (found, rej) = verify(
+            &value(&[other, changed, bumped, garbage]),
+            "stable",
+            "x86_64",
+            NOW,
+        );
+        assert!(found.is_empty());
+        assert_eq!(reasons(&rej), ["bad_signature"; 4]);
+        assert_eq!(
+            rej[0].node.as_deref(),
+            Some(hex::encode(&key(1).verifying_key().to_bytes()).as_str())
+        );
+    }
+
+    #[test]
+    fn each_rejection_is_named() {
+        let k = key(1);
+        let cases: Vec<(SignedRecord, &str)> = vec![
+            (
+                rec("http://10.0.0.5:8080/", 1, NOW - 7200).sign(&k),
+                "expired",
+            ),
+            (
+                rec("http://10.0.0.5:8080/", 1, NOW + 600).sign(&k),
+                "not_yet_valid",
+            ),
+            (
+                ProviderRecord {
+                    channel: "beta".into(),
+                    ..rec("http://10.0.0.5:8080/", 1, NOW)
+                }
+                .sign(&k),
+                "wrong_channel",
+            ),
+            (
+                ProviderRecord {
+                    arch: "aarch64".into(),
+                    ..rec("http://10.0.0.5:8080/", 1, NOW)
+                }
+                .sign(&k),
+                "wrong_arch",
+            ),
+            (rec("https://10.0.0.5/", 1, NOW).sign(&k), "bad_url"),
+            (rec("ftp://10.0.0.5/", 1, NOW).sign(&k), "bad_url"),
+            (
+                ProviderRecord {
+                    expires: NOW,
+                    ..rec("http://10.0.0.5:8080/", 1, NOW)
+                }
+                .sign(&k),
+                "malformed",
+            ),
+        ];
+        for (s, want) in cases {
+            let (found, rej) = verify(&value(&[s]), "stable", "x86_64", NOW);
+            assert!(found.is_empty(), "{want}");
+            assert_eq!(reasons(&rej), [want]);
+        }
+        // A small skew is tolerated.
+        let s = rec("http://10.0.0.5:8080/", 1, NOW + 200).sign(&k);
+        assert_eq!(verify(&value(&[s]), "stable", "x86_64", NOW).0.len(), 1);
+        // Whole values.
+        assert_eq!(
+            reasons(&verify(b"{}", "stable", "x86_64", NOW).1),
+            ["malformed"]
+        );
+        assert_eq!(
+            reasons(&verify(&vec![b' '; MAX_VALUE_BYTES + 1], "stable", "x86_64", NOW).1),
+            ["too_large"]
+        );
+        // One unreadable entry does not hide the good ones.
+        let good = rec("http://10.0.0.5:8080/", 1, NOW).sign(&k);
+        let mixed = format!(
+            r#"[{{"signed":{{"node":"ab"}},"sig":"x"}},{}]"#,
+            serde_json::to_string(&good).unwrap()
+        );
+        let (found, rej) = verify(mixed.as_bytes(), "stable", "x86_64", NOW);
+        assert_eq!(found, vec![good.signed]);
+        assert_eq!(
+            rej,
+            vec![Rejected {
+                node: Some("ab".into()),
+                reason: "malformed"
+            }]
+        );
+    }
+
+    #[test]
+    fn domain_separated_from_release_metadata() {
+        let k = key(1);
+        let mut r = rec("http://10.0.0.5:8080/", 1, NOW);
+        r.node = hex::encode(&k.verifying_key().to_bytes());
+        let body = canonical::encode(&serde_json::to_value(&r).unwrap());
+        // A signature over the bare canonical bytes, or with another document type's tag
+        // (as release metadata is signed), must not verify as a provider record.
+        for msg in [
+            body.clone(),
+            phase_release::doc::signing_input("release", &body),
+            phase_release::doc::signing_input("root", &body),
+        ] {
+            let sig: Signature = k.sign(&msg);
+            let s = SignedRecord {
+                signed: r.clone(),
+                sig: hex::encode(&sig.to_bytes()),
+            };
+            assert_eq!(
+                reasons(&verify(&value(&[s]), "stable", "x86_64", NOW).1),
+                ["bad_signature"]
+            );
+        }
+        // The release crate's signer over the same input with the right tag does verify.
+        let s = SignedRecord {
+            signed: r.clone(),
+            sig: hex::encode(
+                &phase_release::keys::Keypair::from_seed(&[1; 32]).sign(&r.signing_input()),
+            ),
+        };
+        assert_eq!(verify(&value(&[s]), "stable", "x86_64", NOW).0.len(), 1);
+    }
+
+    #[test]
+    fn keys() {
+        let k = record_key("stable", "x86_64");
+        assert_eq!(k, b"/phase-boot/v1/providers/stable/x86_64");
+        assert_eq!(parse_key(&k), Some(("stable".into(), "x86_64".into())));
+        assert_eq!(parse_key(b"/phase-boot/v1/providers/stable"), None);
+        assert_eq!(parse_key(b"/phase-boot/v1/providers/a/b/c"), None);
+        assert_eq!(parse_key(b"/other/stable/x86_64"), None);
+    }
+
+    #[test]
+    fn merge_keeps_providers_side_by_side_and_the_newest_per_node() {
+        let key_ = record_key("stable", "x86_64");
+        let a1 = rec("http://10.0.0.1:8080/", 1, NOW).sign(&key(1));
+        let b1 = rec("http://10.0.0.2:8080/", 1, NOW).sign(&key(2));
+        let v = merge(None, &value(std::slice::from_ref(&a1)), &key_, NOW).unwrap();
+        let v = merge(Some(&v), &value(std::slice::from_ref(&b1)), &key_, NOW).unwrap();
+        let (found, rej) = verify(&v, "stable", "x86_64", NOW);
+        assert!(rej.is_empty());
+        assert_eq!(found.len(), 2);
+        // A newer record from node 1 replaces its older one; an older one does not come back.
+        let a2 = rec("http://10.0.0.1:9090/", 2, NOW + 10).sign(&key(1));
+        let v = merge(Some(&v), &value(std::slice::from_ref(&a2)), &key_, NOW + 10).unwrap();
+        let v = merge(Some(&v), &value(std::slice::from_ref(&a1)), &key_, NOW + 10).unwrap();
+        let (found, _) = verify(&v, "stable", "x86_64", NOW + 10);
+        assert_eq!(found, vec![a2.signed.clone(), b1.signed.clone()]);
+        // Deterministic: the same set in any order encodes to the same bytes.
+        let w = merge(None, &value(&[b1.clone(), a2.clone()]), &key_, NOW + 10).unwrap();
+        assert_eq!(v, w);
+        assert_eq!(v, encode(&[a2.clone(), b1.clone()]));
+    }
+
+    #[test]
+    fn merge_drops_forged_expired_and_foreign_entries() {
+        let key_ = record_key("stable", "x86_64");
+        let good = rec("http://10.0.0.1:8080/", 1, NOW).sign(&key(1));
+        let mut forged = rec("http://10.6.6.6:8080/", 99, NOW).sign(&key(6));
+        forged.signed.node = hex::encode(&key(2).verifying_key().to_bytes());
+        let expired = rec("http://10.0.0.3:8080/", 5, NOW - 7200).sign(&key(3));
+        let beta = ProviderRecord {
+            channel: "beta".into(),
+            ..rec("http://10.0.0.4:8080/", 1, NOW)
+        }
+        .sign(&key(4));
+        let v = merge(
+            None,
+            &value(&[forged.clone(), good.clone(), expired.clone(), beta]),
+            &key_,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(v, encode(std::slice::from_ref(&good)));
+        // Nothing valid at all: nothing to store.
+        assert_eq!(
+            merge(None, &value(&[forged, expired]), &key_, NOW),
+            Err(RecordError::Empty)
+        );
+        // What was stored expires too.
+        assert_eq!(
+            merge(Some(&v), b"[]", &key_, NOW + 3600),
+            Err(RecordError::Empty)
+        );
+        assert_eq!(
+            merge(None, b"nope", &key_, NOW),
+            Err(RecordError::Malformed)
+        );
+        assert_eq!(
+            merge(None, &v, b"/elsewhere", NOW),
+            Err(RecordError::BadKey)
+        );
+        assert_eq!(
+            merge(None, &vec![b' '; MAX_VALUE_BYTES + 1], &key_, NOW),
+            Err(RecordError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn merge_caps_the_set_keeping_the_newest() {
+        let key_ = record_key("stable", "x86_64");
+        let set: Vec<SignedRecord> = (0..(MAX_ENTRIES as u64 + 6))
+            .map(|i| rec("http://10.0.0.1:8080/", 1, NOW - 100 + i).sign(&key(i as u8 + 1)))
+            .collect();
+        let v = merge(None, &value(&set), &key_, NOW).unwrap();
+        assert!(v.len() <= MAX_VALUE_BYTES);
+        let (found, _) = verify(&v, "stable", "x86_64", NOW);
+        assert_eq!(found.len(), MAX_ENTRIES);
+        assert_eq!(found.iter().map(|r| r.issued).min(), Some(NOW - 100 + 6));
+    }
+}
