@@ -88,7 +88,7 @@ impl Lan {
 
     /// A member namespace at 10.216.0.`host` on the bridge (its interface is `eth0`).
     pub fn member(&mut self, host: u8) -> String {
-        let ns = format!("{}-m{host}", self.tag);
+        let ns = self.member_name(host);
         let veth = format!("{}m{host}", self.tag);
         let _ = Command::new("ip")
             .args(["netns", "del", &ns])
@@ -113,6 +113,11 @@ impl Lan {
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         self.members.push(ns.clone());
         ns
+    }
+
+    /// The namespace of member `host` (see [`Lan::member`]).
+    pub fn member_name(&self, host: u8) -> String {
+        format!("{}-m{host}", self.tag)
     }
 
     /// A tap device on the bridge for a QEMU guest (see `Vm::on_lan`).

@@ -287,13 +287,47 @@ fn dht_lan(name: &str) -> Lan {
     lan
 }
 
+/// Internet mode: the LAN first (nothing there), then the DHT, which has the provider; the
+/// booted node then publishes its own signed record in the DHT, which a lookup from another
+/// machine finds and verifies.
 #[test]
-fn internet_mode_tries_the_lan_then_finds_a_provider_in_the_dht() {
+fn internet_mode_tries_the_lan_then_the_dht_and_the_node_then_announces_itself() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
     let mut lan = dht_lan("di");
     let cap = lan.capture();
-    let b = lan_guest(&mut lan, "phase.mode=internet phase.poweroff=init.ready");
+    let tap = lan.tap(0);
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let vm = Vm::default_artifacts()
+        .on_lan(&lan, &tap)
+        .append("phase.mode=internet")
+        .live_events(tx)
+        .stop_when(stop.clone());
+    let guest = std::thread::spawn(move || vm.run().unwrap());
+    let announced = loop {
+        match rx.recv_timeout(phase_qemu::scaled(Duration::from_secs(200))) {
+            Ok(e) if e.name == "provider.announced" && e.str("how") == Some("dht") => {
+                break Some(e)
+            }
+            Ok(e) if e.name == "fallback" || e.name == "task.failed" => {
+                eprintln!("guest: {} {}", e.name, e.fields)
+            }
+            Ok(_) => {}
+            Err(_) => break None,
+        }
+    };
+    // Another machine on the LAN looks the channel up: both records verify.
+    let lookup = lan
+        .command(&lan.member_name(3), artifact("phase"))
+        .args(["dht", "lookup", "--bootstrap-file"])
+        .arg(artifact("bootstrap-peers"))
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let b = guest.join().unwrap();
     let seen = cap.stop();
-    b.assert_clean_poweroff();
+    let announced = announced.unwrap_or_else(|| panic!("no DHT announcement\n{}", b.explain()));
     let done: Vec<_> = b
         .all("discovery.done")
         .iter()
@@ -319,11 +353,21 @@ fn internet_mode_tries_the_lan_then_finds_a_provider_in_the_dht() {
         "stage2.start",
     ]);
     assert_eq!(b.expect("init.ready").fields["stage"], 2);
+    let own = announced.str("url").unwrap().to_string();
+    let urls: Vec<String> = String::from_utf8_lossy(&lookup.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["found"]["url"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        urls.contains(&own) && urls.contains(&"http://10.216.0.3:8080/".to_string()),
+        "{urls:?} should hold the guest's {own} and the host provider"
+    );
     // The capture sees the guest talk to the bootstrap peer (the control for the next test).
-    let guest = phase_qemu::lan::mac("tap0");
+    let mac = phase_qemu::lan::mac("tap0");
     assert!(!seen
         .packets(&format!(
-            "ether src {guest} and dst host 10.216.0.1 and tcp dst port 4001"
+            "ether src {mac} and dst host 10.216.0.1 and tcp dst port 4001"
         ))
         .is_empty());
 }

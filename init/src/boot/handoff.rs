@@ -17,6 +17,17 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     if !boot.rootfs_ready {
         return Ok(());
     }
+    // Stage 2 announces with the initramfs's DHT bootstrap list; the initramfs is about
+    // to be freed, /run moves along.
+    if let Err(e) = std::fs::copy(
+        super::discover::BOOTSTRAP_PATH,
+        super::discover::BOOTSTRAP_RUN,
+    ) {
+        tracing::info!(
+            "{}: {e}; stage 2 has no DHT bootstrap peers",
+            super::discover::BOOTSTRAP_PATH
+        );
+    }
     if let Err(e) = root::move_pseudo(NEW_ROOT) {
         // Put back what moved, so the initramfs keeps working.
         for m in root::MOVED {

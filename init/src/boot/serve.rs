@@ -96,7 +96,7 @@ const RECORD_TTL_S: u64 = 3600;
 fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
     use crate::discover::dht::{self, DhtConfig};
     use crate::discover::record::ProviderRecord;
-    let bootstrap = std::fs::read_to_string(super::discover::BOOTSTRAP_PATH).unwrap_or_default();
+    let bootstrap = super::discover::bootstrap_list();
     let peers = match dht::parse_bootstrap(&bootstrap) {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => {

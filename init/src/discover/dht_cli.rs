@@ -312,10 +312,16 @@ async fn lookup(a: Args) -> i32 {
         Ok(d) => d,
         Err(e) => return fail("lookup", e),
     };
+    let t0 = std::time::Instant::now();
+    let mut bootstrap_ms = 0;
     let result = match d.bootstrap().await {
-        Ok(_) => d.lookup(&channel, &arch, dht::now_unix()).await,
+        Ok(_) => {
+            bootstrap_ms = t0.elapsed().as_millis();
+            d.lookup(&channel, &arch, dht::now_unix()).await
+        }
         Err(e) => Err(e),
     };
+    let lookup_ms = t0.elapsed().as_millis() - bootstrap_ms;
     d.shutdown().await;
     match result {
         Ok(l) => {
@@ -325,6 +331,16 @@ async fn lookup(a: Args) -> i32 {
             for r in &l.rejected {
                 println!("{}", serde_json::json!({ "rejected": r }));
             }
+            println!(
+                "{}",
+                serde_json::json!({ "summary": {
+                    "found": l.found.len(),
+                    "rejected": l.rejected.len(),
+                    "peers_queried": l.peers_queried,
+                    "bootstrap_ms": bootstrap_ms,
+                    "lookup_ms": lookup_ms,
+                }})
+            );
             eprintln!(
                 "phase dht lookup: {} found, {} rejected, {} peers queried",
                 l.found.len(),

@@ -3,6 +3,8 @@
 //! Boots `out/vmlinuz` + `out/initramfs.img` RUNS times (default 5) with
 //! `phase.poweroff=init.ready` and prints medians of kernel start → `init.start` and
 //! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size.
+//! Then LAN discovery (`net.up` -> `provider.found` by mDNS, on a test bridge) and DHT
+//! lookups with 10 and 30 nodes on loopback (`BENCH_ONLY=discovery` runs only those).
 //! If BASELINE_LOG names the output of ../shared/bench/debian-initrd-baseline.sh, it also
 //! prints Debian's figures and the ratios.
 
@@ -44,6 +46,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    // BENCH_ONLY=discovery: only the discovery figures (mDNS on a test LAN, DHT lookups).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("discovery") {
+        mdns_discovery(runs);
+        for n in [10, 30] {
+            dht_lookup(n, runs);
+        }
+        return;
+    }
     let size = std::fs::metadata(artifact("initramfs.img"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -165,6 +175,9 @@ fn main() {
     }
 
     mdns_discovery(runs);
+    for n in [10, 30] {
+        dht_lookup(n, runs);
+    }
 
     let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
     else {
@@ -272,4 +285,129 @@ fn mdns_discovery(runs: usize) {
             median(browse)
         );
     }
+}
+
+/// DHT lookup time with `n` nodes on loopback (`phase dht node` processes chained off the
+/// first), one provider announced: medians of the bootstrap and the lookup as measured by
+/// `phase dht lookup` (a fresh client each run, bootstrapping off a different node).
+fn dht_lookup(n: usize, runs: usize) {
+    use phase_qemu::lan::wait_for_line;
+    use std::process::{Child, Command, Stdio};
+    struct Nodes(Vec<Child>);
+    impl Drop for Nodes {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let dir = phase_qemu::tempdir("bench-dht");
+    let phase = artifact("phase");
+    let mut nodes = Nodes(Vec::new());
+    let mut addrs: Vec<String> = Vec::new();
+    let spawn = |args: &[String]| {
+        Command::new(&phase)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    for i in 0..n {
+        let mut args: Vec<String> = vec![
+            "dht".into(),
+            "node".into(),
+            "--create-key".into(),
+            "--key".into(),
+            dir.join(format!("n{i}.key")).display().to_string(),
+            "--listen".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+        ];
+        if let Some(first) = addrs.first() {
+            args.extend(["--bootstrap".into(), first.clone()]);
+        }
+        let Ok(mut c) = spawn(&args) else {
+            eprintln!("dht bench: cannot start node {i}");
+            return;
+        };
+        let line = c
+            .stdout
+            .take()
+            .map(|o| wait_for_line(o, "peer_id", std::time::Duration::from_secs(20)));
+        nodes.0.push(c);
+        let addr = line
+            .and_then(|l| l.ok())
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .and_then(|v| v["listen"][0].as_str().map(str::to_string));
+        match addr {
+            Some(a) => addrs.push(a),
+            None => {
+                eprintln!("dht bench: node {i} did not listen");
+                return;
+            }
+        }
+    }
+    let args: Vec<String> = [
+        "dht",
+        "announce",
+        "--create-key",
+        "--key",
+        &dir.join("provider.key").display().to_string(),
+        "--url",
+        "http://127.0.0.1:9/",
+        "--version",
+        "1",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--bootstrap",
+        &addrs[0],
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let Ok(mut c) = spawn(&args) else {
+        eprintln!("dht bench: cannot announce");
+        return;
+    };
+    let announced = c
+        .stdout
+        .take()
+        .map(|o| wait_for_line(o, "announced", std::time::Duration::from_secs(30)));
+    nodes.0.push(c);
+    if !matches!(announced, Some(Ok(_))) {
+        eprintln!("dht bench: the provider was not announced");
+        return;
+    }
+    let (mut boot, mut look, mut queried) = (vec![], vec![], vec![]);
+    for r in 0..runs {
+        let via = &addrs[(r * 7 + 3) % n];
+        let Ok(out) = Command::new(&phase)
+            .args(["dht", "lookup", "--bootstrap", via])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let found = text.lines().any(|l| l.contains("\"found\""));
+        if let Some(s) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v.get("summary").cloned())
+        {
+            if found {
+                boot.push(s["bootstrap_ms"].as_f64().unwrap_or(f64::NAN));
+                look.push(s["lookup_ms"].as_f64().unwrap_or(f64::NAN));
+                queried.push(s["peers_queried"].as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    }
+    println!(
+        "DHT lookup, {n} nodes on loopback: {}/{runs} found; median bootstrap {:.0} ms, lookup {:.0} ms, {:.0} peers queried",
+        look.len(),
+        median(boot),
+        median(look),
+        median(queried)
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
