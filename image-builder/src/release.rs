@@ -5,7 +5,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use phase_release::doc::{new_root, Artifact, Artifacts, Envelope, Release, Root, Verity};
 use phase_release::keys::{Keypair, PrivateKeyFile, PublicKey};
 use phase_release::{hex, verify};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const RELEASE_FILE: &str = "release.json";
@@ -27,21 +26,8 @@ pub fn keygen(dir: &Path, name: &str, comment: &str) -> Result<(PathBuf, PathBuf
             bail!("{} exists; refusing to overwrite a key", p.display());
         }
     }
-    let tmp = dir.join(format!(".{name}.key.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec_pretty(&key.to_file(comment))?)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &priv_path)?;
+    phase_release::keys::write_private_file(&priv_path, &key.to_file(comment))
+        .with_context(|| format!("writing {}", priv_path.display()))?;
     let mut public = serde_json::to_vec_pretty(&key.public())?;
     public.push(b'\n');
     crate::write_atomic(&pub_path, &public)?;

@@ -176,7 +176,9 @@ fn ten_nodes_one_provider_found_by_lookup() {
         "5000",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(lines(&out).is_empty());
+    let l = lines(&out);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0]["summary"]["found"], 0, "{l:?}");
 
     // Usage errors are exit 2.
     assert_eq!(phase(&["dht", "lookup"]).status.code(), Some(2));

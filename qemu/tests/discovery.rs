@@ -104,6 +104,27 @@ fn lan_guest(lan: &mut Lan, append: &str) -> Boot {
         .unwrap()
 }
 
+/// The guest found its provider `how` at `url` and booted that release into stage 2.
+fn assert_booted_from(b: &Boot, how: &str, url: &str) {
+    let found = b.expect("provider.found");
+    assert_eq!(
+        (found.str("how"), found.str("url")),
+        (Some(how), Some(url)),
+        "{}",
+        b.explain()
+    );
+    b.assert_order(&[
+        "net.up",
+        "provider.found",
+        "release.verified",
+        "artifacts.verified",
+        "rootfs.mounted",
+        "stage2.start",
+        "init.ready",
+    ]);
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+}
+
 #[test]
 fn diskless_guest_discovers_a_provider_by_mdns_and_boots_its_release() {
     let mut lan = Lan::new("qm");
@@ -112,25 +133,13 @@ fn diskless_guest_discovers_a_provider_by_mdns_and_boots_its_release() {
     announced_provider(&mut lan, &p, "10.216.0.3");
     let b = lan_guest(&mut lan, "phase.mode=local phase.poweroff=init.ready");
     b.assert_clean_poweroff();
-    b.assert_order(&[
-        "net.up",
-        "discovery.done",
-        "provider.found",
-        "release.verified",
-        "artifacts.verified",
-        "rootfs.mounted",
-        "stage2.start",
-        "init.ready",
-    ]);
-    let found = b.expect("provider.found");
-    assert_eq!(found.str("how"), Some("mdns"), "{}", found.fields);
-    assert_eq!(found.str("url"), Some("http://10.216.0.3:8080/"));
+    b.assert_order(&["net.up", "discovery.done", "provider.found"]);
+    assert_booted_from(&b, "mdns", "http://10.216.0.3:8080/");
     let d = b.expect("discovery.done");
     assert_eq!(
         (d.str("how"), d.fields["found"].as_u64()),
         (Some("mdns"), Some(1))
     );
-    assert_eq!(b.expect("init.ready").fields["stage"], 2);
 }
 
 #[test]
@@ -206,20 +215,7 @@ fn a_booted_node_serves_its_release_and_the_next_boots_from_it() {
     stop.store(true, Ordering::Relaxed);
     let a = a.join().unwrap();
     b.assert_clean_poweroff();
-    let found = b.expect("provider.found");
-    assert_eq!(
-        (found.str("how"), found.str("url")),
-        (Some("mdns"), Some(a_url.as_str())),
-        "{}",
-        b.explain()
-    );
-    b.assert_order(&[
-        "provider.found",
-        "artifacts.verified",
-        "rootfs.mounted",
-        "stage2.start",
-    ]);
-    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+    assert_booted_from(&b, "mdns", &a_url);
     // A served the whole time without failing.
     assert!(
         a.event("task.failed").is_none() && a.event("panic").is_none(),
@@ -339,20 +335,7 @@ fn internet_mode_tries_the_lan_then_the_dht_and_the_node_then_announces_itself()
         "{}",
         b.explain()
     );
-    let found = b.expect("provider.found");
-    assert_eq!(
-        (found.str("how"), found.str("url")),
-        (Some("dht"), Some("http://10.216.0.3:8080/")),
-        "{}",
-        found.fields
-    );
-    b.assert_order(&[
-        "provider.found",
-        "artifacts.verified",
-        "rootfs.mounted",
-        "stage2.start",
-    ]);
-    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+    assert_booted_from(&b, "dht", "http://10.216.0.3:8080/");
     let own = announced.str("url").unwrap().to_string();
     let urls: Vec<String> = String::from_utf8_lossy(&lookup.stdout)
         .lines()

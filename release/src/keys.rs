@@ -99,6 +99,39 @@ impl std::fmt::Debug for PrivateKeyFile {
     }
 }
 
+/// Write a private key file as a new file: mode 0600 from the start, written to a temp file
+/// beside it, synced, then renamed into place (a crash leaves the old state or the new key,
+/// never a readable partial secret). The caller decides whether an existing key may be
+/// replaced; this replaces whatever `path` is.
+pub fn write_private_file(path: &std::path::Path, file: &PrivateKeyFile) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A temp file left by a crash may have other permissions: start from a new one.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -859,8 +859,6 @@ pub fn keypair_from_file(path: &Path) -> Result<Keypair, DhtError> {
 /// Load the node key, or create it (mode 0600, written to a temp file, synced, renamed)
 /// if there is no file yet.
 pub fn load_or_create_key(path: &Path) -> Result<Keypair, DhtError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() {
         return keypair_from_file(path);
     }
@@ -872,32 +870,10 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair, DhtError> {
     let seed = signing_key(&kp).ok_or(DhtError::KeyType)?.to_bytes();
     let file =
         phase_release::keys::Keypair::from_seed(&seed).to_file("phase node key (DHT identity)");
-    let bytes =
-        serde_json::to_vec_pretty(&file).map_err(|e| err("encode", std::io::Error::other(e)))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // A temp file left by a crash may have other permissions: start from a new one.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err("create", e))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| err("write", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
-    let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err("create directory", e))?;
+    }
+    phase_release::keys::write_private_file(path, &file).map_err(|e| err("write", e))?;
     Ok(kp)
 }
 
