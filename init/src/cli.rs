@@ -21,11 +21,16 @@ COMMANDS:
                       the DHCP lease (net.renewed events). Changes this host's (or network
                       namespace's) interfaces; never writes /etc/resolv.conf.
     provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]
+                      [--dht-key FILE [--bootstrap MULTIADDR]... [--bootstrap-file FILE]
+                      [--dht-listen MULTIADDR]]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
                       --mdns announces it on the LAN as DNS-SD service _phase-boot._tcp
                       (TXT: channel, arch, version, path) until SIGTERM/SIGINT, which
-                      sends goodbye packets.
+                      sends goodbye packets. --dht-key FILE (created if missing) publishes
+                      a signed provider record in the DHT via the --bootstrap peers
+                      (libp2p listening on --dht-listen, default IP:4001 of --listen),
+                      refreshed every 30 min, no longer refreshed after SIGTERM/SIGINT.
     discover [--channel C] [--arch A] [--timeout-ms N]
                       Browse the LAN (mDNS) for providers of channel C (default stable)
                       and arch A (default this machine's) for at most N ms (default
@@ -98,7 +103,8 @@ pub fn keys_table() -> String {
 }
 
 fn provider(args: &[String]) -> i32 {
-    let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]";
+    let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]\n\
+                 \x20      [--dht-key FILE [--bootstrap MULTIADDR]... [--bootstrap-file FILE] [--dht-listen MULTIADDR]]";
     let (Some("serve"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) else {
         eprintln!("{usage}");
         return 2;
@@ -111,14 +117,42 @@ fn provider(args: &[String]) -> i32 {
     let mut cfg = crate::provider::serve::Config::new(&dir);
     let mut listen = "127.0.0.1:8080".to_string();
     let mut mdns = false;
+    let (mut dht_key, mut bootstrap, mut dht_listen) = (None, Vec::new(), Vec::new());
     let mut rest = args[2..].iter();
     while let Some(a) = rest.next() {
         if a == "--mdns" {
             mdns = true;
             continue;
         }
+        let addr = |v: &str| {
+            v.parse::<libp2p::Multiaddr>()
+                .map_err(|e| format!("{a} {v}: {e}"))
+        };
         match (a.as_str(), rest.next()) {
             ("--listen", Some(v)) => listen = v.clone(),
+            ("--dht-key", Some(v)) => dht_key = Some(std::path::PathBuf::from(v)),
+            ("--bootstrap" | "--dht-listen", Some(v)) => match addr(v) {
+                Ok(m) if a == "--bootstrap" => bootstrap.push(m),
+                Ok(m) => dht_listen.push(m),
+                Err(e) => {
+                    eprintln!("phase provider: {e}");
+                    return 2;
+                }
+            },
+            ("--bootstrap-file", Some(v)) => {
+                match std::fs::read_to_string(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        crate::discover::dht::parse_bootstrap(&t)
+                            .map_err(|(line, why)| format!("line {line}: {why}"))
+                    }) {
+                    Ok(list) => bootstrap.extend(list),
+                    Err(e) => {
+                        eprintln!("phase provider: {v}: {e}");
+                        return 2;
+                    }
+                }
+            }
             ("--max-connections", Some(v)) => match v.parse() {
                 Ok(n) if n > 0 => cfg.max_connections = n,
                 _ => {
@@ -132,7 +166,11 @@ fn provider(args: &[String]) -> i32 {
             }
         }
     }
-    let txt = if mdns {
+    if dht_key.is_none() && !(bootstrap.is_empty() && dht_listen.is_empty()) {
+        eprintln!("phase provider: --bootstrap/--dht-listen need --dht-key\n{usage}");
+        return 2;
+    }
+    let txt = if mdns || dht_key.is_some() {
         match crate::provider::announce::summary(&dir) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -180,11 +218,21 @@ fn provider(args: &[String]) -> i32 {
             "phase provider: serving {} on http://{addr}/",
             dir.display()
         );
-        if txt.is_some() && addr.ip().is_loopback() {
+        if mdns && addr.ip().is_loopback() {
             eprintln!("phase provider: --mdns needs a LAN address (--listen IP:PORT or 0.0.0.0:PORT), not {addr}");
             return 2;
         }
-        let announcer = match txt {
+        let dht_node = match (&dht_key, &txt) {
+            (Some(k), Some(t)) => match announce_dht(k, bootstrap, dht_listen, addr, t).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    eprintln!("phase provider: DHT: {e}");
+                    return 1;
+                }
+            },
+            _ => None,
+        };
+        let announcer = match txt.filter(|_| mdns) {
             None => None,
             Some(t) => match crate::discover::mdns::announce(addr.ip(), addr.port(), &t) {
                 Ok(a) => {
@@ -208,6 +256,10 @@ fn provider(args: &[String]) -> i32 {
             _ = term.recv() => 0,
             _ = int.recv() => 0,
         };
+        if let Some(n) = dht_node {
+            n.shutdown().await;
+            println!("phase provider: DHT record no longer refreshed");
+        }
         // Say goodbye on the LAN so browsers drop us now rather than after the TTL.
         if let Some(a) = announcer {
             tokio::task::spawn_blocking(move || a.stop()).await.ok();
@@ -215,6 +267,51 @@ fn provider(args: &[String]) -> i32 {
         }
         rc
     })
+}
+
+/// Publish this provider in the DHT (record refreshed every 30 min, valid 1 h).
+async fn announce_dht(
+    key: &std::path::Path,
+    bootstrap: Vec<libp2p::Multiaddr>,
+    listen: Vec<libp2p::Multiaddr>,
+    addr: std::net::SocketAddr,
+    txt: &crate::discover::mdns::Txt,
+) -> Result<crate::discover::dht::Dht, String> {
+    use crate::discover::dht;
+    const TTL_S: u64 = 3600;
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "the DHT record needs a reachable address, not {addr} (--listen IP:PORT)"
+        ));
+    }
+    let kp = dht::load_or_create_key(key).map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/");
+    let record = dht::provider_record(&kp, &url, &txt.channel, &txt.arch, txt.version, TTL_S)
+        .map_err(|e| e.to_string())?;
+    let mut cfg = dht::DhtConfig::new(kp);
+    cfg.listen = if listen.is_empty() {
+        vec![format!("/ip4/{}/tcp/4001", addr.ip())
+            .parse()
+            .map_err(|e| format!("listen address: {e}"))?]
+    } else {
+        listen
+    };
+    cfg.bootstrap = bootstrap;
+    cfg.refresh = std::time::Duration::from_secs(TTL_S / 2);
+    let node = dht::start(cfg).await.map_err(|e| e.to_string())?;
+    if let Err(e) = node.bootstrap().await {
+        eprintln!(
+            "phase provider: DHT bootstrap: {e}; the record is published again every refresh"
+        );
+    }
+    match node.announce(record).await {
+        Ok(()) => println!(
+            "phase provider: announcing {url} in the DHT as {}",
+            node.peer_id()
+        ),
+        Err(e) => eprintln!("phase provider: DHT announcement: {e}; retried every refresh"),
+    }
+    Ok(node)
 }
 
 fn discover(args: &[String]) -> i32 {

@@ -227,7 +227,7 @@ fn a_booted_node_serves_its_release_and_the_next_boots_from_it() {
 
 /// A test LAN with DHCP, the DHT bootstrap node of the test list baked into the initramfs
 /// (10.216.0.1:4001, keys/test/TEST-dht-bootstrap.key), and a provider at 10.216.0.3 that
-/// is announced only in the DHT (no mDNS).
+/// is announced only in the DHT (`phase provider serve --dht-key`, no mDNS).
 fn dht_lan(name: &str) -> Lan {
     let mut lan = Lan::new(name);
     lan.dhcp();
@@ -245,41 +245,22 @@ fn dht_lan(name: &str) -> Lan {
     lan.keep(node);
     wait_for_line(out, "peer_id", Duration::from_secs(20)).expect("bootstrap node listening");
     let p = lan.member(3);
-    let serve = lan
+    let key = lan.dir().join("provider-node.key");
+    let mut serve = lan
         .command(&p, artifact("phase"))
         .args(["provider", "serve"])
         .arg(artifact("release"))
-        .args(["--listen", "10.216.0.3:8080"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lan.keep(serve);
-    let bootstrap = std::fs::read_to_string(artifact("bootstrap-peers")).unwrap();
-    let bootstrap = bootstrap
-        .lines()
-        .find(|l| l.starts_with("/ip4/"))
-        .unwrap()
-        .to_string();
-    let key = lan.dir().join("provider-node.key");
-    let mut announce = lan
-        .command(&p, artifact("phase"))
-        .args(["dht", "announce", "--create-key", "--key"])
+        .args(["--listen", "10.216.0.3:8080", "--dht-key"])
         .arg(&key)
-        .args(["--url", "http://10.216.0.3:8080/", "--version", "1"])
-        .args([
-            "--listen",
-            "/ip4/10.216.0.3/tcp/4001",
-            "--bootstrap",
-            &bootstrap,
-        ])
+        .arg("--bootstrap-file")
+        .arg(artifact("bootstrap-peers"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = announce.stdout.take().unwrap();
-    lan.keep(announce);
-    wait_for_line(out, "announced", Duration::from_secs(30)).expect("provider in the DHT");
+    let out = serve.stdout.take().unwrap();
+    lan.keep(serve);
+    wait_for_line(out, "in the DHT", Duration::from_secs(30)).expect("provider in the DHT");
     lan
 }
 

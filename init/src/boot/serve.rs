@@ -95,7 +95,6 @@ const RECORD_TTL_S: u64 = 3600;
 /// refreshed, so it expires.
 fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
     use crate::discover::dht::{self, DhtConfig};
-    use crate::discover::record::ProviderRecord;
     let bootstrap = super::discover::bootstrap_list();
     let peers = match dht::parse_bootstrap(&bootstrap) {
         Ok(p) if !p.is_empty() => p,
@@ -130,7 +129,15 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
             task(async move {
                 let key = dht::load_or_create_key(std::path::Path::new(NODE_KEY))
                     .map_err(|e| e.to_string())?;
-                let signing = dht::signing_key(&key).ok_or("the node key is not ed25519")?;
+                let record = dht::provider_record(
+                    &key,
+                    &url,
+                    &txt.channel,
+                    &txt.arch,
+                    txt.version,
+                    RECORD_TTL_S,
+                )
+                .map_err(|e| e.to_string())?;
                 let mut cfg = DhtConfig::new(key);
                 cfg.listen = vec!["/ip4/0.0.0.0/tcp/4001"
                     .parse()
@@ -138,17 +145,6 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
                 cfg.bootstrap = peers;
                 cfg.refresh = Duration::from_secs(RECORD_TTL_S / 2);
                 let node = dht::start(cfg).await.map_err(|e| e.to_string())?;
-                let now = dht::now_unix();
-                let record = ProviderRecord {
-                    node: String::new(),
-                    url: url.clone(),
-                    channel: txt.channel.clone(),
-                    arch: txt.arch.clone(),
-                    version: txt.version,
-                    issued: now,
-                    expires: now + RECORD_TTL_S,
-                }
-                .sign(&signing);
                 let published = match node.bootstrap().await {
                     Ok(_) => node.announce(record).await,
                     Err(e) => Err(e),

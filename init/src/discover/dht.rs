@@ -856,6 +856,32 @@ pub fn keypair_from_file(path: &Path) -> Result<Keypair, DhtError> {
     keypair_from_seed(seed).ok_or_else(|| err("not an ed25519 seed".into()))
 }
 
+/// This node's provider record: `url` serves `version` of `channel`/`arch`, valid for
+/// `ttl_s` from now, signed with the node key and checked as a client would check it.
+pub fn provider_record(
+    key: &Keypair,
+    url: &str,
+    channel: &str,
+    arch: &str,
+    version: u64,
+    ttl_s: u64,
+) -> Result<SignedRecord, DhtError> {
+    let signing = signing_key(key).ok_or(DhtError::KeyType)?;
+    let now = now_unix();
+    let signed = ProviderRecord {
+        node: String::new(),
+        url: url.into(),
+        channel: channel.into(),
+        arch: arch.into(),
+        version,
+        issued: now,
+        expires: now.saturating_add(ttl_s),
+    }
+    .sign(&signing);
+    signed.check(channel, arch, now).map_err(DhtError::Record)?;
+    Ok(signed)
+}
+
 /// Load the node key, or create it (mode 0600, written to a temp file, synced, renamed)
 /// if there is no file yet.
 pub fn load_or_create_key(path: &Path) -> Result<Keypair, DhtError> {

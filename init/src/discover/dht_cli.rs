@@ -3,7 +3,6 @@
 //! diagnostics on stderr.
 
 use super::dht::{self, Dht, DhtConfig};
-use super::record::ProviderRecord;
 use libp2p::identity::Keypair;
 use libp2p::Multiaddr;
 use std::path::PathBuf;
@@ -246,26 +245,13 @@ async fn announce(a: Args) -> i32 {
         Ok(k) => k,
         Err(e) => return fail("announce", e),
     };
-    let Some(signing) = dht::signing_key(&k) else {
-        return fail("announce", "the node key is not ed25519");
-    };
     let (channel, arch) = channel_arch(&a);
     let ttl = a.ttl.unwrap_or(DEFAULT_TTL_S);
-    let now = dht::now_unix();
-    let signed = ProviderRecord {
-        node: String::new(),
-        url,
-        channel,
-        arch,
-        version,
-        issued: now,
-        expires: now.saturating_add(ttl),
-    }
-    .sign(&signing);
     // Reject a bad record here, before joining anything.
-    if let Err(reason) = signed.check(&signed.signed.channel, &signed.signed.arch, now) {
-        return fail("announce", format!("record not valid: {reason}"));
-    }
+    let signed = match dht::provider_record(&k, &url, &channel, &arch, version, ttl) {
+        Ok(s) => s,
+        Err(e) => return fail("announce", e),
+    };
     let mut cfg = DhtConfig::new(k);
     cfg.listen = a.listen;
     cfg.bootstrap = a.bootstrap;
