@@ -70,6 +70,10 @@ pub enum Event {
         url: String,
         version: u64,
     },
+    /// At shutdown, before the services stop: the announcement is withdrawn (mDNS
+    /// goodbye sent; the DHT node closed, its record no longer refreshed).
+    #[serde(rename = "provider.withdrawn")]
+    ProviderWithdrawn { how: String },
     /// A provider answered with metadata that verified.
     #[serde(rename = "provider.found")]
     ProviderFound {
@@ -159,6 +163,7 @@ impl Event {
             Event::ProviderFound { .. } => "provider.found",
             Event::DiscoveryDone { .. } => "discovery.done",
             Event::ProviderAnnounced { .. } => "provider.announced",
+            Event::ProviderWithdrawn { .. } => "provider.withdrawn",
             Event::NetUp { .. } => "net.up",
             Event::NetRenewed { .. } => "net.renewed",
             Event::ReleaseVerified { .. } => "release.verified",
@@ -411,6 +416,7 @@ mod tests {
                 url: "u".into(),
                 version: 1,
             },
+            Event::ProviderWithdrawn { how: "dht".into() },
         ];
         for ev in all {
             let v = serde_json::to_value(&ev).unwrap();

@@ -4,7 +4,7 @@
 //! Needs root, iproute2, dnsmasq, avahi-daemon and tcpdump (installed by `make test`).
 
 use phase_qemu::lan::{wait_for_line, Lan};
-use phase_qemu::{artifact, Boot, Vm};
+use phase_qemu::{artifact, Boot, Firmware, Vm};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -140,6 +140,17 @@ fn diskless_guest_discovers_a_provider_by_mdns_and_boots_its_release() {
         (d.str("how"), d.fields["found"].as_u64()),
         (Some("mdns"), Some(1))
     );
+    // Stage 2 announced what it serves, and withdrew it before shutting down.
+    let a = b.expect("provider.announced");
+    assert_eq!(a.str("how"), Some("mdns"), "{}", a.fields);
+    assert!(a.str("url").unwrap().starts_with("http://10.216.0."));
+    b.assert_order(&[
+        "provider.announced",
+        "init.ready",
+        "provider.withdrawn",
+        "shutdown",
+    ]);
+    assert_eq!(b.expect("provider.withdrawn").str("how"), Some("mdns"));
 }
 
 #[test]
@@ -150,14 +161,22 @@ fn private_mode_sends_no_mdns_packets() {
     announced_provider(&mut lan, &p, "10.216.0.3");
     let cap = lan.capture();
     // A provider URL that answers, so the boot does reach the network and fetch.
-    let b = lan_guest(
-        &mut lan,
-        "phase.mode=private phase.provider=http://10.216.0.3:8080/ phase.poweroff=init.ready",
-    );
+    // Under UEFI (OVMF): the other LAN tests boot with SeaBIOS.
+    let tap = lan.tap(0);
+    let b = Vm::default_artifacts()
+        .firmware(Firmware::Uefi)
+        .on_lan(&lan, &tap)
+        .append(
+            "phase.mode=private phase.provider=http://10.216.0.3:8080/ phase.poweroff=init.ready",
+        )
+        .run()
+        .unwrap();
     let seen = cap.stop();
     b.assert_clean_poweroff();
     assert_eq!(b.expect("provider.found").str("how"), Some("url"));
     assert!(b.event("discovery.done").is_none(), "{}", b.explain());
+    // A private node serves and announces nothing.
+    assert!(b.event("provider.announced").is_none(), "{}", b.explain());
     let guest = phase_qemu::lan::mac("tap0");
     let mdns_from_guest = seen.packets(&format!("ether src {guest} and udp port 5353"));
     assert!(mdns_from_guest.is_empty(), "{mdns_from_guest:#?}");

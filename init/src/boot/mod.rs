@@ -237,6 +237,7 @@ async fn shutdown(boot: &mut Boot, req: ShutdownRequest) -> PowerAction {
         if tokio::time::timeout(STOP_BOUND, w).await.is_err() {
             tracing::warn!("withdrawing the {what} announcement took over {STOP_BOUND:?}");
         }
+        boot.events.emit(Event::ProviderWithdrawn { how: what });
     }
     tracing::info!("shutting down ({reason}): stopping services");
     boot.supervisor.stop(STOP_BOUND).await;
