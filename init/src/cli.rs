@@ -50,7 +50,8 @@ COMMANDS:
              [--timeout-ms N]
                       Find the providers of C/A (default stable, this arch); one JSON line
                       per verified record (found) and per rejected entry (rejected: node,
-                      reason). Exit 1 if none found.
+                      reason), then a summary line (counts, bootstrap_ms, lookup_ms).
+                      Exit 1 if none found.
     version           Print the version.
     selftest ARGS     Child side of the boot-time fault drills (used by PID 1 itself).
     help              Print this help.
