@@ -390,3 +390,47 @@ fn local_mode_sends_nothing_to_bootstrap_peers() {
         .packets(&format!("ether src {guest} and udp port 5353"))
         .is_empty());
 }
+
+/// The same release on the LAN (mDNS) and in the DHT: both verify, and the tie goes to the
+/// LAN, which comes first in the list the artifacts are fetched from.
+#[test]
+fn internet_mode_ties_prefer_the_lan() {
+    let mut lan = dht_lan("dt");
+    let m = lan.member(4);
+    announced_provider(&mut lan, &m, "10.216.0.4");
+    let b = lan_guest(
+        &mut lan,
+        "phase.mode=internet phase.poweroff=release.verified",
+    );
+    b.assert_clean_poweroff();
+    let done: Vec<_> = b
+        .all("discovery.done")
+        .iter()
+        .map(|d| (d.str("how"), d.fields["found"].as_u64()))
+        .collect();
+    assert_eq!(
+        done,
+        [(Some("mdns"), Some(1)), (Some("dht"), Some(1))],
+        "{}",
+        b.explain()
+    );
+    let found: Vec<_> = b
+        .all("provider.found")
+        .iter()
+        .map(|f| (f.str("how"), f.str("url")))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Some("mdns"), Some("http://10.216.0.4:8080/")),
+            (Some("dht"), Some("http://10.216.0.3:8080/"))
+        ]
+    );
+    let v = b.expect("release.verified");
+    assert_eq!(
+        v.fields["providers"],
+        serde_json::json!(["http://10.216.0.4:8080/", "http://10.216.0.3:8080/"]),
+        "{}",
+        v.fields
+    );
+}
