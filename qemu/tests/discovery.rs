@@ -434,3 +434,37 @@ fn internet_mode_ties_prefer_the_lan() {
         v.fields
     );
 }
+
+/// Internet mode with the DHT unreachable (no node at the bootstrap address): the DHT step
+/// falls back, named, and the boot goes on with what the LAN offered.
+#[test]
+fn internet_mode_without_the_dht_still_boots_from_the_lan() {
+    let mut lan = Lan::new("nd");
+    lan.dhcp();
+    let p = lan.member(3);
+    announced_provider(&mut lan, &p, "10.216.0.3");
+    let b = lan_guest(
+        &mut lan,
+        "phase.mode=internet phase.poweroff=release.verified",
+    );
+    b.assert_clean_poweroff();
+    let dht: Vec<_> = b
+        .all("fallback")
+        .iter()
+        .filter(|f| f.str("step") == Some("dht"))
+        .map(|f| f.str("reason"))
+        .collect();
+    assert_eq!(dht, [Some("bootstrap_unreachable")], "{}", b.explain());
+    assert_eq!(
+        b.expect("provider.found").str("how"),
+        Some("mdns"),
+        "{}",
+        b.explain()
+    );
+    b.assert_order(&[
+        "discovery.done",
+        "fallback",
+        "provider.found",
+        "release.verified",
+    ]);
+}
