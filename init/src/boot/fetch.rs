@@ -1,6 +1,7 @@
-//! Diskless boot: with no local release, ask the providers (`phase.provider=`) for the
-//! newest release that verifies and, when its kernel is the running one, download its
-//! rootfs into RAM (verified as it arrives), mount it and go on to the handoff.
+//! Diskless boot: with no local release, ask the providers (`phase.provider=`, else those
+//! discovered) for the newest release that verifies and, when its kernel is the running
+//! one, download all of it into RAM (verified as it arrives: the rootfs to mount, the rest
+//! to serve to peers in stage 2), mount the rootfs and go on to the handoff.
 
 use super::local::{assemble, fail, teardown};
 use super::{Boot, StepError};
@@ -18,10 +19,8 @@ pub const RELEASE_DIR: &str = "/run/phase/release";
 /// The SHA-256 of the kernel this initramfs was built for (written by the build).
 pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
 
-/// Diskless boot: with no local release, ask the providers, verify, and when the chosen
-/// release's kernel is the one running, download its rootfs into RAM (verified as it
-/// arrives), mount it and go on to the handoff. A different kernel needs kexec, which
-/// this init does not do yet: that is a `fallback` with reason `kexec_needed`.
+/// The diskless step (see the module docs). A release with another kernel needs kexec,
+/// which this init does not do yet: that is a `fallback` with reason `kexec_needed`.
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     if boot.rootfs_ready || boot.net.is_none() {
         return Ok(());
@@ -103,28 +102,20 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     let done =
         crate::fetch::release::download(&choice, dir, &limits, &mut on_artifact, &mut progress)
-            .await
-            .and_then(|()| {
-                crate::fetch::release::write_metadata(&choice, dir).map_err(|e| {
-                    crate::fetch::FetchError::Io {
-                        url: RELEASE_DIR.into(),
-                        msg: e.to_string(),
-                    }
-                })
+            .await;
+    let bytes = match done {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(StepError {
+                reason: e.reason(),
+                message: e.to_string(),
             });
-    if let Err(e) = done {
-        let _ = std::fs::remove_dir_all(dir);
-        return Err(StepError {
-            reason: e.reason(),
-            message: e.to_string(),
-        });
-    }
+        }
+    };
     boot.events.emit(Event::ArtifactsVerified {
         version: rel.version,
-        bytes: crate::fetch::release::files(rel)
-            .iter()
-            .map(|(_, a)| a.size)
-            .sum(),
+        bytes,
     });
     let image = dir.join(&rootfs.path);
     // The RAM copy was hashed whole as it arrived: mount exactly those bytes.

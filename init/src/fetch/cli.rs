@@ -115,21 +115,8 @@ pub async fn fetch(
         let (Ok(rep) | Err((rep, _))) = r;
         super::report::failures(events, name, rep);
     };
-    // The metadata goes last: a directory with release.json is complete and servable.
-    let done = download(&choice, out, limits, &mut on_artifact, &mut progress)
-        .await
-        .and_then(|()| {
-            super::release::write_metadata(&choice, out).map_err(|e| super::FetchError::Io {
-                url: out.display().to_string(),
-                msg: e.to_string(),
-            })
-        });
-    match done {
-        Ok(()) => {
-            let bytes = super::release::files(&choice.release)
-                .iter()
-                .map(|(_, a)| a.size)
-                .sum();
+    match download(&choice, out, limits, &mut on_artifact, &mut progress).await {
+        Ok(bytes) => {
             events.emit(Event::ArtifactsVerified {
                 version: choice.release.version,
                 bytes,

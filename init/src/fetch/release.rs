@@ -142,7 +142,7 @@ pub fn files(rel: &Release) -> Vec<(String, Artifact)> {
 pub type ArtifactResult = Result<super::Report, (super::Report, FetchError)>;
 
 /// Write the verified metadata of `choice` into `dir` (`release.json`, `N.root.json`).
-pub fn write_metadata(choice: &Choice, dir: &Path) -> std::io::Result<()> {
+fn write_metadata(choice: &Choice, dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("release.json"), &choice.metadata.release_json)?;
     for (v, b) in &choice.metadata.chain {
         std::fs::write(dir.join(format!("{v}.root.json")), b)?;
@@ -150,14 +150,17 @@ pub fn write_metadata(choice: &Choice, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Download every file of `choice` into `dir`, verified. Calls `report` for each artifact.
+/// Download every file of `choice` into `dir`, verified, then its metadata (last: a
+/// directory with `release.json` is complete and servable). Calls `report` for each
+/// artifact. Returns the artifact bytes downloaded.
 pub async fn download(
     choice: &Choice,
     dir: &Path,
     limits: &Limits,
     report: &mut (dyn FnMut(&str, &ArtifactResult) + Send),
     progress: &mut (dyn FnMut(&str, u64, u64) + Send),
-) -> Result<(), FetchError> {
+) -> Result<u64, FetchError> {
+    let mut bytes = 0;
     for (name, a) in files(&choice.release) {
         let path = dir.join(&a.path);
         let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Io {
@@ -178,6 +181,11 @@ pub async fn download(
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e);
         }
+        bytes += a.size;
     }
-    Ok(())
+    write_metadata(choice, dir).map_err(|e| FetchError::Io {
+        url: dir.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    Ok(bytes)
 }
