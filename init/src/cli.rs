@@ -167,6 +167,15 @@ fn provider(args: &[String]) -> i32 {
             }
         }
     }
+    let loopback = listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if mdns && loopback {
+        eprintln!(
+            "phase provider: --mdns needs a LAN address (--listen IP:PORT or 0.0.0.0:PORT), not {listen}"
+        );
+        return 2;
+    }
     if dht_key.is_none() && !(bootstrap.is_empty() && dht_listen.is_empty()) {
         eprintln!("phase provider: --bootstrap/--dht-listen need --dht-key\n{usage}");
         return 2;
@@ -219,10 +228,6 @@ fn provider(args: &[String]) -> i32 {
             "phase provider: serving {} on http://{addr}/",
             dir.display()
         );
-        if mdns && addr.ip().is_loopback() {
-            eprintln!("phase provider: --mdns needs a LAN address (--listen IP:PORT or 0.0.0.0:PORT), not {addr}");
-            return 2;
-        }
         let dht_node = match (&dht_key, &txt) {
             (Some(k), Some(t)) => match announce_dht(k, bootstrap, dht_listen, addr, t).await {
                 Ok(n) => Some(n),
