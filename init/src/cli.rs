@@ -304,18 +304,15 @@ async fn announce_dht(
     };
     cfg.bootstrap = bootstrap;
     cfg.refresh = std::time::Duration::from_secs(TTL_S / 2);
-    let node = dht::start(cfg).await.map_err(|e| e.to_string())?;
-    if let Err(e) = node.bootstrap().await {
-        eprintln!(
-            "phase provider: DHT bootstrap: {e}; the record is published again every refresh"
-        );
-    }
-    match node.announce(record).await {
+    let (node, published) = dht::publish(cfg, record).await.map_err(|e| e.to_string())?;
+    match published {
         Ok(()) => println!(
             "phase provider: announcing {url} in the DHT as {}",
             node.peer_id()
         ),
-        Err(e) => eprintln!("phase provider: DHT announcement: {e}; retried every refresh"),
+        Err(e) => {
+            eprintln!("phase provider: DHT: {e}; the record is published again every refresh")
+        }
     }
     Ok(node)
 }

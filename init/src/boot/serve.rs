@@ -144,11 +144,9 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
                     .map_err(|e| format!("listen address: {e}"))?];
                 cfg.bootstrap = peers;
                 cfg.refresh = Duration::from_secs(RECORD_TTL_S / 2);
-                let node = dht::start(cfg).await.map_err(|e| e.to_string())?;
-                let published = match node.bootstrap().await {
-                    Ok(_) => node.announce(record).await,
-                    Err(e) => Err(e),
-                };
+                let (node, published) =
+                    dht::publish(cfg, record).await.map_err(|e| e.to_string())?;
+                // Not reached by anyone yet: start over (the supervisor backs off).
                 if let Err(e) = published {
                     node.shutdown().await;
                     return Err(format!("DHT announcement: {e}"));

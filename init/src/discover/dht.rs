@@ -882,6 +882,20 @@ pub fn provider_record(
     Ok(signed)
 }
 
+/// Start a node that publishes `record` (see [`provider_record`]) and keeps it fresh every
+/// `cfg.refresh`. The node is returned even when joining or the first put failed (the
+/// second value says why): the record stays registered and is published again at each
+/// refresh, when peers may be there.
+pub async fn publish(
+    cfg: DhtConfig,
+    record: SignedRecord,
+) -> Result<(Dht, Result<(), DhtError>), DhtError> {
+    let node = start(cfg).await?;
+    let joined = node.bootstrap().await.map(|_| ());
+    let announced = node.announce(record).await;
+    Ok((node, joined.and(announced)))
+}
+
 /// Load the node key, or create it (mode 0600, written to a temp file, synced, renamed)
 /// if there is no file yet.
 pub fn load_or_create_key(path: &Path) -> Result<Keypair, DhtError> {
