@@ -150,6 +150,15 @@ pub enum Event {
     },
     #[serde(rename = "shutdown")]
     Shutdown { action: String, reason: String },
+    /// The boot runner finished a step (the step started `ms` before this event's `t_ms`);
+    /// `ok` is false when the step failed and the boot went on without it.
+    #[serde(rename = "step.done")]
+    StepDone {
+        step: String,
+        stage: u8,
+        ms: u64,
+        ok: bool,
+    },
 }
 
 impl Event {
@@ -181,6 +190,7 @@ impl Event {
             Event::Fallback { .. } => "fallback",
             Event::ProviderFailover { .. } => "provider.failover",
             Event::Shutdown { .. } => "shutdown",
+            Event::StepDone { .. } => "step.done",
         }
     }
 
@@ -417,6 +427,12 @@ mod tests {
                 version: 1,
             },
             Event::ProviderWithdrawn { how: "dht".into() },
+            Event::StepDone {
+                step: "local".into(),
+                stage: 1,
+                ms: 12,
+                ok: true,
+            },
         ];
         for ev in all {
             let v = serde_json::to_value(&ev).unwrap();

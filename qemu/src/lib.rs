@@ -8,6 +8,7 @@
 //!
 //! Networking is off unless a test adds it: no test traffic leaves this machine.
 
+pub mod chart;
 pub mod lan;
 
 use std::io::{BufRead, BufReader, Read};

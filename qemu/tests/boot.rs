@@ -64,6 +64,31 @@ fn boots_to_ready_with_modules_and_powers_off() {
     assert_eq!(t.fields["release_floor"], 1);
     assert_eq!(t.fields["root_expired"], false);
     b.assert_order(&["modules.loaded", "trust.ready", "init.ready"]);
+    // The boot chart's data: one step.done per stage-1 step, in order, the network's failed.
+    let steps: Vec<_> = b
+        .all("step.done")
+        .iter()
+        .map(|s| (s.str("step").unwrap_or("?"), s.fields["ok"].as_bool()))
+        .collect();
+    let ok = Some(true);
+    assert_eq!(
+        steps,
+        [
+            ("early", ok),
+            ("cmdline", ok),
+            ("modules", ok),
+            ("trust", ok),
+            ("local", ok),
+            ("network", Some(false)),
+            ("fetch", ok),
+            ("handoff", ok),
+            ("services", ok),
+            ("selftest", ok),
+            ("ready", ok),
+        ],
+        "{}",
+        b.explain()
+    );
 }
 
 #[test]

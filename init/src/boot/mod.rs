@@ -1,7 +1,7 @@
 //! The boot sequence, in the order the machine runs it.
 //!
 //! [`STAGE1`] is the declared list of steps; [`run`] is the one runner that times them, logs
-//! `step X (i/n): done`, turns a failed step into a `fallback` event, and checks for a
+//! `step X (i/n): done`, emits `step.done {step, stage, ms, ok}` (the boot chart's data), turns a failed step into a `fallback` event, and checks for a
 //! shutdown request between steps. Steps only compose: pure modules decide, `sys` acts,
 //! `events` reports.
 
@@ -192,13 +192,18 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction
     let n = steps.len();
     for (i, step) in steps.iter().enumerate() {
         let started = crate::sys::clock::boottime_ms();
-        match boot.step(*step).await {
-            Ok(()) => tracing::info!(
-                "step {} ({}/{n}): done, {} ms",
-                step.name(),
-                i + 1,
-                crate::sys::clock::boottime_ms().saturating_sub(started)
-            ),
+        let result = boot.step(*step).await;
+        let ms = crate::sys::clock::boottime_ms().saturating_sub(started);
+        // Before the step's own fallback and before the poweroff check, so a boot chart
+        // always has the step that ended the boot.
+        boot.events.emit(Event::StepDone {
+            step: step.name().to_string(),
+            stage: boot.stage,
+            ms,
+            ok: result.is_ok(),
+        });
+        match result {
+            Ok(()) => tracing::info!("step {} ({}/{n}): done, {ms} ms", step.name(), i + 1),
             Err(e) => {
                 // Every step so far degrades rather than stops the boot: log why, go on.
                 tracing::warn!(

@@ -2,13 +2,37 @@
 //!
 //! Boots `out/vmlinuz` + `out/initramfs.img` RUNS times (default 5) with
 //! `phase.poweroff=init.ready` and prints medians of kernel start → `init.start` and
-//! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size.
+//! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size,
+//! and for each kind of boot the step table of its median boot, with an SVG boot chart in
+//! `out/bench/` (`phase_qemu::chart`).
 //! Then LAN discovery (`net.up` -> `provider.found` by mDNS, on a test bridge) and DHT
 //! lookups with 10 and 30 nodes on loopback (`BENCH_ONLY=discovery` runs only those).
 //! If BASELINE_LOG names the output of ../shared/bench/debian-initrd-baseline.sh, it also
 //! prints Debian's figures and the ratios.
 
-use phase_qemu::{accel, artifact, Outcome, Vm};
+use phase_qemu::chart::{median_boot, Chart};
+use phase_qemu::{accel, artifact, Boot, Outcome, Vm};
+
+/// Print the boot chart of the median boot (by the `until` event's time) and write its SVG
+/// to `out/bench/<file>`.
+fn chart(boots: &[Boot], until: &str, what: &str, file: &str) {
+    let Some(b) = median_boot(boots, |b| b.event(until).map(|e| e.t_ms)) else {
+        return;
+    };
+    let c = Chart::from_events(&b.events);
+    println!("boot chart, median {what} boot (guest ms; kernel = boot to init.start):");
+    print!("{}", c.table());
+    let dir = phase_qemu::out_dir().join("bench");
+    let path = dir.join(file);
+    let svg = c.svg(&format!(
+        "Phase Boot: {what}, median of {} boots",
+        boots.len()
+    ));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+        Ok(()) => println!("boot chart SVG: {}", path.display()),
+        Err(e) => eprintln!("{}: {e}", path.display()),
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -58,6 +82,7 @@ fn main() {
         .map(|m| m.len())
         .unwrap_or(0);
     let (mut start, mut ready_d, mut ready, mut wall) = (vec![], vec![], vec![], vec![]);
+    let mut boots = vec![];
     println!("phase-bench: {runs} boots, accelerator {:?}", accel());
     for i in 0..runs {
         let b = match Vm::default_artifacts()
@@ -81,6 +106,7 @@ fn main() {
         ready_d.push(r.t_ms.saturating_sub(s.t_ms) as f64);
         ready.push(r.t_ms as f64);
         wall.push(b.wall.as_secs_f64() * 1000.0);
+        boots.push(b);
     }
     let (m_start, m_work, m_ready, m_wall) =
         (median(start), median(ready_d), median(ready), median(wall));
@@ -91,13 +117,14 @@ fn main() {
         "initramfs.img                {size} bytes ({:.1} MiB)",
         size as f64 / 1048576.0
     );
+    chart(&boots, "init.ready", "initramfs-only", "boot-chart.svg");
 
     // With the rootfs disk: init.start -> rootfs.mounted (private mode: the disk is never
     // written, so every run boots the same image).
     let disk = phase_qemu::out_dir().join("rootfs-disk.img");
     let mut m_rootfs = f64::NAN;
     if disk.exists() {
-        let mut mounted = vec![];
+        let (mut mounted, mut boots) = (vec![], vec![]);
         for i in 0..runs {
             let b = match Vm::default_artifacts()
                 .disk(&disk)
@@ -115,10 +142,17 @@ fn main() {
                 std::process::exit(1);
             };
             mounted.push(m.t_ms.saturating_sub(s.t_ms) as f64);
+            boots.push(b);
         }
         m_rootfs = median(mounted);
         println!(
             "init.start -> rootfs.mounted median {m_rootfs:.0} ms (guest, dm-verity rootfs disk)"
+        );
+        chart(
+            &boots,
+            "rootfs.mounted",
+            "dm-verity rootfs disk",
+            "boot-chart-rootfs.svg",
         );
     }
 
@@ -144,7 +178,7 @@ fn main() {
             .trim_end_matches('/')
             .parse()
             .unwrap_or(0);
-        let mut fetch = vec![];
+        let (mut fetch, mut boots) = (vec![], vec![]);
         for i in 0..runs {
             let Ok(b) = Vm::default_artifacts()
                 .user_net_to(port)
@@ -155,7 +189,10 @@ fn main() {
                 break;
             };
             match (b.event("net.up"), b.event("artifacts.verified")) {
-                (Some(n), Some(a)) => fetch.push(a.t_ms.saturating_sub(n.t_ms) as f64),
+                (Some(n), Some(a)) => {
+                    fetch.push(a.t_ms.saturating_sub(n.t_ms) as f64);
+                    boots.push(b);
+                }
                 _ => eprintln!("diskless run {i}: incomplete\n{}", b.explain()),
             }
         }
@@ -170,6 +207,12 @@ fn main() {
                 "diskless net.up -> artifacts.verified median {m:.0} ms (guest) for the {:.1} MiB rootfs = {:.1} MiB/s through QEMU user networking",
                 size as f64 / 1048576.0,
                 size as f64 / 1048576.0 / (m / 1000.0)
+            );
+            chart(
+                &boots,
+                "artifacts.verified",
+                "diskless fetch",
+                "boot-chart-diskless.svg",
             );
         }
     }
