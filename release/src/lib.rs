@@ -8,6 +8,8 @@
 //!   domain-separated signing input per document type.
 //! - [`verify`]: root chain walking, release verification (threshold, expiry, arch/channel,
 //!   rollback), each rejection a distinct [`verify::TrustError`] kind.
+//! - [`chain`]: the trusted root chain (anchor plus verified rotation steps), walked
+//!   forward from any source, stored and carried as the bytes served.
 //! - [`stream`]: size- and hash-checked artifact streams.
 //! - [`state`]: the trusted state (highest accepted release and root), persisted atomically.
 //!
@@ -17,6 +19,7 @@
 //! parser is our own because serde_json silently accepts duplicate keys), `thiserror`.
 
 pub mod canonical;
+pub mod chain;
 pub mod doc;
 pub mod hex;
 pub mod keys;

@@ -9,6 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "trusted-state.json";
+/// The state file is read with this cap (a real one is about 200 bytes): a partition
+/// anyone could have written to cannot make PID 1 allocate without bound.
+pub const MAX_STATE_BYTES: u64 = 4096;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +41,8 @@ pub enum StateError {
     },
     #[error("{path}: corrupt trusted state: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: larger than {max} bytes")]
+    Oversized { path: PathBuf, max: u64 },
 }
 
 impl StateError {
@@ -45,6 +50,7 @@ impl StateError {
         match self {
             StateError::Io { .. } => "state_io",
             StateError::Corrupt { .. } => "state_corrupt",
+            StateError::Oversized { .. } => "state_oversized",
         }
     }
 }
@@ -53,6 +59,54 @@ impl StateError {
 pub struct Store {
     dir: Option<PathBuf>,
     mem: TrustedState,
+    /// The root chain steps (`N.root.json` bytes), when the state lives in RAM.
+    mem_roots: Vec<(u64, Vec<u8>)>,
+}
+
+/// Read at most `cap` bytes of `path`; `Ok(None)` if it does not exist.
+fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, StateError> {
+    use std::io::Read;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let mut buf = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| StateError::Io {
+            path: path.into(),
+            source,
+        })?;
+    if buf.len() as u64 > cap {
+        return Err(StateError::Oversized {
+            path: path.into(),
+            max: cap,
+        });
+    }
+    Ok(Some(buf))
+}
+
+/// Replace `path` with `bytes` atomically: temp file, fsync, rename, fsync the directory.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    };
+    let (tmp, path) = (dir.join(format!(".{name}.tmp")), dir.join(name));
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 impl Store {
@@ -61,6 +115,7 @@ impl Store {
         Store {
             dir: None,
             mem: TrustedState::default(),
+            mem_roots: Vec::new(),
         }
     }
 
@@ -69,6 +124,7 @@ impl Store {
         Store {
             dir: Some(dir.to_path_buf()),
             mem: TrustedState::default(),
+            mem_roots: Vec::new(),
         }
     }
 
@@ -82,12 +138,8 @@ impl Store {
         let Some(path) = self.path() else {
             return Ok(self.mem.clone());
         };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(TrustedState::default())
-            }
-            Err(source) => return Err(StateError::Io { path, source }),
+        let Some(bytes) = read_capped(&path, MAX_STATE_BYTES)? else {
+            return Ok(TrustedState::default());
         };
         let v = crate::canonical::parse(&bytes).map_err(|e| StateError::Corrupt {
             path: path.clone(),
@@ -104,23 +156,41 @@ impl Store {
     /// Replace the state atomically.
     pub fn save(&mut self, s: &TrustedState) -> Result<(), StateError> {
         self.mem = s.clone();
-        let (Some(dir), Some(path)) = (self.dir.clone(), self.path()) else {
+        let Some(dir) = self.dir.clone() else {
             return Ok(());
         };
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StateError::Io { path, source }
-        };
-        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
         let bytes = crate::canonical::encode(&serde_json::to_value(s).unwrap_or_default());
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))?;
+        write_atomic(&dir, FILE_NAME, &bytes)
+    }
+
+    /// The stored `N.root.json`, read with the metadata cap; `None` if absent or
+    /// unreadable (the chain walk then ends there and says so).
+    pub fn root_file(&self, version: u64) -> Option<Vec<u8>> {
+        let Some(dir) = &self.dir else {
+            return self
+                .mem_roots
+                .iter()
+                .find(|(v, _)| *v == version)
+                .map(|(_, b)| b.clone());
+        };
+        let cap = crate::doc::MAX_METADATA_BYTES as u64;
+        // An unreadable or oversized file ends the walk like a missing one; the caller
+        // compares the root it reached with the root version the state records.
+        read_capped(&dir.join(format!("{version}.root.json")), cap)
+            .ok()
+            .flatten()
+    }
+
+    /// Store every step of a verified root chain (`N.root.json`), each replaced
+    /// atomically. Steps already stored are rewritten with the same bytes.
+    pub fn save_root_chain(&mut self, steps: &[(u64, Vec<u8>)]) -> Result<(), StateError> {
+        let Some(dir) = self.dir.clone() else {
+            self.mem_roots = steps.to_vec();
+            return Ok(());
+        };
+        for (v, bytes) in steps {
+            write_atomic(&dir, &format!("{v}.root.json"), bytes)?;
+        }
         Ok(())
     }
 }
@@ -180,6 +250,36 @@ mod tests {
         let e = Store::on_disk(&d).load().unwrap_err();
         assert_eq!(e.reason(), "state_corrupt");
         assert!(e.to_string().contains(FILE_NAME));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn oversized_state_file_is_refused_unread() {
+        let d = tmpdir("oversized");
+        std::fs::write(d.join(FILE_NAME), vec![b' '; MAX_STATE_BYTES as usize + 1]).unwrap();
+        let e = Store::on_disk(&d).load().unwrap_err();
+        assert_eq!(e.reason(), "state_oversized");
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn root_chain_is_stored_beside_the_state() {
+        let d = tmpdir("roots");
+        let steps = vec![(2, b"two".to_vec()), (3, b"three".to_vec())];
+        Store::on_disk(&d).save_root_chain(&steps).unwrap();
+        let s = Store::on_disk(&d);
+        assert_eq!(s.root_file(3), Some(b"three".to_vec()));
+        assert_eq!(s.root_file(4), None);
+        // Larger than any metadata: not read.
+        std::fs::write(
+            d.join("4.root.json"),
+            vec![0; crate::doc::MAX_METADATA_BYTES + 1],
+        )
+        .unwrap();
+        assert_eq!(s.root_file(4), None);
+        let mut m = Store::in_memory();
+        m.save_root_chain(&steps).unwrap();
+        assert_eq!(m.root_file(2), Some(b"two".to_vec()));
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -61,6 +61,8 @@ pub enum TrustError {
     WrongChannel { want: String, found: String },
     #[error("root version {found} does not follow trusted root version {trusted}")]
     RootNotNext { trusted: u64, found: u64 },
+    #[error("root chain longer than {max} steps")]
+    RootChainTooLong { max: usize },
     #[error("artifact {name}: invalid path {path:?}")]
     BadArtifactPath { name: String, path: String },
     #[error("artifact {name}: {got} bytes, {expected} declared")]
@@ -98,6 +100,7 @@ impl TrustError {
             WrongArch { .. } => "wrong_arch",
             WrongChannel { .. } => "wrong_channel",
             RootNotNext { .. } => "root_not_next",
+            RootChainTooLong { .. } => "root_chain_too_long",
             BadArtifactPath { .. } => "bad_artifact_path",
             ArtifactSize { .. } => "artifact_size",
             ArtifactTooLong { .. } => "artifact_too_long",

@@ -9,7 +9,7 @@ use crate::discover::{Candidate, How};
 use crate::events::Event;
 use crate::fetch::release::Choice;
 use crate::fetch::{Limits, Url};
-use phase_release::doc::Root;
+use phase_release::chain::RootChain;
 use phase_release::verify::Policy;
 
 /// Where a diskless boot keeps the verified release it fetched (tmpfs; carried into
@@ -39,7 +39,7 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         floor: trust.floor,
         trusted: state.trusted_release(),
     };
-    let root = trust.root.clone();
+    let mut chain = trust.chain.clone();
     let limits = crate::fetch::Limits::default();
     // The command line's providers first; discovery only if none of them verifies.
     let named: Vec<Candidate> = boot
@@ -52,11 +52,12 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             advertised: None,
         })
         .collect();
-    let mut choice = choose(boot, &named, &root, &policy, &limits).await;
+    let mut choice = choose(boot, &named, &mut chain, &policy, &limits).await;
     if choice.is_none() && (named.is_empty() || boot.config.mode.allows_lan()) {
         let found = super::discover::candidates(boot).await;
-        choice = choose(boot, &found, &root, &policy, &limits).await;
+        choice = choose(boot, &found, &mut chain, &policy, &limits).await;
     }
+    keep_root(boot, chain);
     let Some(choice) = choice else {
         return Err(StepError {
             reason: "no_verified_release",
@@ -138,11 +139,37 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     Ok(())
 }
 
+/// A rotation the providers showed is trusted from now on, whatever happens to the
+/// release: kept with the trusted state (RAM on a diskless boot) and used by every later
+/// verification of this boot.
+fn keep_root(boot: &mut Boot, chain: RootChain) {
+    let Some(trust) = boot.trust.as_mut() else {
+        return;
+    };
+    if chain.root.version <= trust.chain.root.version {
+        return;
+    }
+    tracing::info!(
+        "root rotated: version {} → {}",
+        trust.chain.root.version,
+        chain.root.version
+    );
+    let saved = trust.store.save_root_chain(&chain.steps).and_then(|()| {
+        let mut s = trust.store.load()?;
+        s.root_version = s.root_version.max(chain.root.version);
+        trust.store.save(&s)
+    });
+    if let Err(e) = saved {
+        tracing::warn!("{e}; the rotated root is trusted for this boot only");
+    }
+    trust.chain = chain;
+}
+
 /// Verify every candidate's metadata (reporting each) and choose the highest release.
 async fn choose(
     boot: &Boot,
     candidates: &[Candidate],
-    root: &Root,
+    chain: &mut RootChain,
     policy: &Policy,
     limits: &Limits,
 ) -> Option<Choice> {
@@ -171,5 +198,5 @@ async fn choose(
         let h = how.get(&u.to_string()).copied().unwrap_or("url");
         crate::fetch::report::metadata(&events, u, h, o)
     };
-    crate::fetch::release::choose(&urls, root, policy, limits, &mut on_meta).await
+    crate::fetch::release::choose(&urls, chain, policy, limits, &mut on_meta).await
 }

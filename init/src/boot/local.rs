@@ -198,6 +198,13 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             return Err(fail(boot, "trusted-state.json", reason, e.to_string()));
         }
     };
+    // The rotations this machine trusted before, re-verified from the anchor.
+    if let Some(e) = trust.chain.walk(|v| trust.store.root_file(v)) {
+        tracing::warn!(
+            "stored root chain ends at version {}: {e}",
+            trust.chain.root.version
+        );
+    }
     let now = trust.now.max(state.time);
     let policy = phase_release::verify::Policy {
         arch: std::env::consts::ARCH.into(),
@@ -207,7 +214,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         trusted: state.trusted_release(),
     };
     let (release, digest): (Release, [u8; 32]) =
-        match phase_release::verify::verify_release(&bytes, &trust.root, &policy) {
+        match phase_release::verify::verify_release(&bytes, &trust.chain.root, &policy) {
             Ok(v) => (v.doc, v.digest),
             Err(e) => {
                 teardown();
@@ -369,7 +376,10 @@ fn wait_for(dev: &str) {
 }
 
 fn trust_root_version(boot: &Boot) -> u64 {
-    boot.trust.as_ref().map(|t| t.root.version).unwrap_or(0)
+    boot.trust
+        .as_ref()
+        .map(|t| t.chain.root.version)
+        .unwrap_or(0)
 }
 
 /// Mount the state partition at STATE_MNT (ext4, read-write). `None`, with a `fallback`

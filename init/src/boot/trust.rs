@@ -5,6 +5,7 @@
 
 use super::{Boot, StepError};
 use crate::events::Event;
+use phase_release::chain::RootChain;
 use phase_release::state::Store;
 use phase_release::verify;
 
@@ -14,7 +15,8 @@ pub const BUILD_TIME_PATH: &str = "/etc/phase/build-time";
 
 /// What stage 1 trusts, for the steps that verify releases.
 pub struct Trust {
-    pub root: phase_release::doc::Root,
+    /// The anchor and the rotations verified since; `chain.root` judges every release.
+    pub chain: RootChain,
     pub floor: u64,
     pub now: u64,
     pub store: Store,
@@ -67,7 +69,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         release_floor: floor,
     });
     boot.trust = Some(Trust {
-        root,
+        chain: RootChain::anchor(root),
         floor,
         now,
         store,

@@ -97,7 +97,8 @@ pub async fn fetch(
     out: &std::path::Path,
 ) -> i32 {
     let mut on_meta = |u: &Url, o: &MetaOutcome| super::report::metadata(events, u, "url", o);
-    let Some(choice) = choose(providers, root, policy, limits, &mut on_meta).await else {
+    let mut chain = phase_release::chain::RootChain::anchor(root.clone());
+    let Some(choice) = choose(providers, &mut chain, policy, limits, &mut on_meta).await else {
         events.emit(Event::Fallback {
             step: "fetch".into(),
             reason: "no_verified_release".into(),

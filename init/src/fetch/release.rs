@@ -1,9 +1,13 @@
-//! Choose and fetch a release from several providers: fetch each provider's metadata,
-//! walk its root chain from the trusted root, verify, keep the highest version (ties keep
-//! the earlier provider), then download every artifact of that exact release (same content
-//! digest) verified, failing over among the providers that serve it.
+//! Choose and fetch a release from several providers, in TUF order: first bring the root
+//! up to date from any provider (the highest version that chains from the trusted one,
+//! each step verified), then judge every provider's release metadata with that one root,
+//! keep the highest version (ties keep the earlier provider), then download every artifact
+//! of that exact release (same content digest) verified, failing over among the providers
+//! that serve it. A provider that withholds a rotation cannot make the others' revoked keys
+//! count again: its release is judged with the newest root too.
 
 use super::{FetchError, Limits, Url};
+use phase_release::chain::{RootChain, MAX_ROOT_STEPS};
 use phase_release::doc::{Artifact, Release, Root, MAX_METADATA_BYTES};
 use phase_release::verify::{self, Policy, TrustError};
 use std::path::Path;
@@ -11,9 +15,16 @@ use std::path::Path;
 /// What happened to one provider's metadata.
 #[derive(Debug)]
 pub enum MetaOutcome {
-    Verified { version: u64 },
+    Verified {
+        version: u64,
+    },
     Failed(FetchError),
     Rejected(TrustError),
+    /// Its `N.root.json` did not verify as the next root; the walk goes on without it.
+    RootRejected {
+        version: u64,
+        err: TrustError,
+    },
 }
 
 /// The chosen release and the providers that serve it, best first.
@@ -32,17 +43,20 @@ pub struct Verified {
     pub chain: Vec<(u64, Vec<u8>)>,
 }
 
-/// Fetch and verify metadata from every provider; report each; choose the highest.
+/// Update `chain` from the providers, then fetch and verify every provider's release with
+/// the resulting root; report each; choose the highest.
 pub async fn choose(
     providers: &[Url],
-    root: &Root,
+    chain: &mut RootChain,
     policy: &Policy,
     limits: &Limits,
     report: &mut (dyn FnMut(&Url, &MetaOutcome) + Send),
 ) -> Option<Choice> {
-    let mut verified: Vec<(Url, Release, [u8; 32], Verified)> = Vec::new();
+    update_root(providers, chain, limits, report).await;
+    let root = chain.root.clone();
+    let mut verified: Vec<(Url, Release, [u8; 32], Vec<u8>)> = Vec::new();
     for p in providers {
-        let outcome = match metadata(p, root, policy, limits).await {
+        let outcome = match metadata(p, &root, policy, limits).await {
             Ok((rel, digest, bytes)) => {
                 let v = rel.version;
                 verified.push((p.clone(), rel, digest, bytes));
@@ -54,7 +68,7 @@ pub async fn choose(
         report(p, &outcome);
     }
     let best = verified.iter().map(|(_, r, _, _)| r.version).max()?;
-    let (_, release, digest, metadata) = verified
+    let (_, release, digest, release_json) = verified
         .iter()
         .find(|(_, r, _, _)| r.version == best)?
         .clone();
@@ -66,48 +80,63 @@ pub async fn choose(
     Some(Choice {
         release,
         providers,
-        metadata,
+        metadata: Verified {
+            release_json,
+            chain: chain.steps.clone(),
+        },
     })
 }
 
-/// Root chain then release metadata from one provider. `Err(Ok)` is a transport failure,
-/// `Err(Err)` a verification failure.
+/// TUF step one: ask the providers in turn for `N+1.root.json` and take the first that
+/// verifies as the next root; repeat until none has a next one. A provider that answers
+/// 404, fails, or serves a root that does not verify is asked no further.
+async fn update_root(
+    providers: &[Url],
+    chain: &mut RootChain,
+    limits: &Limits,
+    report: &mut (dyn FnMut(&Url, &MetaOutcome) + Send),
+) {
+    let mut asked: Vec<&Url> = providers.iter().collect();
+    'walk: while chain.steps.len() < MAX_ROOT_STEPS {
+        let v = chain.next_version();
+        let file = format!("{v}.root.json");
+        while let Some(&p) = asked.first() {
+            match super::small(p, &file, MAX_METADATA_BYTES, limits).await {
+                Ok(bytes) => match chain.extend(&bytes) {
+                    Ok(()) => {
+                        tracing::info!("{p}{file}: root version {v} verified");
+                        continue 'walk;
+                    }
+                    Err(err) => report(p, &MetaOutcome::RootRejected { version: v, err }),
+                },
+                Err(FetchError::Verify { err, .. }) => {
+                    report(p, &MetaOutcome::RootRejected { version: v, err })
+                }
+                Err(FetchError::Status { status: 404, .. }) => {}
+                // Its release.json fetch will say what is wrong with this provider.
+                Err(e) => tracing::warn!("{p}{file}: {e}"),
+            }
+            asked.remove(0);
+        }
+        break;
+    }
+}
+
+/// Release metadata from one provider, judged with `root`. `Err(Ok)` is a transport
+/// failure, `Err(Err)` a verification failure.
 async fn metadata(
     p: &Url,
     root: &Root,
     policy: &Policy,
     limits: &Limits,
-) -> Result<(Release, [u8; 32], Verified), Result<FetchError, TrustError>> {
-    let mut chain = Vec::new();
-    let mut v = root.version + 1;
-    // Walk N+1.root.json … until the provider has no more (bounded by update_root_chain).
-    while chain.len() < 64 {
-        match super::small(p, &format!("{v}.root.json"), MAX_METADATA_BYTES, limits).await {
-            Ok(b) => chain.push(b),
-            Err(FetchError::Status { status: 404, .. }) => break,
-            Err(e) => return Err(Ok(e)),
-        }
-        v += 1;
-    }
-    let first = root.version + 1;
-    let numbered: Vec<(u64, Vec<u8>)> = (first..).zip(chain.iter().cloned()).collect();
-    let root = verify::update_root_chain(
-        root.clone(),
-        |n| chain.get((n - first) as usize).cloned(),
-        policy.now,
-    )
-    .map_err(Err)?;
+) -> Result<(Release, [u8; 32], Vec<u8>), Result<FetchError, TrustError>> {
     let bytes = super::small(p, "release.json", MAX_METADATA_BYTES + 1, limits)
         .await
         .map_err(|e| match e {
             FetchError::Verify { err, .. } => Err(err),
             other => Ok(other),
         })?;
-    let v = verify::verify_release(&bytes, &root, policy).map_err(Err)?;
-    let bytes = Verified {
-        release_json: bytes,
-        chain: numbered,
-    };
+    let v = verify::verify_release(&bytes, root, policy).map_err(Err)?;
     Ok((v.doc, v.digest, bytes))
 }
 

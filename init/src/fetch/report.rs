@@ -22,6 +22,11 @@ pub fn metadata(events: &EventLog, u: &Url, how: &str, o: &MetaOutcome) {
             reason: e.reason().into(),
             provider: Some(u.to_string()),
         },
+        MetaOutcome::RootRejected { version, err } => Event::VerifyFailed {
+            artifact: format!("{version}.root.json"),
+            reason: err.reason().into(),
+            provider: Some(u.to_string()),
+        },
     })
 }
 
