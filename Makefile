@@ -70,6 +70,9 @@ build: kernel binaries
 	# The disk embeds release.json: build it only after the threshold of signatures is met.
 	$(OUT)/phase-image disk --release-dir $(OUT)/release --rootfs $(OUT)/rootfs.squashfs \
 	  --verity $(OUT)/rootfs.verity --state-size-mib 64 -o $(OUT)/rootfs-disk.img
+	@# The netboot TFTP root serves the release's own kernel and initramfs (docs/netboot.md).
+	$(OUT)/phase-image netboot --kernel $(OUT)/release/vmlinuz --initramfs $(OUT)/release/initramfs.img \
+	  -o $(OUT)/netboot
 
 run: build
 	target/release/phase-vm $(ARGS)

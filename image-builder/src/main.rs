@@ -8,6 +8,7 @@ mod disk;
 mod initramfs;
 mod kconfig;
 mod kmod;
+mod netboot;
 mod release;
 mod squashfs;
 mod verity;
@@ -109,6 +110,30 @@ enum Cmd {
         /// Output disk image.
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Write the netboot TFTP root: kernel, initramfs, iPXE menu, GRUB UEFI network loader.
+    ///
+    /// OUT_DIR gets vmlinuz, initramfs.img, boot.ipxe (iPXE menu: Internet, Local, Private,
+    /// Debug), site.ipxe, grubnetx64.efi (grub-mkimage x86_64-efi with efinet, tftp, http;
+    /// reads /grub/grub.cfg from its TFTP server), grub/grub.cfg, grub/site.cfg,
+    /// dnsmasq.conf.example and a README on serving it to BIOS and UEFI PXE clients.
+    /// Farm settings (provider URL, default entry, timeout) go in the site files.
+    Netboot {
+        /// The kernel (the release's, so a diskless boot mounts its rootfs without kexec).
+        #[arg(long)]
+        kernel: PathBuf,
+        /// The Phase Boot initramfs.
+        #[arg(long)]
+        initramfs: PathBuf,
+        /// Kernel words every menu entry starts with.
+        #[arg(long, default_value = "console=tty0 console=ttyS0,115200 panic=10")]
+        cmdline: String,
+        /// GRUB's x86_64-efi module directory (grub-efi-amd64-bin).
+        #[arg(long, default_value = "/usr/lib/grub/x86_64-efi")]
+        grub_efi_dir: PathBuf,
+        /// The TFTP root to write (e.g. out/netboot).
+        #[arg(short, long)]
+        out_dir: PathBuf,
     },
     /// Compute the dm-verity hash tree of a file (a multiple of 4096 bytes), as
     /// `veritysetup format` would with a salt and UUID derived from the data.
@@ -396,6 +421,29 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             println!("root hash {}", phase_release::hex::encode(&w.root_hash));
+            Ok(())
+        }
+        Cmd::Netboot {
+            kernel,
+            initramfs,
+            cmdline,
+            grub_efi_dir,
+            out_dir,
+        } => {
+            let files = netboot::write(
+                &netboot::Inputs {
+                    kernel,
+                    initramfs,
+                    cmdline,
+                    grub_efi_dir,
+                },
+                &out_dir,
+            )?;
+            println!("{}: netboot TFTP root", out_dir.display());
+            for f in files {
+                let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+                println!("  {} ({size} bytes)", f.display());
+            }
             Ok(())
         }
         Cmd::Verity { data, output } => {

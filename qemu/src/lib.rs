@@ -10,6 +10,7 @@
 
 pub mod chart;
 pub mod lan;
+pub mod provider;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -283,7 +284,8 @@ impl Boot {
 /// One boot to run.
 #[derive(Debug, Clone)]
 pub struct Vm {
-    kernel: PathBuf,
+    /// `None`: no `-kernel`; the firmware boots what it finds (see [`Vm::net_boot`]).
+    kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Vec<String>,
     memory_mib: u32,
@@ -301,6 +303,8 @@ pub struct Vm {
     live: Option<mpsc::Sender<Event>>,
     /// Set by the test to stop the guest (QEMU is killed).
     stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// QEMU's built-in TFTP root and boot file, for [`Vm::net_boot`].
+    tftp: Option<(PathBuf, String)>,
 }
 
 impl Vm {
@@ -308,7 +312,7 @@ impl Vm {
     /// virtio-rng, a 120 s (scaled) deadline.
     pub fn new(kernel: &Path, initrd: &Path) -> Vm {
         Vm {
-            kernel: kernel.to_path_buf(),
+            kernel: Some(kernel.to_path_buf()),
             initrd: Some(initrd.to_path_buf()),
             append: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
             memory_mib: 1024,
@@ -321,7 +325,22 @@ impl Vm {
             netns: None,
             live: None,
             stop: None,
+            tftp: None,
         }
+    }
+
+    /// A guest with no disk and no `-kernel` that boots from the network: the firmware's
+    /// PXE (SeaBIOS: QEMU's iPXE ROM; OVMF: its PXE/TFTP client) gets DHCP from QEMU's
+    /// user networking (`restrict=on`) and fetches `bootfile` from its built-in TFTP server
+    /// rooted at `tftp_root`. The provider is reached through [`Vm::user_net_to`], which
+    /// must follow. Kernel words ([`Vm::append`]) are ignored: the boot files choose them.
+    pub fn net_boot(tftp_root: &Path, bootfile: &str) -> Vm {
+        let mut vm = Vm::new(Path::new(""), Path::new(""));
+        vm.kernel = None;
+        vm.initrd = None;
+        vm.append.clear();
+        vm.tftp = Some((tftp_root.to_path_buf(), bootfile.to_string()));
+        vm
     }
 
     /// The default artifacts: `out/vmlinuz` and `out/initramfs.img`.
@@ -372,9 +391,13 @@ impl Vm {
     /// the host (`restrict=on` plus one `guestfwd`). Nothing else leaves the guest.
     pub fn user_net_to(mut self, port: u16) -> Vm {
         let fwd = artifact("phase-fwd");
+        let tftp = match &self.tftp {
+            Some((root, file)) => format!(",tftp={},bootfile={file}", root.display()),
+            None => String::new(),
+        };
         self.net = vec![
             "-nic".into(),
-            format!("user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:{} 127.0.0.1:{port}", fwd.display()),
+            format!("user,model=virtio-net-pci,restrict=on{tftp},guestfwd=tcp:10.0.2.100:8080-cmd:{} 127.0.0.1:{port}", fwd.display()),
         ];
         self
     }
@@ -452,11 +475,16 @@ impl Vm {
         if self.firmware == Firmware::Uefi {
             c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
         }
-        c.arg("-kernel").arg(&self.kernel);
-        if let Some(i) = &self.initrd {
-            c.arg("-initrd").arg(i);
+        if let Some(k) = &self.kernel {
+            c.arg("-kernel").arg(k);
+            if let Some(i) = &self.initrd {
+                c.arg("-initrd").arg(i);
+            }
+            c.arg("-append").arg(self.append.join(" "));
         }
-        c.arg("-append").arg(self.append.join(" "));
+        if self.tftp.is_some() {
+            c.args(["-boot", "n"]);
+        }
         for d in &self.disks {
             c.arg("-drive")
                 .arg(format!("file={},format=raw,if=virtio", d.display()));
