@@ -15,13 +15,17 @@ use tokio::sync::mpsc::UnboundedSender;
 pub enum Event {
     #[serde(rename = "init.start")]
     InitStart { version: String, pid: i32 },
+    /// One group of modules was loaded (`local` first; `network` when the network step
+    /// waits for it); `ms` is each module's load time.
     #[serde(rename = "modules.loaded")]
     ModulesLoaded {
+        group: String,
         loaded: Vec<String>,
         already: Vec<String>,
         builtin: Vec<String>,
         missing: Vec<String>,
         failed: Vec<String>,
+        ms: std::collections::BTreeMap<String, u64>,
     },
     /// The trust anchor in the initramfs verified.
     #[serde(rename = "trust.ready")]
@@ -352,11 +356,13 @@ mod tests {
     fn names_match_serde_tags() {
         let all = [
             Event::ModulesLoaded {
+                group: "local".into(),
                 loaded: vec![],
                 already: vec![],
                 builtin: vec![],
                 missing: vec![],
                 failed: vec![],
+                ms: Default::default(),
             },
             Event::TaskDone {
                 task: "t".into(),

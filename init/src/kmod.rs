@@ -2,9 +2,15 @@
 //!
 //! `modules.dep` lines read `kernel/fs/overlayfs/overlay.ko: dep1.ko dep2.ko`. Module names
 //! are file stems with `-` folded to `_`, as the kernel names them. [`load_order`] turns the
-//! wanted names into the list of files to `finit_module`, dependencies first.
+//! wanted names into the list of files to `finit_module`, dependencies first; [`Need`] says
+//! which part of the boot needs a module; [`levels`] groups a plan by dependency depth and
+//! [`load_by_level`] loads each level on every CPU (the loader is a seam, so the host tests
+//! record what it was asked to load and when).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// A parsed `modules.dep`: module name → (path, direct dependency paths).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,6 +42,135 @@ impl DepTable {
         }
         DepTable { entries }
     }
+}
+
+impl DepTable {
+    /// The module file for a name (`-` or `_`), if the table has it.
+    pub fn path_of(&self, name: &str) -> Option<&str> {
+        let name = name.trim().replace('-', "_");
+        self.entries.get(&name).map(|(p, _)| p.as_str())
+    }
+
+    fn deps_of_path(&self, path: &str) -> &[String] {
+        self.entries
+            .get(&module_name(path))
+            .map(|(_, d)| d.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Which part of the boot needs a module, which decides when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Block devices, dm-verity, squashfs, overlay and the state partition's filesystem:
+    /// loaded before the local step, whatever the path.
+    Local,
+    /// Network drivers and protocols (`kernel/drivers/net/`, `kernel/net/`): loaded only
+    /// when the network step may run, in the background while the local step works.
+    Network,
+}
+
+impl Need {
+    /// Decided by where the kernel tree keeps the module; names the table lacks (built in
+    /// or missing) count as local, so they are reported with the first group.
+    pub fn of(table: &DepTable, name: &str) -> Need {
+        match table.path_of(name) {
+            Some(p) if p.starts_with("kernel/drivers/net/") || p.starts_with("kernel/net/") => {
+                Need::Network
+            }
+            _ => Need::Local,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Local => "local",
+            Need::Network => "network",
+        }
+    }
+}
+
+/// The wanted names that `need` covers, in their listed order.
+pub fn wanted_for(table: &DepTable, wanted: &[String], need: Need) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|w| Need::of(table, w) == need)
+        .cloned()
+        .collect()
+}
+
+/// The plan's files grouped by dependency level: level 0 depends on nothing, level n only on
+/// levels below n, so the files of one level may load in parallel. `order` must list
+/// dependencies first (as [`load_order`] does); a dependency outside `order` (built in or
+/// missing) does not hold a module back.
+pub fn levels(table: &DepTable, order: &[String]) -> Vec<Vec<String>> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for path in order {
+        let l = table
+            .deps_of_path(path)
+            .iter()
+            .filter_map(|d| order.iter().find(|o| module_name(o) == module_name(d)))
+            .filter_map(|d| level.get(d.as_str()).map(|l| l + 1))
+            .max()
+            .unwrap_or(0);
+        level.insert(path, l);
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(path.clone());
+    }
+    out
+}
+
+/// One load: the file, what the loader returned, and how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed<R> {
+    pub path: String,
+    pub result: R,
+    pub ms: u64,
+}
+
+/// Load `levels` in order; within a level, `workers` threads take files as they come. A
+/// level starts only when the one below has finished, so no module loads before its
+/// dependencies. Results come back in level order, and in listed order within a level.
+pub fn load_by_level<R: Send>(
+    levels: &[Vec<String>],
+    workers: usize,
+    load: impl Fn(&str) -> R + Sync,
+) -> Vec<Timed<R>> {
+    let mut all = Vec::new();
+    for level in levels {
+        let next = AtomicUsize::new(0);
+        let done: Mutex<Vec<(usize, Timed<R>)>> = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..workers.clamp(1, level.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = level.get(i) else { break };
+                    let started = Instant::now();
+                    let result = load(path);
+                    let ms = started.elapsed().as_millis() as u64;
+                    let t = Timed {
+                        path: path.clone(),
+                        result,
+                        ms,
+                    };
+                    match done.lock() {
+                        Ok(mut g) => g.push((i, t)),
+                        Err(p) => p.into_inner().push((i, t)),
+                    }
+                });
+            }
+        });
+        let mut done = match done.into_inner() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        done.sort_by_key(|(i, _)| *i);
+        all.extend(done.into_iter().map(|(_, t)| t));
+    }
+    all
 }
 
 /// Names listed in `modules.builtin` (built into the kernel, nothing to load).
@@ -177,6 +312,128 @@ kernel/drivers/md/dm-bufio.ko:
                 "kernel/drivers/md/dm-bufio.ko",
                 "kernel/drivers/md/dm-verity.ko"
             ]
+        );
+    }
+
+    #[test]
+    fn levels_put_dependencies_below_dependents() {
+        let t = DepTable::parse(DEP);
+        let plan = load_order(
+            &t,
+            &[],
+            &["virtio-pci".into(), "virtio_blk".into(), "overlay".into()],
+        );
+        assert_eq!(
+            levels(&t, &plan.order),
+            vec![
+                vec![
+                    "kernel/drivers/virtio/virtio.ko",
+                    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
+                    "kernel/fs/overlayfs/overlay.ko",
+                ],
+                vec!["kernel/drivers/virtio/virtio_ring.ko"],
+                vec![
+                    "kernel/drivers/virtio/virtio-pci.ko.xz",
+                    "kernel/drivers/block/virtio_blk.ko",
+                ],
+            ]
+        );
+        // A dependency that is missing does not hold its dependent back.
+        let plan = load_order(&t, &[], &["dm-verity".into()]);
+        assert_eq!(
+            levels(&t, &plan.order),
+            vec![
+                vec!["kernel/drivers/md/dm-bufio.ko"],
+                vec!["kernel/drivers/md/dm-verity.ko"]
+            ]
+        );
+    }
+
+    /// Loads in parallel with a recording loader: every module's load starts only after
+    /// each of its dependencies' loads ended, and every file loads exactly once.
+    #[test]
+    fn parallel_loader_never_loads_a_module_before_its_dependencies() {
+        let dep = "\
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/md/dm-mod.ko:
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/mbcache.ko:
+kernel/lib/crc16.ko:
+kernel/fs/squashfs/squashfs.ko:
+kernel/drivers/block/loop.ko:
+";
+        let t = DepTable::parse(&format!("{DEP}{dep}"));
+        let wanted: Vec<String> = [
+            "virtio_net",
+            "virtio_pci",
+            "virtio_blk",
+            "squashfs",
+            "overlay",
+            "loop",
+            "dm_verity",
+            "dm_mod",
+            "ext4",
+        ]
+        .map(String::from)
+        .to_vec();
+        let plan = load_order(&t, &[], &wanted);
+        let clock = AtomicUsize::new(0);
+        // path -> (tick when its load started, tick when it ended)
+        let seen: Mutex<BTreeMap<String, Vec<(usize, usize)>>> = Mutex::new(BTreeMap::new());
+        let loaded = load_by_level(&levels(&t, &plan.order), 4, |path| {
+            let start = clock.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let end = clock.fetch_add(1, Ordering::SeqCst);
+            seen.lock()
+                .unwrap()
+                .entry(path.to_string())
+                .or_default()
+                .push((start, end));
+            module_name(path)
+        });
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(loaded.len(), plan.order.len());
+        assert_eq!(seen.len(), plan.order.len());
+        for path in &plan.order {
+            let runs = &seen[path];
+            assert_eq!(runs.len(), 1, "{path} loaded {} times", runs.len());
+            for d in t.deps_of_path(path) {
+                let Some(dep) = seen.get(d) else { continue }; // missing (dm-bufio's dm-mod entry is there)
+                assert!(
+                    dep[0].1 < runs[0].0,
+                    "{path} started at {} before its dependency {d} ended at {}",
+                    runs[0].0,
+                    dep[0].1
+                );
+            }
+        }
+        // Every result names its file, and the loader ran on more than one thread.
+        assert!(loaded.iter().all(|l| l.result == module_name(&l.path)));
+        let firsts: Vec<usize> = seen.values().map(|r| r[0].0).collect();
+        let overlapped = seen
+            .values()
+            .any(|r| firsts.iter().any(|&s| s > r[0].0 && s < r[0].1));
+        assert!(overlapped, "no two loads overlapped: {seen:?}");
+    }
+
+    #[test]
+    fn network_modules_are_told_apart_by_their_place_in_the_tree() {
+        let t = DepTable::parse(
+            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\n",
+        );
+        let wanted: Vec<String> = ["virtio_net", "ext4", "af-packet", "virtio_blk", "nosuch"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            wanted_for(&t, &wanted, Need::Network),
+            ["virtio_net", "af-packet"]
+        );
+        assert_eq!(
+            wanted_for(&t, &wanted, Need::Local),
+            ["ext4", "virtio_blk", "nosuch"]
         );
     }
 

@@ -42,6 +42,17 @@ fn boots_to_ready_with_modules_and_powers_off() {
     }
     assert!(names(&m.fields["failed"]).is_empty(), "{}", m.fields);
     assert!(names(&m.fields["missing"]).is_empty(), "{}", m.fields);
+    // The local group first, with each module's load time; network drivers in a group of
+    // their own, waited for by the network step.
+    assert_eq!(m.str("group"), Some("local"));
+    for name in names(&m.fields["loaded"]) {
+        assert!(m.fields["ms"][&name].is_u64(), "no load time for {name}");
+    }
+    assert!(!names(&m.fields["loaded"]).contains(&"virtio_net".to_string()));
+    let groups = b.all("modules.loaded");
+    assert_eq!(groups.len(), 2, "{}", b.explain());
+    assert_eq!(groups[1].str("group"), Some("network"));
+    assert!(names(&groups[1].fields["loaded"]).contains(&"virtio_net".to_string()));
     let start = b.expect("init.start");
     assert_eq!(start.fields["pid"], 1);
     assert!(start.t_ms > 0 && start.t_ms <= b.expect("init.ready").t_ms);

@@ -140,6 +140,8 @@ pub struct Boot {
     pub stage: u8,
     /// Announcements to withdraw at shutdown (what, how), run before services stop.
     pub withdraw: Vec<(String, Withdraw)>,
+    /// Modules still loading in the background (see `modules::settle`).
+    pub modules: modules::Pending,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
     shutdown_rx: UnboundedReceiver<ShutdownRequest>,
 }
@@ -160,6 +162,7 @@ impl Boot {
             Step::Serve => serve::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
+                modules::settle(self);
                 self.events.emit(Event::InitReady {
                     mode: self.config.mode.as_str().to_string(),
                     stage: self.stage,
@@ -185,6 +188,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction
         net: None,
         stage: if stage2 { 2 } else { 1 },
         withdraw: Vec::new(),
+        modules: modules::Pending::default(),
         shutdown_tx,
         shutdown_rx,
     };

@@ -1,64 +1,156 @@
-//! Load the kernel modules the initramfs carries, dependencies first.
+//! Load the kernel modules the initramfs carries: what the local step needs first, network
+//! drivers in the background and only when the network step may run; each group by
+//! dependency level on every CPU.
 //!
 //! The image builder writes `/lib/modules/<release>/modules.dep`, `modules.builtin` and
-//! `/etc/phase/modules` (the wanted names). `kmod::load_order` decides; `sys::module` loads.
+//! `/etc/phase/modules` (the wanted names). `kmod` decides (groups, order, levels) and runs
+//! the levels; `sys::module` loads. Each group ends in one `modules.loaded` event with every
+//! module's load time; a background group reports when a step waits for it ([`settle`]).
 
 use super::{Boot, StepError};
 use crate::events::Event;
-use crate::kmod;
+use crate::kmod::{self, DepTable, Need};
 use crate::sys::module::{load, Loaded};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 pub const WANTED_LIST: &str = "/etc/phase/modules";
+
+/// One group's outcome, to become its `modules.loaded` event.
+#[derive(Debug, Default)]
+struct Report {
+    loaded: Vec<String>,
+    already: Vec<String>,
+    builtin: Vec<String>,
+    missing: Vec<String>,
+    failed: Vec<String>,
+    ms: BTreeMap<String, u64>,
+}
+
+/// Modules still loading in the background: the group and its thread.
+#[derive(Default)]
+pub struct Pending(Option<(Need, std::thread::JoinHandle<Report>)>);
+
+fn load_group(dir: &Path, table: &DepTable, builtin: &[String], wanted: &[String]) -> Report {
+    let plan = kmod::load_order(table, builtin, wanted);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let done = kmod::load_by_level(&kmod::levels(table, &plan.order), cpus, |rel| {
+        load(&dir.join(rel))
+    });
+    let mut r = Report {
+        builtin: plan.builtin,
+        missing: plan.missing,
+        ..Report::default()
+    };
+    for t in done {
+        let name = kmod::module_name(&t.path);
+        r.ms.insert(name.clone(), t.ms);
+        match t.result {
+            Ok(Loaded::Now) => r.loaded.push(name),
+            Ok(Loaded::Already) => r.already.push(name),
+            Err(e) => {
+                tracing::warn!("module {name}: {e}");
+                r.failed.push(name);
+            }
+        }
+    }
+    for m in &r.missing {
+        tracing::warn!(
+            "module {m}: not in {}/modules.dep and not built in",
+            dir.display()
+        );
+    }
+    r
+}
+
+/// Emit a group's `modules.loaded`; failures become the step's error.
+fn report(boot: &Boot, need: Need, r: Report) -> Result<(), StepError> {
+    let result = if r.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError {
+            reason: "module_load_failed",
+            message: format!("modules failed to load: {}", r.failed.join(", ")),
+        })
+    };
+    boot.events.emit(Event::ModulesLoaded {
+        group: need.as_str().to_string(),
+        loaded: r.loaded,
+        already: r.already,
+        builtin: r.builtin,
+        missing: r.missing,
+        failed: r.failed,
+        ms: r.ms,
+    });
+    result
+}
 
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let release = rustix::system::uname()
         .release()
         .to_string_lossy()
         .into_owned();
-    let dir = Path::new("/lib/modules").join(&release);
+    let dir: PathBuf = Path::new("/lib/modules").join(&release);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let wanted: Vec<String> = read(Path::new(WANTED_LIST))
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
         .filter(|l| !l.is_empty())
         .collect();
-    let table = kmod::DepTable::parse(&read(&dir.join("modules.dep")));
+    let table = DepTable::parse(&read(&dir.join("modules.dep")));
     let builtin = kmod::builtin_names(&read(&dir.join("modules.builtin")));
-    let plan = kmod::load_order(&table, &builtin, &wanted);
 
-    let (mut loaded, mut already, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for rel in &plan.order {
-        let name = kmod::module_name(rel);
-        match load(&dir.join(rel)) {
-            Ok(Loaded::Now) => loaded.push(name),
-            Ok(Loaded::Already) => already.push(name),
+    let local = load_group(
+        &dir,
+        &table,
+        &builtin,
+        &kmod::wanted_for(&table, &wanted, Need::Local),
+    );
+    // The same condition as the network step's: private mode without a provider URL
+    // never brings a link up, so its drivers are not loaded at all.
+    let net_wanted = kmod::wanted_for(&table, &wanted, Need::Network);
+    let network_may_run = !boot.config.providers.is_empty() || boot.config.mode.allows_lan();
+    if network_may_run && !net_wanted.is_empty() {
+        let (d, t, b, w) = (
+            dir.clone(),
+            table.clone(),
+            builtin.clone(),
+            net_wanted.clone(),
+        );
+        match std::thread::Builder::new()
+            .name("modules-network".into())
+            .spawn(move || load_group(&d, &t, &b, &w))
+        {
+            Ok(h) => boot.modules = Pending(Some((Need::Network, h))),
             Err(e) => {
-                tracing::warn!("module {name}: {e}");
-                failed.push(name);
+                tracing::warn!("cannot start the network module loader ({e}): loading inline");
+                let r = load_group(&dir, &table, &builtin, &net_wanted);
+                report(boot, Need::Network, r)?;
             }
         }
     }
-    for m in &plan.missing {
-        tracing::warn!(
-            "module {m}: not in {}/modules.dep and not built in",
-            dir.display()
-        );
-    }
-    let result = if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(StepError {
-            reason: "module_load_failed",
-            message: format!("modules failed to load: {}", failed.join(", ")),
-        })
+    report(boot, Need::Local, local)
+}
+
+/// Wait for the modules loading in the background (bounded by the kernel's own module
+/// loading) and report them. Called by the network step before it looks for links, and
+/// before the handoff and `init.ready`, so every group is reported once.
+pub fn settle(boot: &mut Boot) {
+    let Some((need, handle)) = boot.modules.0.take() else {
+        return;
     };
-    boot.events.emit(Event::ModulesLoaded {
-        loaded,
-        already,
-        builtin: plan.builtin,
-        missing: plan.missing,
-        failed,
-    });
-    result
+    let r = match handle.join() {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("the {} module loader panicked", need.as_str());
+            Report::default()
+        }
+    };
+    if let Err(e) = report(boot, need, r) {
+        tracing::warn!("{}", e.message);
+        boot.events.emit(Event::Fallback {
+            step: "modules".into(),
+            reason: e.reason.into(),
+        });
+    }
 }

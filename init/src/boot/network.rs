@@ -262,6 +262,8 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         // Private mode without a provider URL: nothing to reach, nothing to discover.
         return Ok(());
     }
+    // The network drivers have been loading since the modules step.
+    super::modules::settle(boot);
     let ip = match crate::net::ipconfig::parse(boot.config.ip.as_deref()) {
         Ok(ip) => ip,
         Err(e) => {
