@@ -102,6 +102,18 @@ pub enum Event {
         device: String,
         root_hash: String,
     },
+    /// The local step's wait for a boot medium ended: `medium` is the first disk with a
+    /// phase partition table, or null once `bound_ms` passed with none (`ended`: `found`,
+    /// `bound`, or `no_uevents` when the uevent socket could not be opened and only the
+    /// disks already there were looked at). `uevents` counts the disks announced meanwhile.
+    #[serde(rename = "disk.waited")]
+    DiskWaited {
+        bound_ms: u64,
+        ms: u64,
+        ended: String,
+        medium: Option<String>,
+        uevents: u32,
+    },
     /// `/var/lib/phase` is mounted: the persistent partition, or tmpfs.
     #[serde(rename = "state.ready")]
     StateReady { persistent: bool, device: String },
@@ -182,6 +194,7 @@ impl Event {
             Event::ReleaseVerified { .. } => "release.verified",
             Event::ArtifactsVerified { .. } => "artifacts.verified",
             Event::RootfsVerified { .. } => "rootfs.verified",
+            Event::DiskWaited { .. } => "disk.waited",
             Event::StateReady { .. } => "state.ready",
             Event::RootfsMounted { .. } => "rootfs.mounted",
             Event::Stage2Start { .. } => "stage2.start",
@@ -433,6 +446,13 @@ mod tests {
                 version: 1,
             },
             Event::ProviderWithdrawn { how: "dht".into() },
+            Event::DiskWaited {
+                bound_ms: 1000,
+                ms: 1001,
+                ended: "bound".into(),
+                medium: None,
+                uevents: 0,
+            },
             Event::StepDone {
                 step: "local".into(),
                 stage: 1,

@@ -39,6 +39,7 @@ mod provider;
 mod selftest;
 mod supervise;
 mod sys;
+mod uevent;
 
 fn main() {
     if rustix::process::getpid().is_init() {

@@ -75,6 +75,19 @@ fn boots_to_ready_with_modules_and_powers_off() {
     assert_eq!(t.fields["release_floor"], 1);
     assert_eq!(t.fields["root_expired"], false);
     b.assert_order(&["modules.loaded", "trust.ready", "init.ready"]);
+    // No disk: the wait for a boot medium (kernel uevents) ends at its bound, not before.
+    let w = b.expect("disk.waited");
+    assert_eq!(
+        (
+            w.fields["bound_ms"].as_u64(),
+            w.str("ended"),
+            w.str("medium")
+        ),
+        (Some(1000), Some("bound"), None),
+        "{}",
+        w.fields
+    );
+    assert!(w.fields["ms"].as_u64() >= Some(1000), "{}", w.fields);
     // The boot chart's data: one step.done per stage-1 step, in order, the network's failed.
     let steps: Vec<_> = b
         .all("step.done")

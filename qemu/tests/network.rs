@@ -73,7 +73,7 @@ fn static_server() -> (Server, u16) {
 fn diskless(port: u16) -> Boot {
     Vm::default_artifacts()
         .user_net_to(port)
-        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .append("phase.provider=http://10.0.2.100:8080/ phase.diskless phase.poweroff=init.ready")
         .run()
         .unwrap()
 }
@@ -98,6 +98,18 @@ fn assert_diskless_boot(b: &Boot) {
         net.fields
     );
     assert_eq!(b.expect("provider.found").str("how"), Some("url"));
+    // phase.diskless: the local step did not wait for a boot medium.
+    let w = b.expect("disk.waited");
+    assert_eq!(
+        (
+            w.fields["bound_ms"].as_u64(),
+            w.str("ended"),
+            w.str("medium")
+        ),
+        (Some(0), Some("bound"), None),
+        "{}",
+        w.fields
+    );
     assert_eq!(b.expect("init.ready").fields["stage"], 2);
     assert_eq!(b.expect("stage2.start").str("root_fs"), Some("overlay"));
 }

@@ -88,6 +88,13 @@ fn boots_verified_rootfs_with_persistent_state() {
     ]);
     let v = b.expect("rootfs.verified");
     assert_eq!(v.str("method"), Some("dm-verity"), "{}", v.fields);
+    let w = b.expect("disk.waited");
+    assert_eq!(
+        (w.str("ended"), w.str("medium")),
+        (Some("found"), Some("vda")),
+        "{}",
+        w.fields
+    );
     let st = b.expect("state.ready");
     assert_eq!(st.fields["persistent"], true, "{}", st.fields);
     assert_stage2(&b);

@@ -26,8 +26,18 @@ const STATE_MNT: &str = "/run/phase/state";
 /// Where the state directory appears in the new root.
 const STATE_TARGET: &str = "/sysroot/var/lib/phase";
 const DM_NAME: &str = "phase-root";
-/// How long to wait for a first block device to appear after the modules loaded.
-const DISK_WAIT: Duration = Duration::from_secs(1);
+/// How long to wait for a block device with a phase partition table to appear after the
+/// modules loaded (USB and slow controllers announce disks late); `phase.diskless`: none.
+pub const DISK_WAIT: Duration = Duration::from_secs(1);
+
+/// How long the local step waits for a boot medium (PURE).
+pub fn disk_wait_bound(diskless: bool) -> Duration {
+    if diskless {
+        Duration::ZERO
+    } else {
+        DISK_WAIT
+    }
+}
 
 /// A boot medium that carries a release.
 struct Medium {
@@ -73,27 +83,76 @@ fn part_dev(disk: &str, n: u32) -> String {
     }
 }
 
-/// Whole disks in /sys/class/block, waiting up to `DISK_WAIT` for the first one.
-fn disks() -> Vec<String> {
-    let deadline = Instant::now() + DISK_WAIT;
-    loop {
-        let mut found: Vec<String> = std::fs::read_dir("/sys/class/block")
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| !e.path().join("partition").exists())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| {
-                        !n.starts_with("loop") && !n.starts_with("dm-") && !n.starts_with("ram")
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !found.is_empty() || Instant::now() >= deadline {
-            found.sort();
-            return found;
+/// Whole disks in /sys/class/block now, sorted (not loop, dm or ram devices).
+fn block_disks() -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.path().join("partition").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    !n.starts_with("loop") && !n.starts_with("dm-") && !n.starts_with("ram")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The first disk with a phase partition table: those already there, then each disk the
+/// kernel announces (uevent) until the bound passes. Reports `disk.waited`.
+fn find_medium(boot: &Boot) -> Option<Medium> {
+    let bound = disk_wait_bound(boot.config.diskless);
+    let started = Instant::now();
+    // Subscribe before looking, so a disk that appears in between is not missed.
+    let uevents = crate::sys::uevent::Uevents::open()
+        .map_err(|e| tracing::warn!("uevent socket: {e}; looking only at the disks already there"))
+        .ok();
+    let (mut checked, mut announced) = (Vec::<String>::new(), 0u32);
+    let (medium, ended) = 'wait: loop {
+        for disk in block_disks() {
+            if checked.contains(&disk) {
+                continue;
+            }
+            checked.push(disk.clone());
+            if let Some(parts) = read_gpt(&disk) {
+                if parts.iter().any(|p| p.type_guid == gpt::TYPE_META) {
+                    break 'wait (Some(Medium { disk, parts }), "found");
+                }
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let Some(u) = &uevents else {
+            break (None, "no_uevents");
+        };
+        // Block until the next uevent or the bound; only a new disk is worth a rescan.
+        loop {
+            match u.next(bound.saturating_sub(started.elapsed())) {
+                Ok(Some(msg)) => {
+                    if crate::uevent::Uevent::parse(&msg).is_some_and(|e| e.is_disk_added()) {
+                        announced += 1;
+                        break;
+                    }
+                }
+                // A socket timeout may round below the bound: wait out the rest.
+                Ok(None) if started.elapsed() >= bound => break 'wait (None, "bound"),
+                Ok(None) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    tracing::warn!("uevent socket: {e}; no more waiting for disks");
+                    break 'wait (None, "bound");
+                }
+            }
+        }
+    };
+    boot.events.emit(Event::DiskWaited {
+        bound_ms: bound.as_millis() as u64,
+        ms: started.elapsed().as_millis() as u64,
+        ended: ended.into(),
+        medium: medium.as_ref().map(|m| m.disk.clone()),
+        uevents: announced,
+    });
+    medium
 }
 
 fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -132,13 +191,7 @@ pub(super) fn fail(
 }
 
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
-    let Some(medium) = disks().into_iter().find_map(|disk| {
-        let parts = read_gpt(&disk)?;
-        parts
-            .iter()
-            .any(|p| p.type_guid == gpt::TYPE_META)
-            .then_some(Medium { disk, parts })
-    }) else {
+    let Some(medium) = find_medium(boot) else {
         tracing::info!("no boot medium with a phase-meta partition; staying on the initramfs");
         return Ok(());
     };
@@ -583,5 +636,11 @@ mod tests {
         );
         assert_eq!(part_dev("vda", 2), "/dev/vda2");
         assert_eq!(part_dev("nvme0n1", 2), "/dev/nvme0n1p2");
+    }
+
+    #[test]
+    fn diskless_does_not_wait_for_a_medium() {
+        assert_eq!(disk_wait_bound(false), DISK_WAIT);
+        assert_eq!(disk_wait_bound(true), Duration::ZERO);
     }
 }

@@ -56,6 +56,11 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "flag: start a rescue shell on failure, if the rootfs has one",
     },
     KeyDoc {
+        name: "phase.diskless",
+        default: "off",
+        doc: "flag: no boot medium is expected (netboot): the local step looks at the disks already there and does not wait for one to appear (otherwise it waits up to 1000 ms for a block device's uevent)",
+    },
+    KeyDoc {
         name: "phase.selftest",
         default: "(none)",
         doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm",
@@ -130,6 +135,8 @@ pub struct Config {
     pub poweroff: Option<String>,
     pub debug: bool,
     pub shell: bool,
+    /// `phase.diskless`: do not wait for a boot medium to appear.
+    pub diskless: bool,
     pub selftest: Vec<Selftest>,
     /// Standard keys the init reads but does not own.
     pub consoles: Vec<String>,
@@ -147,6 +154,7 @@ impl Default for Config {
             poweroff: None,
             debug: false,
             shell: false,
+            diskless: false,
             selftest: Vec::new(),
             consoles: Vec::new(),
             ip: None,
@@ -239,9 +247,11 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
         match (key.as_str(), value) {
             ("phase.debug", None) => cfg.debug = true,
             ("phase.shell", None) => cfg.shell = true,
-            ("phase.debug" | "phase.shell", Some(v)) => match parse_bool(&v) {
+            ("phase.diskless", None) => cfg.diskless = true,
+            ("phase.debug" | "phase.shell" | "phase.diskless", Some(v)) => match parse_bool(&v) {
                 Some(b) if key == "phase.debug" => cfg.debug = b,
-                Some(b) => cfg.shell = b,
+                Some(b) if key == "phase.shell" => cfg.shell = b,
+                Some(b) => cfg.diskless = b,
                 None => warnings.push(warn(WarningReason::InvalidValue(v))),
             },
             (k, None) if KEYS.iter().any(|d| d.name == k) => {

@@ -49,7 +49,7 @@ fn every_key_parses() {
     let (cfg, warnings) = parse(
         b"phase.mode=private phase.channel=beta-2 phase.provider=http://10.0.2.2:8080/ \
           phase.provider=https://x.example/r phase.stage=2 phase.poweroff=init.ready \
-          phase.debug phase.shell=on phase.selftest=faults,sigterm ip=dhcp",
+          phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm ip=dhcp",
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(cfg.mode, Mode::Private);
@@ -60,7 +60,7 @@ fn every_key_parses() {
     );
     assert_eq!(cfg.stage, Stage::Two);
     assert_eq!(cfg.poweroff.as_deref(), Some("init.ready"));
-    assert!(cfg.debug && cfg.shell);
+    assert!(cfg.debug && cfg.shell && cfg.diskless);
     assert_eq!(cfg.selftest, vec![Selftest::Faults, Selftest::Sigterm]);
     assert_eq!(cfg.ip.as_deref(), Some("dhcp"));
 }

@@ -11,3 +11,4 @@ pub mod power;
 pub mod proc;
 pub mod reap;
 pub mod root;
+pub mod uevent;
