@@ -3,6 +3,7 @@
 //! Each subcommand collects its inputs into a plan, builds in memory where it can, and
 //! writes its output atomically. One exit-code mapping: 0 ok, 1 failed (with the reason).
 
+mod blockdev;
 mod cpio;
 mod disk;
 mod initramfs;
@@ -12,6 +13,7 @@ mod netboot;
 mod release;
 mod squashfs;
 mod verity;
+mod write;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -255,6 +257,22 @@ enum Cmd {
         /// Lowest acceptable release version.
         #[arg(long, default_value_t = 0)]
         floor: u64,
+    },
+    /// Write an image to a whole disk (a USB stick), then read it back and compare SHA-256.
+    ///
+    /// Refuses (exit 1, `write refused: <reason>: <detail>`) a path that is not a block
+    /// device, a partition, a disk holding the running system, a disk any of whose
+    /// partitions is mounted, swap or held by device-mapper, and a disk smaller than the
+    /// image. Shows the model, size and partitions it will overwrite and asks you to type
+    /// `yes` (or pass --yes). Needs write access to DEVICE (usually root).
+    Write {
+        /// The image (e.g. out/phase-x86_64.img).
+        image: PathBuf,
+        /// The whole disk, e.g. /dev/sdb.
+        device: PathBuf,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
     /// Check a kernel .config against the options Phase Boot requires.
     KernelConfig {
@@ -580,6 +598,16 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Cmd::Write { image, device, yes } => match write::run(&image, &device, yes) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.downcast_ref::<write::Refusal>() {
+                Some(r) => {
+                    eprintln!("write refused: {}: {r}", r.reason());
+                    std::process::exit(1);
+                }
+                None => Err(e),
+            },
+        },
         Cmd::KernelConfig { config, required } => {
             let req = kconfig::parse_required(
                 &std::fs::read_to_string(&required)
