@@ -1,5 +1,6 @@
-//! The slice of HTTP/1.1 a release provider needs (PURE): request heads, byte ranges,
-//! response heads, and confining request paths to the served directory.
+//! The slice of HTTP/1.1 a release provider needs (PURE): request heads (parsed by
+//! `httparse`), byte ranges, response heads, and confining request paths to the served
+//! directory.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -30,21 +31,25 @@ pub enum HttpError {
     HeadTooLarge,
 }
 
-/// Parse a request head (everything before the blank line).
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 32;
+
+/// Parse a request head (up to and including the blank line) with `httparse`.
 pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
     if head.len() > MAX_HEAD {
         return Err(HttpError::HeadTooLarge);
     }
-    let text = std::str::from_utf8(head).map_err(|_| HttpError::BadRequest)?;
-    let mut lines = text.split("\r\n");
-    let first = lines.next().ok_or(HttpError::BadRequest)?;
-    let mut parts = first.split(' ');
-    let (Some(m), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Request::new(&mut headers);
+    match r.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Partial) | Err(_) => return Err(HttpError::BadRequest),
+    }
+    let (Some(m), Some(target)) = (r.method, r.path) else {
         return Err(HttpError::BadRequest);
     };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+    if !target.starts_with('/') {
         return Err(HttpError::BadRequest);
     }
     let method = match m {
@@ -53,12 +58,16 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
         _ => Method::Other,
     };
     let (mut range, mut inm) = (None, None);
-    for l in lines.filter(|l| !l.is_empty()) {
-        let (k, v) = l.split_once(':').ok_or(HttpError::BadRequest)?;
-        match k.trim().to_ascii_lowercase().as_str() {
-            "range" => range = Some(v.trim().to_string()),
-            "if-none-match" => inm = Some(v.trim().to_string()),
-            _ => {}
+    for h in r.headers.iter() {
+        let v = || {
+            std::str::from_utf8(h.value)
+                .map(|v| v.trim().to_string())
+                .map_err(|_| HttpError::BadRequest)
+        };
+        if h.name.eq_ignore_ascii_case("range") {
+            range = Some(v()?);
+        } else if h.name.eq_ignore_ascii_case("if-none-match") {
+            inm = Some(v()?);
         }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_string();
@@ -196,26 +205,28 @@ mod tests {
 
     #[test]
     fn requests() {
-        let r = parse_request(b"GET /release.json?x=1 HTTP/1.1\r\nHost: a\r\nRange: bytes=0-9\r\nIf-None-Match: \"ab\"").unwrap();
+        let r = parse_request(b"GET /release.json?x=1 HTTP/1.1\r\nHost: a\r\nRange: bytes=0-9\r\nIf-None-Match: \"ab\"\r\n\r\n").unwrap();
         assert_eq!((r.method, r.path.as_str()), (Method::Get, "/release.json"));
         assert_eq!(r.range.as_deref(), Some("bytes=0-9"));
         assert_eq!(r.if_none_match.as_deref(), Some("\"ab\""));
         assert_eq!(
-            parse_request(b"HEAD / HTTP/1.0").unwrap().method,
+            parse_request(b"HEAD / HTTP/1.0\r\n\r\n").unwrap().method,
             Method::Head
         );
         assert_eq!(
-            parse_request(b"POST / HTTP/1.1").unwrap().method,
+            parse_request(b"POST / HTTP/1.1\r\n\r\n").unwrap().method,
             Method::Other
         );
         for bad in [
-            &b"GET"[..],
-            b"GET /",
-            b"GET x HTTP/1.1",
-            b"GET / SPDY/3",
-            b"GET / HTTP/1.1 extra",
-            b"GET / HTTP/1.1\r\nnocolon",
-            b"\xff",
+            &b"GET\r\n\r\n"[..],
+            b"GET /\r\n\r\n",
+            b"GET x HTTP/1.1\r\n\r\n",
+            b"GET / SPDY/3\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET / HTTP/1.1\r\nnocolon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a",
+            b"\xff\r\n\r\n",
+            b"GET /a\rb HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(parse_request(bad), Err(HttpError::BadRequest), "{bad:?}");
         }
@@ -223,6 +234,11 @@ mod tests {
             parse_request(&vec![b'a'; MAX_HEAD + 1]),
             Err(HttpError::HeadTooLarge)
         );
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X: y\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(parse_request(many.as_bytes()), Err(HttpError::HeadTooLarge));
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! same code inside every booted node serving its own verified release.
 
 pub mod announce;
+pub mod fair;
 pub mod http;
 pub mod serve;

@@ -1,10 +1,16 @@
 //! The provider: serves a release directory over HTTP/1.1 (GET, HEAD, single byte ranges,
-//! ETag = the file's SHA-256). Bounded: at most `max_connections` at once (others wait in
-//! the kernel's backlog), each request head must arrive within `head_timeout`, and a
-//! stalled reader is dropped after `idle_timeout` without progress. Paths never leave DIR.
-//! Hand-written rather than hyper: it also runs inside every booted node, where size counts.
+//! ETag = the file's SHA-256). Bounded and fair (see [`super::fair`]): connections per
+//! client and in all are capped (beyond, an immediate 503), transfers share
+//! `max_connections` slots with a reserved share for metadata, a request waits at most
+//! `slot_wait` for a slot (then 503), each request head must arrive within
+//! `head_timeout`, and a reader is dropped after `idle_timeout` without progress or below
+//! `min_send_rate` over a `send_window`. Paths never leave DIR. Request heads are parsed
+//! by `httparse`; the rest is small enough to keep here rather than take hyper into every
+//! booted node.
 
+use super::fair::{self, Clients};
 use super::http::{self, Method, Span};
+use crate::fetch::pace::Pace;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,9 +22,21 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub root: PathBuf,
+    /// Transfer slots every request may use.
     pub max_connections: usize,
+    /// Further slots only for files of at most [`fair::SMALL_FILE`] bytes (metadata).
+    pub reserved_small: usize,
+    /// Connections open at once from one client address.
+    pub per_client: usize,
+    /// Connections open at once in all (heads being read included).
+    pub max_open: usize,
+    /// How long a request waits for a free slot before it is answered 503.
+    pub slot_wait: Duration,
     pub head_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A reader must take at least this many bytes per second over each `send_window`.
+    pub min_send_rate: u64,
+    pub send_window: Duration,
 }
 
 impl Config {
@@ -26,10 +44,27 @@ impl Config {
         Config {
             root: root.to_path_buf(),
             max_connections: 64,
+            reserved_small: 16,
+            per_client: 8,
+            max_open: 256,
+            slot_wait: Duration::from_secs(8),
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            min_send_rate: 32 * 1024,
+            send_window: Duration::from_secs(10),
         }
     }
+}
+
+/// The kernel's send buffer per connection: small enough that the send rate seen here is
+/// the reader's (a large buffer would hide a slow reader for megabytes), large enough for
+/// a LAN at full speed.
+const SEND_BUFFER: usize = 256 * 1024;
+
+/// Transfer slots: the shared ones, and the share reserved for small files.
+struct Slots {
+    any: Arc<Semaphore>,
+    small: Arc<Semaphore>,
 }
 
 /// SHA-256 per (path, size, mtime), so each file is hashed once while it does not change.
@@ -59,24 +94,68 @@ pub async fn serve(
     etags: Arc<EtagCache>,
 ) -> std::io::Result<()> {
     let cfg = Arc::new(cfg);
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Arc::new(Slots {
+        any: Arc::new(Semaphore::new(cfg.max_connections)),
+        small: Arc::new(Semaphore::new(cfg.reserved_small)),
+    });
+    let clients = Clients::new(cfg.max_open, cfg.per_client);
     loop {
-        // Wait for a free slot before accepting: excess clients queue in the backlog.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
-        let (stream, peer) = listener.accept().await?;
-        let (cfg, etags) = (cfg.clone(), etags.clone());
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, &cfg, &etags).await {
-                tracing::debug!("provider: {peer}: {e}");
+        // Accept at once, always: a client is answered (served or refused), never left
+        // waiting in the backlog.
+        let (mut stream, peer) = listener.accept().await?;
+        let (cfg, etags, slots) = (cfg.clone(), etags.clone(), slots.clone());
+        match clients.enter(peer.ip()) {
+            Ok(entry) => {
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, &cfg, &etags, &slots).await {
+                        tracing::debug!("provider: {peer}: {e}");
+                    }
+                    drop(entry);
+                });
             }
-            drop(permit);
-        });
+            Err(why) => {
+                tracing::debug!("provider: {peer}: refused ({})", why.reason());
+                tokio::spawn(async move {
+                    let busy = [("Retry-After", "5".to_string())];
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        reply(&mut stream, 503, &busy, &cfg),
+                    )
+                    .await;
+                });
+            }
+        }
     }
 }
 
-async fn connection(mut s: TcpStream, cfg: &Config, etags: &EtagCache) -> std::io::Result<()> {
+/// A transfer slot for a file of `len` bytes, waiting at most `slot_wait`.
+async fn slot(
+    slots: &Slots,
+    len: u64,
+    wait: Duration,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let any = slots.any.clone().acquire_owned();
+    let got = if len <= fair::SMALL_FILE {
+        let small = slots.small.clone().acquire_owned();
+        tokio::time::timeout(wait, async {
+            tokio::select! {
+                p = small => p,
+                p = any => p,
+            }
+        })
+        .await
+    } else {
+        tokio::time::timeout(wait, any).await
+    };
+    got.ok()?.ok()
+}
+
+async fn connection(
+    mut s: TcpStream,
+    cfg: &Config,
+    etags: &EtagCache,
+    slots: &Slots,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(cfg.head_timeout, read_head(&mut s)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => return reply(&mut s, 431, &[], cfg).await,
@@ -121,6 +200,9 @@ async fn connection(mut s: TcpStream, cfg: &Config, etags: &EtagCache) -> std::i
     if req.if_none_match.as_deref() == Some(etag.as_str()) {
         return reply(&mut s, 304, &[("ETag", etag)], cfg).await;
     }
+    let Some(_slot) = slot(slots, len, cfg.slot_wait).await else {
+        return reply(&mut s, 503, &[("Retry-After", "5".into())], cfg).await;
+    };
     let (status, start, count) = match http::span(req.range.as_deref(), len) {
         Span::Full => (200, 0, len),
         Span::Part { start, end } => (206, start, end - start + 1),
@@ -156,21 +238,74 @@ async fn connection(mut s: TcpStream, cfg: &Config, etags: &EtagCache) -> std::i
         return Ok(());
     }
     file.seek(std::io::SeekFrom::Start(start)).await?;
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, SEND_BUFFER);
+    let mut pace = Pace::new(
+        cfg.min_send_rate,
+        cfg.send_window,
+        tokio::time::Instant::now(),
+    );
     let mut left = count;
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
         let want = buf.len().min(left as usize);
         let n = file.read(&mut buf[..want]).await?;
         if n == 0 {
             break; // the file shrank; the client sees a short body and retries
         }
-        write_idle(&mut s, &buf[..n], cfg.idle_timeout).await?;
+        if let Err(e) = write_paced(&mut s, &buf[..n], &mut pace, cfg.idle_timeout).await {
+            // Reset rather than close: the bytes still queued for a slow reader are
+            // dropped with its slot, not trickled out for another minute.
+            let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
+            return Err(e);
+        }
         left -= n as u64;
     }
     s.shutdown().await
 }
 
-/// Read until the blank line; `None` if the head exceeds the limit.
+/// Write all of `b`, judging the reader's rate as it takes the bytes.
+async fn write_paced(
+    s: &mut TcpStream,
+    mut b: &[u8],
+    pace: &mut Pace,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let slow = |e: crate::fetch::pace::TooSlow| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "client took {} bytes in a window, below {}",
+                e.bytes, e.min_bytes
+            ),
+        )
+    };
+    let idle_until = tokio::time::Instant::now() + idle;
+    while !b.is_empty() {
+        let until = idle_until.min(pace.window_end());
+        let wrote = tokio::time::timeout_at(until, s.write(b)).await;
+        let now = tokio::time::Instant::now();
+        match wrote {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => {
+                pace.add(n);
+                b = &b[n..];
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) if now >= idle_until => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stalled",
+                ))
+            }
+            Err(_) => {}
+        }
+        pace.judge(now).map_err(slow)?;
+    }
+    Ok(())
+}
+
+/// Read until the blank line (bytes after it are ignored: one request per connection);
+/// `None` if the head exceeds the limit.
 async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(1024);
     let mut b = [0u8; 1024];
@@ -181,7 +316,7 @@ async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
         }
         head.extend_from_slice(&b[..n]);
         if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            head.truncate(i);
+            head.truncate(i + 4);
             return Ok(Some(head));
         }
         if head.len() > http::MAX_HEAD {
