@@ -13,18 +13,24 @@ COMMANDS:
                       and print the resulting configuration and any warnings.
     keys              Print the table of phase.* kernel command-line keys (markdown).
     fetch --root ROOT --provider URL... --out DIR [--channel C] [--floor N]
+          [--idle-secs S] [--min-rate BYTES_PER_S] [--rate-window-secs S] [--total-secs S]
                       Choose the newest release the providers serve that verifies against
-                      ROOT, and download it verified (the stage-1 client, on a host).
+                      ROOT, and download it verified (the stage-1 client, on a host). A
+                      provider that is silent, too slow or sends a short or bad body is
+                      left for the next (docs/network.md).
     net up [IP] [--keep]
                       Bring up the network as the init does (IP: the kernel's ip= value;
                       default dhcp) and print the net.up event; with --keep, stay and renew
                       the DHCP lease (net.renewed events). Changes this host's (or network
                       namespace's) interfaces; never writes /etc/resolv.conf.
     provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]
+                      [--per-client N] [--min-send-rate BYTES_PER_S] [--send-window-secs S]
                       [--dht-key FILE [--bootstrap MULTIADDR]... [--bootstrap-file FILE]
                       [--dht-listen MULTIADDR]]
                       Serve a release directory (out/release) over HTTP: GET, HEAD,
                       byte ranges, ETag = SHA-256. Default listen address 127.0.0.1:8080.
+                      Fair under load: per-client cap, slots kept for metadata, slow
+                      readers dropped (docs/network.md).
                       --mdns announces it on the LAN as DNS-SD service _phase-boot._tcp
                       (TXT: channel, arch, version, path) until SIGTERM/SIGINT, which
                       sends goodbye packets. --dht-key FILE (created if missing) publishes
@@ -105,7 +111,11 @@ pub fn keys_table() -> String {
 
 fn provider(args: &[String]) -> i32 {
     let usage = "usage: phase provider serve DIR [--listen ADDR] [--max-connections N] [--mdns]\n\
-                 \x20      [--dht-key FILE [--bootstrap MULTIADDR]... [--bootstrap-file FILE] [--dht-listen MULTIADDR]]";
+                 \x20      [--per-client N] [--min-send-rate BYTES_PER_S] [--send-window-secs S]\n\
+                 \x20      [--dht-key FILE [--bootstrap MULTIADDR]... [--bootstrap-file FILE] [--dht-listen MULTIADDR]]\n\
+                 Fair under load: at most --per-client (8) connections per client address,\n\
+                 --max-connections (64) transfer slots plus 16 kept for metadata, and a reader\n\
+                 slower than --min-send-rate (32768) over a --send-window-secs (10) window is dropped.";
     let (Some("serve"), Some(dir)) = (args.first().map(String::as_str), args.get(1)) else {
         eprintln!("{usage}");
         return 2;
@@ -154,10 +164,18 @@ fn provider(args: &[String]) -> i32 {
                     }
                 }
             }
-            ("--max-connections", Some(v)) => match v.parse() {
-                Ok(n) if n > 0 => cfg.max_connections = n,
+            (
+                "--max-connections" | "--per-client" | "--min-send-rate" | "--send-window-secs",
+                Some(v),
+            ) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => match a.as_str() {
+                    "--max-connections" => cfg.max_connections = n,
+                    "--per-client" => cfg.per_client = n,
+                    "--min-send-rate" => cfg.min_send_rate = n as u64,
+                    _ => cfg.send_window = std::time::Duration::from_secs(n as u64),
+                },
                 _ => {
-                    eprintln!("phase provider: --max-connections needs a positive number");
+                    eprintln!("phase provider: {a} needs a positive number");
                     return 2;
                 }
             },

@@ -163,6 +163,15 @@ pub enum Event {
         artifact: String,
         provider: String,
         reason: String,
+        /// Time spent on that provider's attempt.
+        ms: u64,
+    },
+    /// A diskless boot's whole fetch failed and is tried again after `delay_ms`.
+    #[serde(rename = "fetch.retry")]
+    FetchRetry {
+        attempt: u32,
+        reason: String,
+        delay_ms: u64,
     },
     #[serde(rename = "shutdown")]
     Shutdown { action: String, reason: String },
@@ -206,6 +215,7 @@ impl Event {
             Event::SelftestOrphans { .. } => "selftest.orphans",
             Event::Fallback { .. } => "fallback",
             Event::ProviderFailover { .. } => "provider.failover",
+            Event::FetchRetry { .. } => "fetch.retry",
             Event::Shutdown { .. } => "shutdown",
             Event::StepDone { .. } => "step.done",
         }
@@ -429,6 +439,12 @@ mod tests {
                 artifact: "a".into(),
                 provider: "p".into(),
                 reason: "r".into(),
+                ms: 1,
+            },
+            Event::FetchRetry {
+                attempt: 1,
+                reason: "r".into(),
+                delay_ms: 5000,
             },
             Event::Shutdown {
                 action: "poweroff".into(),

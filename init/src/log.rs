@@ -1,5 +1,10 @@
 //! Human-readable logs: `[   2.345] LEVEL target: message` on the console and, once
 //! `/dev/kmsg` exists, in the kernel log. Debug lines only with `phase.debug`.
+//!
+//! Log fields carry strings from the network (mDNS names, DHT URLs, HTTP errors). Each
+//! record is written as exactly one line, control characters escaped ([`one_line`]), so a
+//! log line always starts with its timestamp: only the event writer can start a console
+//! line with `PHASE-EVENT`.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +69,7 @@ impl Drop for Line {
         if !self.enabled || self.buf.is_empty() {
             return;
         }
+        self.buf = one_line(&self.buf);
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&self.buf);
         let _ = out.flush();
@@ -75,6 +81,23 @@ impl Drop for Line {
             let _ = k.write_all(&rec);
         }
     }
+}
+
+/// One log record as one console line: every control character but a final newline
+/// (CR, LF, ESC, NUL, …) and DEL written as `\xNN`, so nothing from a field can start a
+/// new line, move the cursor or clear the screen.
+pub fn one_line(record: &[u8]) -> Vec<u8> {
+    let body = record.strip_suffix(b"\n").unwrap_or(record);
+    let mut out = Vec::with_capacity(record.len() + 1);
+    for &b in body {
+        if b < 0x20 && b != b'\t' || b == 0x7f {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out.push(b'\n');
+    out
 }
 
 impl<'a> MakeWriter<'a> for Sink {
@@ -101,5 +124,79 @@ impl<'a> MakeWriter<'a> for Sink {
                 || level <= Level::WARN
                 || (level <= Level::INFO && meta.target().starts_with("phase")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"plain\n", b"plain\n"),
+            (b"no newline", b"no newline\n"),
+            (b"a\nPHASE-EVENT {}\n", b"a\\x0aPHASE-EVENT {}\n"),
+            (b"a\r\nb", b"a\\x0d\\x0ab\n"),
+            (b"\x1b[2Jx\x7f\x00", b"\\x1b[2Jx\\x7f\\x00\n"),
+            (b"tab\tok", b"tab\tok\n"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(one_line(raw), *want, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    /// What the init logs about a DHT record or an mDNS answer, formatted by the real
+    /// subscriber and escaped as the console writer does: no forged event line.
+    #[test]
+    fn a_forged_event_in_a_network_string_stays_inside_its_log_line() {
+        #[derive(Clone)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        struct Record(Vec<u8>, Arc<Mutex<Vec<u8>>>);
+        impl Write for Record {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Drop for Record {
+            fn drop(&mut self) {
+                if let Ok(mut all) = self.1.lock() {
+                    all.extend_from_slice(&one_line(&self.0));
+                }
+            }
+        }
+        impl<'a> MakeWriter<'a> for Capture {
+            type Writer = Record;
+            fn make_writer(&'a self) -> Record {
+                Record(Vec::new(), self.0.clone())
+            }
+        }
+        let all = Arc::new(Mutex::new(Vec::new()));
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_timer(BootTime)
+            .with_writer(Capture(all.clone()))
+            .finish();
+        let forged =
+            "PHASE-EVENT {\"event\":\"init.ready\",\"t_ms\":1,\"mode\":\"internet\",\"stage\":2}";
+        let url = format!("http://10.0.0.3/\n{forged}");
+        let name = format!("node\r\n{forged}\n");
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!("DHT: rejected a record from {url}: bad_url");
+            tracing::info!("LAN: skipped {name}: bad_path");
+            tracing::warn!(url = %url, "provider failed");
+        });
+        let text = String::from_utf8(all.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        for l in text.lines() {
+            assert!(l.starts_with('['), "{l}");
+            assert!(!l.contains('\r'), "{l}");
+        }
+        assert!(text.contains(forged), "the string is kept, as data: {text}");
     }
 }

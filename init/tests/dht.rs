@@ -125,7 +125,7 @@ fn ten_nodes_one_provider_found_by_lookup() {
         &kp,
         "--create-key",
         "--url",
-        "http://127.0.0.1:8080/",
+        "http://192.0.2.8:8080/",
         "--version",
         "42",
         "--ttl",
@@ -159,7 +159,7 @@ fn ten_nodes_one_provider_found_by_lookup() {
         .filter_map(|l| l.get("found").cloned())
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["url"], "http://127.0.0.1:8080/");
+    assert_eq!(found[0]["url"], "http://192.0.2.8:8080/");
     assert_eq!(found[0]["version"], 42);
     assert_eq!(found[0]["channel"], "stable");
     assert_eq!(found[0]["node"], node.as_str());

@@ -99,9 +99,19 @@ fn serve_in(ns: &Netns, dir: &Path, addr: &str) -> Killed {
     Killed(c)
 }
 
-/// Serves metadata honestly, but sends only half of any artifact, then holds the
-/// connection open without sending more.
-fn staller_in(ns: &Netns, dir: PathBuf, addr: &'static str) {
+/// How a hostile provider treats artifacts (metadata it always serves honestly, so that
+/// the client picks it for the artifacts).
+#[derive(Clone, Copy)]
+enum Hostile {
+    /// Sends the first half, then holds the connection open and sends nothing more.
+    Stall,
+    /// Sends a corrupted first half with the full Content-Length, then closes.
+    Truncate,
+    /// Sends the response, head included, one byte every 2 s (never idle for 10 s).
+    Dribble,
+}
+
+fn hostile_in(ns: &Netns, dir: PathBuf, addr: &'static str, how: Hostile) {
     let netns = std::fs::File::open(format!("/var/run/netns/{}", ns.name)).unwrap();
     std::thread::spawn(move || {
         rustix::thread::move_into_link_name_space(
@@ -129,16 +139,35 @@ fn staller_in(ns: &Netns, dir: PathBuf, addr: &'static str) {
                     );
                     return;
                 };
-                let _ = write!(
-                    s,
+                let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     data.len()
                 );
                 if path.ends_with(".json") {
+                    let _ = s.write_all(head.as_bytes());
                     let _ = s.write_all(&data);
-                } else {
-                    let _ = s.write_all(&data[..data.len() / 2]);
-                    std::thread::sleep(Duration::from_secs(120));
+                    return;
+                }
+                let half = &data[..data.len() / 2];
+                match how {
+                    Hostile::Stall => {
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(half);
+                        std::thread::sleep(Duration::from_secs(120));
+                    }
+                    Hostile::Truncate => {
+                        let bad: Vec<u8> = half.iter().map(|b| b ^ 0x5a).collect();
+                        let _ = s.write_all(head.as_bytes());
+                        let _ = s.write_all(&bad);
+                    }
+                    Hostile::Dribble => {
+                        for b in head.as_bytes().iter().chain(half) {
+                            if s.write_all(&[*b]).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_secs(2));
+                        }
+                    }
                 }
             });
         }
@@ -175,7 +204,7 @@ fn honest_wins_tampered_is_named_staller_is_left() {
     let (a, b, c) = (Netns::new(1), Netns::new(2), Netns::new(3));
     let _honest = serve_in(&a, &release, "10.213.1.2:8080");
     let _bad = serve_in(&b, &tampered, "10.213.2.2:8080");
-    staller_in(&c, release.clone(), "10.213.3.2:8080");
+    hostile_in(&c, release.clone(), "10.213.3.2:8080", Hostile::Stall);
     std::thread::sleep(Duration::from_millis(500));
 
     let out_dir = work.join("got");
@@ -237,4 +266,109 @@ fn honest_wins_tampered_is_named_staller_is_left() {
         );
     }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// `phase fetch` from `providers` (in that order) into a fresh directory; returns whether
+/// it succeeded, its events and its output (for failure messages).
+fn fetch(tag: &str, providers: &[&str], extra: &[&str]) -> (bool, Vec<serde_json::Value>, String) {
+    let work = std::env::temp_dir().join(format!("phase-fetch-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_phase"));
+    cmd.args(["fetch", "--root"])
+        .arg(top().join("out/trusted-root.json"));
+    for p in providers {
+        cmd.args(["--provider", p]);
+    }
+    let out = cmd.args(extra).arg("--out").arg(&work).output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let release = top().join("out/release");
+    let same = [
+        "vmlinuz",
+        "initramfs.img",
+        "rootfs.squashfs",
+        "rootfs.verity",
+    ]
+    .iter()
+    .all(|f| std::fs::read(work.join(f)).ok() == std::fs::read(release.join(f)).ok());
+    let _ = std::fs::remove_dir_all(&work);
+    (out.status.success() && same, events(&text), text)
+}
+
+/// No `verify.failed` and no failover may name `honest`.
+fn honest_is_never_blamed(ev: &[serde_json::Value], honest: &str, text: &str) {
+    let blamed: Vec<_> = ev
+        .iter()
+        .filter(|e| {
+            (e["event"] == "verify.failed" || e["event"] == "provider.failover")
+                && e["provider"] == honest
+        })
+        .collect();
+    assert!(blamed.is_empty(), "{blamed:?}\n{text}");
+}
+
+/// A provider that sends a short, corrupt body and closes, listed before an honest one (as
+/// a huge advertised version would sort it): it is struck off for the artifact, the honest
+/// one gets a full solo attempt, and only the truncator is named.
+#[test]
+fn truncating_provider_is_struck_and_the_honest_one_wins() {
+    let release = top().join("out/release");
+    assert!(
+        release.join("release.json").exists(),
+        "run `make build` first"
+    );
+    let (a, b) = (Netns::new(4), Netns::new(5));
+    let _honest = serve_in(&a, &release, "10.213.4.2:8080");
+    hostile_in(&b, release.clone(), "10.213.5.2:8080", Hostile::Truncate);
+    std::thread::sleep(Duration::from_millis(500));
+    let (bad, good) = ("http://10.213.5.2:8080/", "http://10.213.4.2:8080/");
+    let (ok, ev, text) = fetch("trunc", &[bad, good], &[]);
+    assert!(ok, "{text}");
+    honest_is_never_blamed(&ev, good, &text);
+    assert!(
+        ev.iter().any(|e| e["event"] == "provider.failover"
+            && e["provider"] == bad
+            && e["reason"] == "short_body"),
+        "{text}"
+    );
+    // Struck off once, it goes last: later artifacts do not wait for it again.
+    let struck = ev
+        .iter()
+        .filter(|e| e["event"] == "provider.failover" && e["provider"] == bad)
+        .count();
+    assert_eq!(struck, 1, "{text}");
+}
+
+/// A provider that sends one byte every 2 s (never idle long enough for the idle timeout)
+/// is left after one rate window (3 s here, `--rate-window-secs`), and the honest one
+/// delivers. The bound, read from the event's `ms`: one window plus 1 s.
+#[test]
+fn dribbling_provider_is_left_within_one_rate_window() {
+    let release = top().join("out/release");
+    assert!(
+        release.join("release.json").exists(),
+        "run `make build` first"
+    );
+    let (a, b) = (Netns::new(6), Netns::new(7));
+    let _honest = serve_in(&a, &release, "10.213.6.2:8080");
+    hostile_in(&b, release.clone(), "10.213.7.2:8080", Hostile::Dribble);
+    std::thread::sleep(Duration::from_millis(500));
+    let (bad, good) = ("http://10.213.7.2:8080/", "http://10.213.6.2:8080/");
+    let (ok, ev, text) = fetch("dribble", &[bad, good], &["--rate-window-secs", "3"]);
+    assert!(ok, "{text}");
+    honest_is_never_blamed(&ev, good, &text);
+    let left: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "provider.failover" && e["provider"] == bad)
+        .collect();
+    assert_eq!(left.len(), 1, "{text}");
+    assert_eq!(left[0]["reason"], "too_slow", "{text}");
+    let ms = left[0]["ms"].as_u64().unwrap();
+    assert!(
+        ms <= 3_000 + 1_000,
+        "the dribbler held the fetch {ms} ms\n{text}"
+    );
 }

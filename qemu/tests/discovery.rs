@@ -373,7 +373,10 @@ fn internet_mode_tries_the_lan_then_the_dht_and_the_node_then_announces_itself()
 fn local_mode_sends_nothing_to_bootstrap_peers() {
     let mut lan = dht_lan("dl");
     let cap = lan.capture();
-    let b = lan_guest(&mut lan, "phase.mode=local phase.poweroff=init.ready");
+    let b = lan_guest(
+        &mut lan,
+        "phase.mode=local phase.fetch.attempts=1 phase.poweroff=init.ready",
+    );
     let seen = cap.stop();
     b.assert_clean_poweroff();
     assert_eq!(discovered(&b), [("mdns", 0)], "{}", b.explain());

@@ -169,8 +169,10 @@ fn no_dhcp_answer_falls_back_within_bound() {
     );
 }
 
-/// A provider that accepts connections and never answers: the fetch gives up after its
-/// idle bound and the boot goes on.
+/// A provider that accepts connections and never answers, with `phase.fetch.attempts=2`:
+/// each attempt leaves it as `stalled` within the idle bound (10 s, + 1 s of slack), the
+/// whole fetch is tried once more after 5 s (`fetch.retry`), then the boot goes on. The
+/// bounds are read from the guest's event times, not the test's clock.
 #[test]
 fn silent_provider_falls_back_within_bound() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -181,16 +183,54 @@ fn silent_provider_falls_back_within_bound() {
             held.push(s); // accept, read nothing, say nothing
         }
     });
-    let b = diskless(port);
+    let b = Vm::default_artifacts()
+        .user_net_to(port)
+        .append("phase.provider=http://10.0.2.100:8080/ phase.fetch.attempts=2")
+        .append("phase.poweroff=init.ready")
+        .run()
+        .unwrap();
     b.assert_clean_poweroff();
-    b.assert_order(&["net.up", "fallback", "init.ready"]);
-    let f = b.all("fallback");
-    assert!(
-        f.iter().any(|e| e.str("reason") == Some("stalled")),
-        "{}",
-        b.explain()
+    b.assert_order(&[
+        "net.up",
+        "fallback",
+        "fetch.retry",
+        "fallback",
+        "init.ready",
+    ]);
+    let stalled: Vec<_> = b
+        .all("fallback")
+        .into_iter()
+        .filter(|e| e.str("reason") == Some("stalled"))
+        .collect();
+    assert_eq!(stalled.len(), 2, "one per attempt\n{}", b.explain());
+    let retry = b.all("fetch.retry");
+    assert_eq!(retry.len(), 1, "{}", b.explain());
+    assert_eq!(
+        (
+            &retry[0].fields["attempt"],
+            &retry[0].fields["reason"],
+            &retry[0].fields["delay_ms"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!("no_verified_release"),
+            &serde_json::json!(5000)
+        )
     );
-    let last = f.last().unwrap();
+    // Each attempt asks the named provider first: it is left within the idle bound.
+    let starts = [
+        b.expect("net.up").t_ms,
+        retry[0].t_ms + retry[0].fields["delay_ms"].as_u64().unwrap(),
+    ];
+    for (start, stall) in starts.iter().zip(&stalled) {
+        let took = stall.t_ms - start;
+        assert!(
+            took <= 10_000 + 1_000,
+            "stalled after {took} ms\n{}",
+            b.explain()
+        );
+    }
+    let last = b.all("fallback").into_iter().last().unwrap();
     assert_eq!(
         (last.str("step"), last.str("reason")),
         (Some("fetch"), Some("no_verified_release"))

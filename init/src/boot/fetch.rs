@@ -21,15 +21,50 @@ pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
 
 /// The diskless step (see the module docs). A release with another kernel needs kexec,
 /// which this init does not do yet: that is a `fallback` with reason `kexec_needed`.
+/// A fetch that fails for want of a provider (none verified, or every provider failed an
+/// artifact) is tried again whole, with the backoff of [`crate::fetch::backoff`].
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     if boot.rootfs_ready || boot.net.is_none() {
         return Ok(());
     }
+    let mut n = 1;
+    let (rel, rootfs) = loop {
+        match attempt(boot).await {
+            Ok(got) => break got,
+            Err(Attempt::Final(e)) => return Err(e),
+            Err(Attempt::Retry(e)) => {
+                let Some(wait) = crate::fetch::backoff::next(n, boot.config.fetch_attempts) else {
+                    return Err(e);
+                };
+                tracing::warn!("fetch attempt {n}: {}; again in {wait:?}", e.message);
+                boot.events.emit(Event::FetchRetry {
+                    attempt: n,
+                    reason: e.reason.into(),
+                    delay_ms: wait.as_millis() as u64,
+                });
+                tokio::time::sleep(wait).await;
+                n += 1;
+            }
+        }
+    };
+    mount(boot, &rel, &rootfs)
+}
+
+/// Why an attempt failed: worth another (providers may come back) or not.
+enum Attempt {
+    Retry(StepError),
+    Final(StepError),
+}
+
+/// One whole fetch: choose among the providers, then download the release into RAM.
+async fn attempt(
+    boot: &mut Boot,
+) -> Result<(phase_release::doc::Release, phase_release::doc::Artifact), Attempt> {
     let Some(trust) = boot.trust.as_mut() else {
-        return Err(StepError {
+        return Err(Attempt::Final(StepError {
             reason: "no_trust_anchor",
             message: "no verified trust anchor".into(),
-        });
+        }));
     };
     let state = trust.store.load().unwrap_or_default();
     let policy = phase_release::verify::Policy {
@@ -59,10 +94,10 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     }
     keep_root(boot, chain);
     let Some(choice) = choice else {
-        return Err(StepError {
+        return Err(Attempt::Retry(StepError {
             reason: "no_verified_release",
             message: "no provider served a release that verifies".into(),
-        });
+        }));
     };
     let rel = &choice.release;
     boot.events.emit(Event::ReleaseVerified {
@@ -72,27 +107,29 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     });
     let running = std::fs::read_to_string(KERNEL_SHA_PATH).unwrap_or_default();
     if running.trim() != rel.artifacts.kernel.sha256 {
-        return Err(StepError {
+        return Err(Attempt::Final(StepError {
             reason: "kexec_needed",
             message: format!(
                 "release {} has another kernel than the running one; kexec is not built yet",
                 rel.version
             ),
-        });
+        }));
     }
     let Some(rootfs) = rel.artifacts.rootfs.clone() else {
-        return Err(StepError {
+        return Err(Attempt::Final(StepError {
             reason: "no_rootfs",
             message: format!("release {} carries no rootfs", rel.version),
-        });
+        }));
     };
     // Every file of the release into RAM, verified as it arrives: the rootfs to mount,
     // and the rest so that this node can serve the whole release to its peers.
     let dir = std::path::Path::new(RELEASE_DIR);
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| StepError {
-        reason: "ram_copy_failed",
-        message: format!("{RELEASE_DIR}: {e}"),
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Attempt::Final(StepError {
+            reason: "ram_copy_failed",
+            message: format!("{RELEASE_DIR}: {e}"),
+        })
     })?;
     let mut bar = crate::fetch::report::Progress::new();
     let mut progress = |name: &str, done: u64, total: u64| bar.update(name, done, total);
@@ -108,9 +145,14 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_dir_all(dir);
-            return Err(StepError {
+            let err = StepError {
                 reason: e.reason(),
                 message: e.to_string(),
+            };
+            // Writing into RAM failed: another attempt would fail the same way.
+            return Err(match e {
+                crate::fetch::FetchError::Output { .. } => Attempt::Final(err),
+                _ => Attempt::Retry(err),
             });
         }
     };
@@ -118,7 +160,16 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         version: rel.version,
         bytes,
     });
-    let image = dir.join(&rootfs.path);
+    Ok((choice.release, rootfs))
+}
+
+/// Mount the verified RAM copy of the rootfs.
+fn mount(
+    boot: &mut Boot,
+    rel: &phase_release::doc::Release,
+    rootfs: &phase_release::doc::Artifact,
+) -> Result<(), StepError> {
+    let image = std::path::Path::new(RELEASE_DIR).join(&rootfs.path);
     // The RAM copy was hashed whole as it arrived: mount exactly those bytes.
     let dev = crate::sys::loopdev::attach_readonly(&image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
@@ -176,17 +227,14 @@ async fn choose(
     let mut urls = Vec::new();
     let mut how = std::collections::HashMap::new();
     for c in candidates {
-        match Url::parse(&c.url) {
+        match Url::parse(&c.url).and_then(|u| u.check_origin(c.how).map(|()| u)) {
             Ok(u) => {
                 how.insert(u.to_string(), c.how.name());
                 urls.push(u);
             }
             Err(e) => boot.events.emit(Event::Fallback {
                 step: format!("provider {}", c.url),
-                reason: match e {
-                    crate::fetch::url::UrlError::HttpsUnsupported => "https_unsupported".into(),
-                    _ => "bad_url".into(),
-                },
+                reason: e.reason().into(),
             }),
         }
     }

@@ -65,6 +65,11 @@ pub const KEYS: &[KeyDoc] = &[
         default: "(none)",
         doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm",
     },
+    KeyDoc {
+        name: "phase.fetch.attempts",
+        default: "4",
+        doc: "diskless boot: whole fetches (discovery, metadata, artifacts) tried before giving up, 5 s backoff doubling to 60 s; 0 = until one succeeds",
+    },
 ];
 
 /// What this node may do on the network and on disk (the mode table of the design).
@@ -138,6 +143,8 @@ pub struct Config {
     /// `phase.diskless`: do not wait for a boot medium to appear.
     pub diskless: bool,
     pub selftest: Vec<Selftest>,
+    /// Whole fetches a diskless boot tries; 0 = no limit.
+    pub fetch_attempts: u32,
     /// Standard keys the init reads but does not own.
     pub consoles: Vec<String>,
     pub ip: Option<String>,
@@ -156,6 +163,7 @@ impl Default for Config {
             shell: false,
             diskless: false,
             selftest: Vec::new(),
+            fetch_attempts: 4,
             consoles: Vec::new(),
             ip: None,
             quiet: false,
@@ -289,6 +297,10 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
                     warnings.push(warn(WarningReason::InvalidValue(v)));
                 }
             }
+            ("phase.fetch.attempts", Some(v)) => match v.parse::<u32>() {
+                Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => cfg.fetch_attempts = n,
+                _ => warnings.push(warn(WarningReason::InvalidValue(v))),
+            },
             ("phase.selftest", Some(v)) => {
                 for item in v.split(',').filter(|s| !s.is_empty()) {
                     match item {

@@ -49,9 +49,15 @@ fn every_key_parses() {
     let (cfg, warnings) = parse(
         b"phase.mode=private phase.channel=beta-2 phase.provider=http://10.0.2.2:8080/ \
           phase.provider=https://x.example/r phase.stage=2 phase.poweroff=init.ready \
-          phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm ip=dhcp",
+          phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm ip=dhcp \
+          phase.fetch.attempts=0",
     );
     assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(cfg.fetch_attempts, 0);
+    for bad in ["-1", "x", "+2", ""] {
+        let (cfg, w) = parse(format!("phase.fetch.attempts={bad}").as_bytes());
+        assert_eq!((cfg.fetch_attempts, w.len()), (4, 1), "{bad:?}");
+    }
     assert_eq!(cfg.mode, Mode::Private);
     assert_eq!(cfg.channel, "beta-2");
     assert_eq!(

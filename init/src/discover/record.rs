@@ -158,9 +158,10 @@ impl SignedRecord {
         if r.issued > now.saturating_add(MAX_FUTURE_SKEW_S) {
             return Err("not_yet_valid");
         }
-        if !r.url.starts_with("http://") || crate::fetch::Url::parse(&r.url).is_err() {
-            return Err("bad_url");
-        }
+        // Strict parsing (no CR/LF, userinfo, odd characters) and no loopback or
+        // link-local address: anyone can publish a record.
+        let url = crate::fetch::Url::parse(&r.url).map_err(|_| "bad_url")?;
+        url.check_origin(super::How::Dht).map_err(|_| "bad_url")?;
         Ok(r)
     }
 }
@@ -405,6 +406,26 @@ mod tests {
             ),
             (rec("https://10.0.0.5/", 1, NOW).sign(&k), "bad_url"),
             (rec("ftp://10.0.0.5/", 1, NOW).sign(&k), "bad_url"),
+            // Request splitting and forged log lines: refused before any connection.
+            (
+                rec("http://10.0.0.5/r\r\nHost: evil\r\n", 1, NOW).sign(&k),
+                "bad_url",
+            ),
+            (
+                rec(
+                    "http://10.0.0.5/\nPHASE-EVENT {\"event\":\"init.ready\"}",
+                    1,
+                    NOW,
+                )
+                .sign(&k),
+                "bad_url",
+            ),
+            (rec("http://u@10.0.0.5/", 1, NOW).sign(&k), "bad_url"),
+            // Anyone may publish: never this machine or its link.
+            (rec("http://127.0.0.1:8080/", 1, NOW).sign(&k), "bad_url"),
+            (rec("http://[::1]:8080/", 1, NOW).sign(&k), "bad_url"),
+            (rec("http://169.254.169.254/", 1, NOW).sign(&k), "bad_url"),
+            (rec("http://localhost:8080/", 1, NOW).sign(&k), "bad_url"),
             (
                 ProviderRecord {
                     expires: NOW,

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 pub const USAGE: &str =
     "usage: phase fetch --root ROOT.json --provider URL [--provider URL...] --out DIR
-                   [--channel NAME] [--floor N] [--idle-secs S] [--total-secs S]";
+                   [--channel NAME] [--floor N] [--idle-secs S] [--total-secs S]
+                   [--min-rate BYTES_PER_S] [--rate-window-secs S]
+A provider that sends nothing for --idle-secs (10), or fewer than --min-rate (32768)
+bytes per second over any --rate-window-secs (10) window, is left for the next one.";
 
 pub fn run(args: &[String]) -> i32 {
     let (mut root, mut providers, mut out, mut channel, mut floor) =
@@ -36,6 +39,12 @@ pub fn run(args: &[String]) -> i32 {
             ("--idle-secs", v) if secs(v).is_some() => limits.idle = secs(v).unwrap_or(limits.idle),
             ("--total-secs", v) if secs(v).is_some() => {
                 limits.total = secs(v).unwrap_or(limits.total)
+            }
+            ("--rate-window-secs", v) if secs(v).is_some_and(|s| !s.is_zero()) => {
+                limits.rate_window = secs(v).unwrap_or(limits.rate_window)
+            }
+            ("--min-rate", Some(v)) if v.parse::<u64>().is_ok() => {
+                limits.min_rate = v.parse().unwrap_or(limits.min_rate)
             }
             _ => {
                 eprintln!("{USAGE}");

@@ -2,17 +2,26 @@
 //! as it arrives (size and SHA-256), resumed with Range after a stall or error, failed over
 //! to the next provider, and bounded in time. Nothing fetched is used unless it verified.
 //!
-//! Failover rule: a provider that errors or stalls is left and the next one continues from
-//! the same offset (the running hash carries over). If the finished artifact does not
-//! match, the one provider that sent all of it is struck off; if several sent parts, each
-//! is then tried alone from the start. Either way `verify.failed` names the provider.
+//! Each provider must keep up a minimum rate over each window ([`pace`]), not only send a
+//! byte before the idle timeout, so a peer that dribbles costs one window at most.
+//!
+//! Failover rule ([`artifact`]): in the first pass each provider continues where the last
+//! one stopped (the running hash carries over) when it errors, stalls or is too slow. A
+//! body that ends short, or a finished artifact that does not match, makes the bytes
+//! suspect: the provider that sent a short body is struck off for the artifact, and one
+//! that sent all of a mismatching artifact is struck off and named in `verify.failed`.
+//! Then every provider still standing gets a full, solo attempt from byte 0, so that a
+//! provider is only ever named for bytes it sent alone: an honest one is never blamed.
 
+pub mod backoff;
 pub mod cli;
+pub mod pace;
 pub mod release;
 pub mod report;
 pub mod response;
 pub mod url;
 
+use pace::Pace;
 use phase_release::doc::Artifact;
 use phase_release::stream::ArtifactVerifier;
 use phase_release::verify::TrustError;
@@ -22,12 +31,18 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 pub use url::Url;
 
-/// Time bounds for one fetch.
+/// Largest response head read from a provider.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Time and rate bounds for one fetch.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub connect: Duration,
     /// No byte for this long: the provider is stalled.
     pub idle: Duration,
+    /// At least this many bytes per second over each `rate_window`, from the request on.
+    pub min_rate: u64,
+    pub rate_window: Duration,
     /// The whole operation (all providers, all retries).
     pub total: Duration,
 }
@@ -37,6 +52,8 @@ impl Default for Limits {
         Limits {
             connect: Duration::from_secs(5),
             idle: Duration::from_secs(10),
+            min_rate: 32 * 1024,
+            rate_window: Duration::from_secs(10),
             total: Duration::from_secs(600),
         }
     }
@@ -50,8 +67,20 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("{url}: no data for {secs} s")]
     Stalled { url: String, secs: u64 },
+    #[error("{url}: {bytes} bytes in {secs} s, below the minimum of {min_bytes}")]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        min_bytes: u64,
+        secs: u64,
+    },
+    #[error("{url}: body ended at {got} of {want} bytes")]
+    ShortBody { url: String, got: u64, want: u64 },
     #[error("{url}: {msg}")]
     Io { url: String, msg: String },
+    /// Writing what arrived failed (RAM or local disk): no provider is to blame.
+    #[error("{artifact}: {msg}")]
+    Output { artifact: String, msg: String },
     #[error("{url}: {msg}")]
     Protocol { url: String, msg: String },
     #[error("{url}: {err}")]
@@ -69,7 +98,10 @@ impl FetchError {
             FetchError::Connect { .. } => "connect_failed",
             FetchError::Status { .. } => "http_status",
             FetchError::Stalled { .. } => "stalled",
+            FetchError::TooSlow { .. } => "too_slow",
+            FetchError::ShortBody { .. } => "short_body",
             FetchError::Io { .. } => "io_error",
+            FetchError::Output { .. } => "output_failed",
             FetchError::Protocol { .. } => "protocol_error",
             FetchError::Verify { err, .. } => err.reason(),
             FetchError::Deadline => "deadline",
@@ -78,9 +110,64 @@ impl FetchError {
     }
 }
 
-/// `GET base/file` from `offset`, feeding body bytes to `sink` until `want` bytes arrived
-/// or the body ends. Servers that ignore Range (200 with the whole file) are handled by
-/// skipping what we already have. Returns the bytes delivered to `sink`.
+/// One connection to a provider, judged for idleness and rate on every read.
+struct Conn<'a> {
+    s: TcpStream,
+    pace: Pace,
+    limits: &'a Limits,
+    deadline: Instant,
+    url: &'a str,
+}
+
+impl Conn<'_> {
+    async fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        let idle_until = Instant::now() + self.limits.idle;
+        loop {
+            let until = idle_until.min(self.pace.window_end()).min(self.deadline);
+            let read = tokio::time::timeout_at(until, self.s.read(buf)).await;
+            let now = Instant::now();
+            if let Ok(r) = read {
+                let n = r.map_err(|e| FetchError::Io {
+                    url: self.url.to_string(),
+                    msg: e.to_string(),
+                })?;
+                self.pace.add(n);
+                self.judge(now)?;
+                return Ok(n);
+            }
+            if now >= self.deadline {
+                return Err(FetchError::Deadline);
+            }
+            self.judge(now)?;
+            if now >= idle_until {
+                return Err(FetchError::Stalled {
+                    url: self.url.to_string(),
+                    secs: self.limits.idle.as_secs(),
+                });
+            }
+        }
+    }
+
+    /// A window below the minimum rate is `TooSlow`; one with no byte at all is a stall.
+    fn judge(&mut self, now: Instant) -> Result<(), FetchError> {
+        let secs = self.limits.rate_window.as_secs();
+        let url = self.url.to_string();
+        self.pace.judge(now).map_err(|e| match e.bytes {
+            0 => FetchError::Stalled { url, secs },
+            bytes => FetchError::TooSlow {
+                url,
+                bytes,
+                min_bytes: e.min_bytes,
+                secs,
+            },
+        })
+    }
+}
+
+/// `GET base/file` from `offset`, feeding body bytes to `sink` until `want` bytes arrived.
+/// A body that ends before `want` bytes (or before its Content-Length) is `ShortBody`.
+/// Servers that ignore Range (200 with the whole file) are handled by skipping what we
+/// already have. Returns the bytes delivered to `sink`.
 pub async fn get(
     url: &Url,
     file: &str,
@@ -91,12 +178,8 @@ pub async fn get(
     sink: &mut (dyn FnMut(&[u8]) -> Result<(), TrustError> + Send),
 ) -> Result<u64, FetchError> {
     let u = url.to_string() + file;
-    let io = |e: std::io::Error| FetchError::Io {
-        url: u.clone(),
-        msg: e.to_string(),
-    };
     let connect = tokio::time::timeout(limits.connect, TcpStream::connect(url.authority()));
-    let mut s = match tokio::time::timeout_at(deadline, connect).await {
+    let s = match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => return Err(FetchError::Deadline),
         Ok(Err(_)) => {
             return Err(FetchError::Connect {
@@ -112,23 +195,30 @@ pub async fn get(
         }
         Ok(Ok(Ok(s))) => s,
     };
-    let range = if offset > 0 {
-        format!("Range: bytes={offset}-\r\n")
-    } else {
-        String::new()
+    let req = url
+        .request(file, offset)
+        .map_err(|e| FetchError::Protocol {
+            url: u.clone(),
+            msg: e.to_string(),
+        })?;
+    let pace = Pace::new(limits.min_rate, limits.rate_window, Instant::now());
+    let mut c = Conn {
+        s,
+        pace,
+        limits,
+        deadline,
+        url: &u,
     };
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: phase/{}\r\n{range}Connection: close\r\n\r\n",
-        url.target(file),
-        url.authority(),
-        env!("CARGO_PKG_VERSION")
-    );
-    s.write_all(req.as_bytes()).await.map_err(io)?;
+    c.s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| FetchError::Io {
+            url: u.clone(),
+            msg: e.to_string(),
+        })?;
     let mut buf = vec![0u8; 1024 * 1024];
     let mut head = Vec::new();
-    let mut body_start;
-    loop {
-        let n = read_some(&mut s, &mut buf, limits, deadline, &u).await?;
+    let (h, body_start) = loop {
+        let n = c.read_some(&mut buf).await?;
         if n == 0 {
             return Err(FetchError::Protocol {
                 url: u,
@@ -136,22 +226,23 @@ pub async fn get(
             });
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            body_start = head.split_off(i + 4);
-            head.truncate(i);
-            break;
+        match response::parse(&head) {
+            Ok(response::Parsed::Done(h, at)) => break (h, head.split_off(at)),
+            Ok(response::Parsed::Partial) if head.len() <= MAX_HEAD => {}
+            Ok(response::Parsed::Partial) => {
+                return Err(FetchError::Protocol {
+                    url: u,
+                    msg: "response head too large".into(),
+                })
+            }
+            Err(e) => {
+                return Err(FetchError::Protocol {
+                    url: u,
+                    msg: e.to_string(),
+                })
+            }
         }
-        if head.len() > 16 * 1024 {
-            return Err(FetchError::Protocol {
-                url: u,
-                msg: "response head too large".into(),
-            });
-        }
-    }
-    let h = response::parse(&head).ok_or_else(|| FetchError::Protocol {
-        url: u.clone(),
-        msg: "malformed response".into(),
-    })?;
+    };
     if h.chunked {
         return Err(FetchError::Protocol {
             url: u,
@@ -193,40 +284,31 @@ pub async fn get(
     if feed(&body_start, &mut skip, &mut delivered)? {
         return Ok(delivered);
     }
-    body_start.clear();
     loop {
         if body_len.is_some_and(|l| got >= l) {
             break;
         }
-        let n = read_some(&mut s, &mut buf, limits, deadline, &u).await?;
+        let n = c.read_some(&mut buf).await?;
         if n == 0 {
             break;
         }
         got += n as u64;
         if feed(&buf[..n], &mut skip, &mut delivered)? {
-            break;
+            return Ok(delivered);
         }
     }
-    Ok(delivered)
-}
-
-async fn read_some(
-    s: &mut TcpStream,
-    buf: &mut [u8],
-    limits: &Limits,
-    deadline: Instant,
-    u: &str,
-) -> Result<usize, FetchError> {
-    match tokio::time::timeout_at(deadline, tokio::time::timeout(limits.idle, s.read(buf))).await {
-        Err(_) => Err(FetchError::Deadline),
-        Ok(Err(_)) => Err(FetchError::Stalled {
-            url: u.to_string(),
-            secs: limits.idle.as_secs(),
+    match (want, body_len) {
+        (Some(w), _) if delivered < w => Err(FetchError::ShortBody {
+            url: u,
+            got: offset + delivered,
+            want: offset + w,
         }),
-        Ok(Ok(r)) => r.map_err(|e| FetchError::Io {
-            url: u.to_string(),
-            msg: e.to_string(),
+        (None, Some(l)) if got < l => Err(FetchError::ShortBody {
+            url: u,
+            got,
+            want: l,
         }),
+        _ => Ok(delivered),
     }
 }
 
@@ -253,16 +335,34 @@ pub async fn small(
     Ok(out)
 }
 
+/// A provider left on the way to an artifact.
+#[derive(Debug)]
+pub struct Failure {
+    pub provider: String,
+    pub error: FetchError,
+    /// Time spent on that provider's attempt.
+    pub ms: u64,
+}
+
 /// What happened on the way to a verified artifact, for events and logs.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Providers that failed, with the error.
-    pub failures: Vec<(String, FetchError)>,
+    /// Providers that failed, in order.
+    pub failures: Vec<Failure>,
     /// The provider(s) that delivered the verified bytes.
     pub from: Vec<String>,
 }
 
-/// Download `artifact` into `out`, verified, from `providers` in order.
+impl Report {
+    /// Whether `p` failed at any point (it goes last for the next artifact).
+    pub fn failed(&self, p: &Url) -> bool {
+        let p = p.to_string();
+        self.failures.iter().any(|f| f.provider == p)
+    }
+}
+
+/// Download `artifact` into `out`, verified, from `providers` in order (see the module
+/// docs for the failover rule). At most one shared pass plus one solo attempt per provider.
 pub async fn artifact(
     name: &str,
     artifact: &Artifact,
@@ -273,130 +373,181 @@ pub async fn artifact(
 ) -> Result<Report, (Report, FetchError)> {
     let deadline = Instant::now() + limits.total;
     let mut report = Report::default();
-    let mut candidates: Vec<Url> = providers.to_vec();
-    let mut alone = false;
-    while !candidates.is_empty() {
-        if Instant::now() >= deadline {
-            return Err((report, FetchError::Deadline));
+    // Out for this artifact: struck off (short or mismatching body) or failed in transport.
+    let mut out_of = vec![false; providers.len()];
+    let mut job = Attempt {
+        name,
+        artifact,
+        out,
+        limits,
+        deadline,
+        progress,
+    };
+
+    // The shared pass: each provider continues where the last one stopped.
+    let mut verifier = match job.reset() {
+        Ok(v) => v,
+        Err(e) => return Err((report, e)),
+    };
+    let (mut offset, mut contributors, mut suspect) = (0u64, Vec::new(), false);
+    for (i, p) in providers.iter().enumerate() {
+        let started = Instant::now();
+        let (res, wrote) = job.run(p, offset, &mut verifier).await;
+        offset += wrote;
+        if wrote > 0 {
+            contributors.push(i);
         }
-        let mut verifier = match ArtifactVerifier::new(name, artifact) {
-            Ok(v) => v,
+        match res {
+            Ok(()) => break,
+            Err(FetchError::Deadline) => return Err((report, FetchError::Deadline)),
+            Err(e @ FetchError::Output { .. }) => return Err((report, e)),
+            Err(e) => {
+                out_of[i] = true;
+                suspect |= matches!(e, FetchError::ShortBody { .. } | FetchError::Verify { .. });
+                report.failures.push(failure(p, e, started));
+                if suspect {
+                    break;
+                }
+            }
+        }
+    }
+    if offset == artifact.size && !suspect {
+        match verifier.finish() {
+            Ok(()) => {
+                report.from = contributors
+                    .iter()
+                    .map(|&i| providers[i].to_string())
+                    .collect();
+                return Ok(job.done(report));
+            }
             Err(err) => {
-                return Err((
-                    report,
-                    FetchError::Verify {
-                        url: String::new(),
-                        err,
-                    },
-                ))
+                // Only a provider that sent every byte alone can be named.
+                if let [i] = contributors[..] {
+                    out_of[i] = true;
+                    let url = providers[i].to_string();
+                    report.failures.push(Failure {
+                        provider: url.clone(),
+                        error: FetchError::Verify { url, err },
+                        ms: 0,
+                    });
+                }
+                suspect = true;
             }
+        }
+    }
+    if !suspect {
+        return Err((report, FetchError::Exhausted(name.to_string())));
+    }
+
+    // Suspect bytes: every provider still standing, alone, from byte 0.
+    for (i, p) in providers.iter().enumerate() {
+        if out_of[i] {
+            continue;
+        }
+        let mut verifier = match job.reset() {
+            Ok(v) => v,
+            Err(e) => return Err((report, e)),
         };
-        if out.set_len(0).is_err() || std::io::Seek::rewind(out).is_err() {
-            return Err((
-                report,
-                FetchError::Io {
-                    url: String::new(),
-                    msg: "cannot reset output".into(),
-                },
-            ));
+        let started = Instant::now();
+        let (res, _) = job.run(p, 0, &mut verifier).await;
+        let res = res.and_then(|()| {
+            verifier.finish().map_err(|err| FetchError::Verify {
+                url: p.to_string(),
+                err,
+            })
+        });
+        match res {
+            Ok(()) => {
+                report.from = vec![p.to_string()];
+                return Ok(job.done(report));
+            }
+            Err(FetchError::Deadline) => return Err((report, FetchError::Deadline)),
+            Err(e @ FetchError::Output { .. }) => return Err((report, e)),
+            Err(e) => report.failures.push(failure(p, e, started)),
         }
-        let mut contributors: Vec<usize> = Vec::new();
-        let mut offset = 0u64;
-        for (i, p) in candidates.iter().enumerate() {
-            if alone && offset > 0 {
-                break;
-            }
-            let before = offset;
-            let mut written = 0u64;
-            let mut write_failed = None;
-            let res = {
-                // Each chunk is hashed, then written at once (the file is in RAM or on
-                // local disk); the hash state carries over to the next provider.
-                let mut sink = |c: &[u8]| -> Result<(), TrustError> {
-                    verifier.update(c)?;
-                    if let Err(e) = std::io::Write::write_all(out, c) {
-                        write_failed = Some(e.to_string());
-                    }
-                    written += c.len() as u64;
-                    progress(before + written, artifact.size);
-                    Ok(())
-                };
-                get(
-                    p,
-                    &artifact.path,
-                    offset,
-                    Some(artifact.size - offset),
-                    limits,
-                    deadline,
-                    &mut sink,
-                )
-                .await
-            };
-            if let Some(msg) = write_failed {
-                return Err((
-                    report,
-                    FetchError::Io {
-                        url: p.to_string(),
-                        msg,
-                    },
-                ));
-            }
-            offset += written;
-            if offset > before {
-                contributors.push(i);
-            }
-            match res {
-                Ok(_) if offset == artifact.size => break,
-                Ok(_) => report.failures.push((
-                    p.to_string(),
-                    FetchError::Protocol {
-                        url: p.to_string(),
-                        msg: format!("body ended at {offset} of {} bytes", artifact.size),
-                    },
-                )),
-                Err(FetchError::Deadline) => return Err((report, FetchError::Deadline)),
-                Err(e) => report.failures.push((p.to_string(), e)),
-            }
-        }
-        if offset == artifact.size {
-            match verifier.finish() {
-                Ok(()) => {
-                    report.from = contributors
-                        .iter()
-                        .map(|&i| candidates[i].to_string())
-                        .collect();
-                    let _ = std::io::Write::flush(out);
-                    return Ok(report);
-                }
-                Err(err) => {
-                    for &i in &contributors {
-                        report.failures.push((
-                            candidates[i].to_string(),
-                            FetchError::Verify {
-                                url: candidates[i].to_string(),
-                                err: err.clone(),
-                            },
-                        ));
-                    }
-                    if contributors.len() == 1 {
-                        candidates.remove(contributors[0]);
-                    } else {
-                        alone = true;
-                    }
-                    continue;
-                }
-            }
-        }
-        // Every candidate failed before the end: drop the ones that sent nothing.
-        let keep: Vec<Url> = contributors
-            .iter()
-            .map(|&i| candidates[i].clone())
-            .collect();
-        if keep.is_empty() || keep.len() == candidates.len() && alone {
-            break;
-        }
-        candidates = keep;
-        alone = true;
     }
     Err((report, FetchError::Exhausted(name.to_string())))
+}
+
+fn failure(p: &Url, error: FetchError, started: Instant) -> Failure {
+    Failure {
+        provider: p.to_string(),
+        error,
+        ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// What every attempt at one artifact shares: the output file and the bounds.
+struct Attempt<'a> {
+    name: &'a str,
+    artifact: &'a Artifact,
+    out: &'a mut std::fs::File,
+    limits: &'a Limits,
+    deadline: Instant,
+    progress: &'a mut (dyn FnMut(u64, u64) + Send),
+}
+
+impl Attempt<'_> {
+    /// An empty output and a fresh verifier.
+    fn reset(&mut self) -> Result<ArtifactVerifier, FetchError> {
+        if self.out.set_len(0).is_err() || std::io::Seek::rewind(self.out).is_err() {
+            return Err(FetchError::Output {
+                artifact: self.name.to_string(),
+                msg: "cannot be reset".into(),
+            });
+        }
+        ArtifactVerifier::new(self.name, self.artifact).map_err(|err| FetchError::Verify {
+            url: String::new(),
+            err,
+        })
+    }
+
+    /// Fetch from `offset` to the end from `p`, hashing then writing each chunk. Returns
+    /// the outcome and the bytes written (which count even when the attempt failed).
+    async fn run(
+        &mut self,
+        p: &Url,
+        offset: u64,
+        verifier: &mut ArtifactVerifier,
+    ) -> (Result<(), FetchError>, u64) {
+        let mut written = 0u64;
+        let mut write_failed = None;
+        let (out, progress, size) = (&mut *self.out, &mut *self.progress, self.artifact.size);
+        let res = {
+            // The file is in RAM or on local disk: write at once; the hash state carries
+            // over to the next provider.
+            let mut sink = |c: &[u8]| -> Result<(), TrustError> {
+                verifier.update(c)?;
+                if let Err(e) = std::io::Write::write_all(out, c) {
+                    write_failed = Some(e.to_string());
+                }
+                written += c.len() as u64;
+                progress(offset + written, size);
+                Ok(())
+            };
+            get(
+                p,
+                &self.artifact.path,
+                offset,
+                Some(size - offset),
+                self.limits,
+                self.deadline,
+                &mut sink,
+            )
+            .await
+        };
+        if let Some(msg) = write_failed {
+            let e = FetchError::Output {
+                artifact: self.name.to_string(),
+                msg,
+            };
+            return (Err(e), written);
+        }
+        (res.map(|_| ()), written)
+    }
+
+    fn done(&mut self, report: Report) -> Report {
+        let _ = std::io::Write::flush(self.out);
+        report
+    }
 }

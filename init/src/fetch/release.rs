@@ -190,30 +190,32 @@ pub async fn download(
     progress: &mut (dyn FnMut(&str, u64, u64) + Send),
 ) -> Result<u64, FetchError> {
     let mut bytes = 0;
+    // A provider that failed on one artifact goes last for the next ones: a hostile
+    // provider costs one artifact's attempt, not one per artifact.
+    let mut providers = choice.providers.clone();
     for (name, a) in files(&choice.release) {
         let path = dir.join(&a.path);
-        let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Io {
-            url: path.display().to_string(),
+        let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Output {
+            artifact: path.display().to_string(),
             msg: e.to_string(),
         })?;
-        let r = super::artifact(
-            &name,
-            &a,
-            &choice.providers,
-            &mut f,
-            limits,
-            &mut |done, total| progress(&name, done, total),
-        )
+        let r = super::artifact(&name, &a, &providers, &mut f, limits, &mut |done, total| {
+            progress(&name, done, total)
+        })
         .await;
         report(&name, &r);
+        let rep = match &r {
+            Ok(rep) | Err((rep, _)) => rep,
+        };
+        providers.sort_by_key(|p| rep.failed(p));
         if let Err((_, e)) = r {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e);
         }
         bytes += a.size;
     }
-    write_metadata(choice, dir).map_err(|e| FetchError::Io {
-        url: dir.display().to_string(),
+    write_metadata(choice, dir).map_err(|e| FetchError::Output {
+        artifact: dir.display().to_string(),
         msg: e.to_string(),
     })?;
     Ok(bytes)

@@ -32,17 +32,18 @@ pub fn metadata(events: &EventLog, u: &Url, how: &str, o: &MetaOutcome) {
 
 /// One event per provider that failed on the way to `artifact`.
 pub fn failures(events: &EventLog, artifact: &str, rep: &Report) {
-    for (p, e) in &rep.failures {
-        events.emit(match e {
+    for f in &rep.failures {
+        events.emit(match &f.error {
             FetchError::Verify { err, .. } => Event::VerifyFailed {
                 artifact: artifact.into(),
                 reason: err.reason().into(),
-                provider: Some(p.clone()),
+                provider: Some(f.provider.clone()),
             },
             other => Event::ProviderFailover {
                 artifact: artifact.into(),
-                provider: p.clone(),
+                provider: f.provider.clone(),
                 reason: other.reason().into(),
+                ms: f.ms,
             },
         })
     }
