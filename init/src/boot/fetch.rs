@@ -16,6 +16,11 @@ use phase_release::verify::Policy;
 /// stage 2, which serves it to peers).
 pub const RELEASE_DIR: &str = "/run/phase/release";
 
+/// One bound for discovery plus every provider's metadata in one attempt: however many
+/// candidates there are and however each misbehaves, the attempt moves on to the artifacts
+/// (or to its retry) by then. Each request is bounded on its own as well (docs/network.md).
+pub const METADATA_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The SHA-256 of the kernel this initramfs was built for (written by the build).
 pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
 
@@ -75,7 +80,10 @@ async fn attempt(
         trusted: state.trusted_release(),
     };
     let mut chain = trust.chain.clone();
-    let limits = crate::fetch::Limits::default();
+    let mut limits = crate::fetch::Limits {
+        metadata_until: Some(tokio::time::Instant::now() + METADATA_BOUND),
+        ..Default::default()
+    };
     // The command line's providers first; discovery only if none of them verifies.
     let named: Vec<Candidate> = boot
         .config
@@ -93,6 +101,7 @@ async fn attempt(
         choice = choose(boot, &found, &mut chain, &policy, &limits).await;
     }
     keep_root(boot, chain);
+    limits.metadata_until = None;
     let Some(choice) = choice else {
         return Err(Attempt::Retry(StepError {
             reason: "no_verified_release",

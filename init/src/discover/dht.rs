@@ -47,6 +47,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_PACKET: usize = record::MAX_VALUE_BYTES + 16 * 1024;
 /// How often a filtering node re-checks what it stores (expired entries go).
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Record keys (one per channel/arch) a node stores at most.
+pub const MAX_KEYS: usize = 64;
 /// What the handle waits beyond `query_timeout` for the node task to answer.
 const GRACE: Duration = Duration::from_secs(5);
 /// Largest key file read.
@@ -207,6 +209,9 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
                 id,
                 MemoryStoreConfig {
                     max_value_bytes: record::MAX_VALUE_BYTES + 1,
+                    // Keys (channel/arch sets) held at once: a peer putting records under
+                    // many invented channels fills this, not the node's memory.
+                    max_records: MAX_KEYS,
                     ..Default::default()
                 },
             );
@@ -603,7 +608,7 @@ impl Node {
         let store = self.kad().store_mut();
         let held: Vec<kad::Record> = store.records().map(|r| r.into_owned()).collect();
         for mut r in held {
-            match record::merge(None, &r.value, r.key.as_ref(), now) {
+            match record::prune(&r.value, r.key.as_ref(), now) {
                 Ok(v) if v == r.value => {}
                 Ok(v) => {
                     r.value = v;

@@ -11,7 +11,7 @@ pub mod record;
 use crate::config::Mode;
 
 /// How a provider was found; the `how` field of `provider.found`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum How {
     /// `phase.provider=` on the kernel command line (or `--provider` on a host).
     Url,
@@ -63,10 +63,16 @@ pub fn announce_plan(mode: Mode) -> Plan {
     plan(mode, true)
 }
 
+/// Candidates kept per discovery method, and in all: each costs metadata requests.
+pub const MAX_PER_METHOD: usize = 16;
+pub const MAX_CANDIDATES: usize = 24;
+
 /// Order discovered candidates for the verified fetch: the LAN before the DHT, and within
 /// each, the higher advertised version first. The fetch keeps the highest version that
 /// verifies and, among equal versions, the earliest candidate: so ties prefer the LAN.
-/// Duplicate URLs keep their first (best) place.
+/// Duplicate URLs keep their first (best) place. At most [`MAX_PER_METHOD`] per method and
+/// [`MAX_CANDIDATES`] in all are kept (an advertised version is unverified, so a flood of
+/// high ones fills a method's share, not the list).
 pub fn order(mut found: Vec<Candidate>) -> Vec<Candidate> {
     found.sort_by(|a, b| {
         a.how
@@ -76,6 +82,13 @@ pub fn order(mut found: Vec<Candidate>) -> Vec<Candidate> {
     });
     let mut seen = std::collections::HashSet::new();
     found.retain(|c| seen.insert(c.url.clone()));
+    let mut per: std::collections::HashMap<How, usize> = Default::default();
+    found.retain(|c| {
+        let n = per.entry(c.how).or_default();
+        *n += 1;
+        *n <= MAX_PER_METHOD
+    });
+    found.truncate(MAX_CANDIDATES);
     found
 }
 
@@ -156,5 +169,25 @@ mod tests {
                 ("http://d/", How::Dht),
             ]
         );
+    }
+
+    #[test]
+    fn candidates_are_capped_per_method_and_in_all() {
+        let many = |how, n: usize| {
+            (0..n).map(move |i| {
+                c(
+                    &format!("http://10.0.{}.{}/", how as u8, i),
+                    how,
+                    Some(i as u64),
+                )
+            })
+        };
+        let got = order(many(How::Mdns, 40).chain(many(How::Dht, 40)).collect());
+        let count = |how| got.iter().filter(|c| c.how == how).count();
+        assert_eq!(got.len(), MAX_CANDIDATES);
+        assert_eq!(count(How::Mdns), MAX_PER_METHOD);
+        assert_eq!(count(How::Dht), MAX_CANDIDATES - MAX_PER_METHOD);
+        // The highest advertised versions of each method are the ones kept.
+        assert_eq!(got[0].advertised, Some(39));
     }
 }

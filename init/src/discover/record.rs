@@ -11,7 +11,12 @@
 //! under it is a set of signed records (a canonical JSON array sorted by node), so providers
 //! coexist instead of overwriting each other. [`merge`] is what a node runs on every inbound
 //! put: entries that do not verify, are expired, or belong to another key are dropped, each
-//! node keeps only its newest entry, and the set is capped. [`verify`] is what a client runs
+//! node keeps only its newest entry, and the set is capped. The set resists flooding: an
+//! entry already held keeps its place until it expires (only its own node can replace it),
+//! one put adds at most [`MAX_NEW_PER_PUT`] new nodes, at most [`MAX_PER_HOST`] entries may
+//! name one host, and a value is checked for at most [`MAX_CHECKED`] entries (a bounded
+//! number of signature checks per put). So 64 fresh keys cannot push honest entries out.
+//! [`verify`] is what a client runs
 //! on every value it gets back: nothing in a DHT value is trusted, and a record that verifies
 //! only says "this node claims to serve this URL": the release it serves must still verify
 //! against the root keys before anything is used.
@@ -30,6 +35,12 @@ pub const MAX_ENTRIES: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// How far in the future `issued` may be (clock skew between nodes).
 pub const MAX_FUTURE_SKEW_S: u64 = 300;
+/// New nodes one put may add to a set.
+pub const MAX_NEW_PER_PUT: usize = 4;
+/// Entries of one set whose URL names the same host.
+pub const MAX_PER_HOST: usize = 4;
+/// Entries of one value that are checked at all; the rest are `too_many_entries`.
+pub const MAX_CHECKED: usize = 2 * MAX_ENTRIES;
 /// Field bounds: a record is small, whatever a peer sends. With them, [`MAX_ENTRIES`] entries
 /// stay well below [`MAX_VALUE_BYTES`]; the byte cap is a second line.
 const MAX_URL: usize = 256;
@@ -69,7 +80,7 @@ pub struct Rejected {
     /// The node the entry claims, when it could be read.
     pub node: Option<String>,
     /// Stable: `bad_signature`, `expired`, `not_yet_valid`, `wrong_channel`, `wrong_arch`,
-    /// `malformed`, `bad_url`, `too_large`.
+    /// `malformed`, `bad_url`, `too_large`, `too_many_entries`.
     pub reason: &'static str,
 }
 
@@ -176,7 +187,14 @@ fn decode(value: &[u8]) -> Result<(Vec<SignedRecord>, Vec<Rejected>), RecordErro
     };
     let mut good = Vec::new();
     let mut bad = Vec::new();
-    for item in items {
+    let over = items.len().saturating_sub(MAX_CHECKED);
+    if over > 0 {
+        bad.push(Rejected {
+            node: None,
+            reason: "too_many_entries",
+        });
+    }
+    for item in items.into_iter().take(MAX_CHECKED) {
         let node = item
             .get("signed")
             .and_then(|s| s.get("node"))
@@ -221,9 +239,11 @@ fn newest_per_node(
 }
 
 /// What an honest node stores when `incoming` is put under `key` while it holds `existing`:
-/// the valid, unexpired entries of both that match the key, the newest per node, capped at
-/// [`MAX_ENTRIES`] and [`MAX_VALUE_BYTES`] keeping the most recently issued. `Err` means
-/// nothing should be stored (`Empty`: nothing valid is left, e.g. everything expired).
+/// the valid, unexpired entries that match the key, the newest per node. Entries held keep
+/// their place (updated only by their own node); new nodes come in newest first (`issued`
+/// counted at most as `now`, so a future date buys nothing), at most [`MAX_NEW_PER_PUT`]
+/// per put, [`MAX_PER_HOST`] per URL host, up to [`MAX_ENTRIES`] and [`MAX_VALUE_BYTES`].
+/// `Err` means nothing should be stored (`Empty`: nothing valid is left).
 pub fn merge(
     existing: Option<&[u8]>,
     incoming: &[u8],
@@ -232,33 +252,81 @@ pub fn merge(
 ) -> Result<Vec<u8>, RecordError> {
     let (channel, arch) = parse_key(key).ok_or(RecordError::BadKey)?;
     let (incoming, _) = decode(incoming)?;
+    let valid = |s: &SignedRecord| s.check(&channel, &arch, now).is_ok();
     // What we hold was checked when stored, but it may have expired since.
-    let existing = existing
+    let held: Vec<SignedRecord> = existing
         .and_then(|v| decode(v).ok())
         .map(|(good, _)| good)
-        .unwrap_or_default();
-    let valid = existing
+        .unwrap_or_default()
         .into_iter()
-        .chain(incoming)
-        .filter(|s| s.check(&channel, &arch, now).is_ok());
-    let mut newest: Vec<SignedRecord> = newest_per_node(valid).into_values().collect();
-    if newest.is_empty() {
-        return Err(RecordError::Empty);
+        .filter(valid)
+        .collect();
+    let held_nodes: std::collections::BTreeSet<String> =
+        held.iter().map(|s| s.signed.node.clone()).collect();
+    let (updates, newcomers): (Vec<_>, Vec<_>) = incoming
+        .into_iter()
+        .filter(valid)
+        .partition(|s| held_nodes.contains(&s.signed.node));
+    let mut kept: Vec<SignedRecord> = newest_per_node(held.into_iter().chain(updates))
+        .into_values()
+        .collect();
+    kept.sort_by(|a, b| (b.signed.issued, &b.signed.node).cmp(&(a.signed.issued, &a.signed.node)));
+    let mut new: Vec<SignedRecord> = newest_per_node(newcomers).into_values().collect();
+    new.sort_by(|a, b| {
+        (b.signed.issued.min(now), &b.signed.node).cmp(&(a.signed.issued.min(now), &a.signed.node))
+    });
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &kept {
+        *per_host.entry(host(&s.signed.url)).or_default() += 1;
     }
-    // Cap: newest first, then drop from the oldest end until it fits.
-    newest
-        .sort_by(|a, b| (b.signed.issued, &b.signed.node).cmp(&(a.signed.issued, &a.signed.node)));
-    newest.truncate(MAX_ENTRIES);
+    let mut added = 0;
+    for s in new {
+        if added == MAX_NEW_PER_PUT || kept.len() >= MAX_ENTRIES {
+            break;
+        }
+        let n = per_host.entry(host(&s.signed.url)).or_default();
+        if *n < MAX_PER_HOST {
+            *n += 1;
+            added += 1;
+            kept.push(s);
+        }
+    }
+    capped(kept)
+}
+
+/// What a node keeps of a set it holds as time passes: every entry still valid, the newest
+/// per node (entries are not admitted here, so no flood rule applies).
+pub fn prune(value: &[u8], key: &[u8], now: u64) -> Result<Vec<u8>, RecordError> {
+    let (channel, arch) = parse_key(key).ok_or(RecordError::BadKey)?;
+    let (entries, _) = decode(value)?;
+    let valid = entries
+        .into_iter()
+        .filter(|s| s.check(&channel, &arch, now).is_ok());
+    let mut kept: Vec<SignedRecord> = newest_per_node(valid).into_values().collect();
+    kept.sort_by(|a, b| (b.signed.issued, &b.signed.node).cmp(&(a.signed.issued, &a.signed.node)));
+    capped(kept)
+}
+
+/// The encoded set, dropping from the end until it fits the caps.
+fn capped(mut set: Vec<SignedRecord>) -> Result<Vec<u8>, RecordError> {
+    set.truncate(MAX_ENTRIES);
     loop {
-        let bytes = encode(&newest);
+        if set.is_empty() {
+            return Err(RecordError::Empty);
+        }
+        let bytes = encode(&set);
         if bytes.len() <= MAX_VALUE_BYTES {
             return Ok(bytes);
         }
-        newest.pop();
-        if newest.is_empty() {
-            return Err(RecordError::Empty);
-        }
+        set.pop();
     }
+}
+
+/// The host a record's URL names (checked by [`SignedRecord::check`] before this is asked).
+fn host(url: &str) -> String {
+    crate::fetch::Url::parse(url)
+        .map(|u| u.host)
+        .unwrap_or_else(|_| url.to_string())
 }
 
 /// Every record in `value` that verifies for `channel`/`arch` at `now` (newest per node,
@@ -579,15 +647,70 @@ mod tests {
     }
 
     #[test]
-    fn merge_caps_the_set_keeping_the_newest() {
+    fn prune_caps_the_set_keeping_the_newest() {
         let key_ = record_key("stable", "x86_64");
         let set: Vec<SignedRecord> = (0..(MAX_ENTRIES as u64 + 6))
             .map(|i| rec("http://10.0.0.1:8080/", 1, NOW - 100 + i).sign(&key(i as u8 + 1)))
             .collect();
-        let v = merge(None, &value(&set), &key_, NOW).unwrap();
+        let v = prune(&value(&set), &key_, NOW).unwrap();
         assert!(v.len() <= MAX_VALUE_BYTES);
         let (found, _) = verify(&v, "stable", "x86_64", NOW);
         assert_eq!(found.len(), MAX_ENTRIES);
         assert_eq!(found.iter().map(|r| r.issued).min(), Some(NOW - 100 + 6));
+    }
+
+    /// The flood: 64 fresh keys, each record as new as the skew allows and with a
+    /// huge version, put all at once and then one by one, each naming its own host.
+    #[test]
+    fn a_flood_of_fresh_keys_does_not_push_honest_entries_out() {
+        let key_ = record_key("stable", "x86_64");
+        let honest: Vec<SignedRecord> = (1..=3u8)
+            .map(|i| rec(&format!("http://10.0.0.{i}:8080/"), 1, NOW - 600).sign(&key(i)))
+            .collect();
+        let mut v = merge(None, &value(&honest[..1]), &key_, NOW).unwrap();
+        for h in &honest[1..] {
+            v = merge(Some(&v), &value(std::slice::from_ref(h)), &key_, NOW).unwrap();
+        }
+        let flood: Vec<SignedRecord> = (0..64u8)
+            .map(|i| {
+                rec(
+                    &format!("http://10.9.{i}.1:8080/"),
+                    999,
+                    NOW + MAX_FUTURE_SKEW_S,
+                )
+                .sign(&key(100 + i))
+            })
+            .collect();
+        // One put adds at most MAX_NEW_PER_PUT new nodes.
+        let once = merge(Some(&v), &value(&flood), &key_, NOW).unwrap();
+        assert_eq!(
+            verify(&once, "stable", "x86_64", NOW).0.len(),
+            3 + MAX_NEW_PER_PUT
+        );
+        v = once;
+        for f in &flood {
+            v = merge(Some(&v), &value(std::slice::from_ref(f)), &key_, NOW).unwrap();
+        }
+        let (found, _) = verify(&v, "stable", "x86_64", NOW);
+        assert_eq!(found.len(), MAX_ENTRIES);
+        for h in &honest {
+            assert!(found.contains(&h.signed), "{} pushed out", h.signed.url);
+        }
+        // One host gets at most MAX_PER_HOST entries, however many keys name it.
+        let mut w = encode(&honest);
+        for i in 0..8u8 {
+            let s = rec("http://10.9.9.9:8080/", 2, NOW).sign(&key(200 + i));
+            w = merge(Some(&w), &value(std::slice::from_ref(&s)), &key_, NOW).unwrap();
+        }
+        assert_eq!(
+            verify(&w, "stable", "x86_64", NOW).0.len(),
+            3 + MAX_PER_HOST
+        );
+        // A value is checked for at most MAX_CHECKED entries.
+        let many: Vec<SignedRecord> = (0..=MAX_CHECKED as u64)
+            .map(|i| rec("http://10.0.0.1:8080/", 1, NOW).sign(&key((i % 250) as u8 + 1)))
+            .collect();
+        let (_, rej) = verify(&value(&many), "stable", "x86_64", NOW);
+        assert!(reasons(&rej).contains(&"too_many_entries"), "{rej:?}");
     }
 }

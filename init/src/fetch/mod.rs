@@ -45,6 +45,9 @@ pub struct Limits {
     pub rate_window: Duration,
     /// The whole operation (all providers, all retries).
     pub total: Duration,
+    /// One deadline for every metadata file ([`small`]) fetched with these limits: stage 1
+    /// bounds discovery plus metadata as a whole with it, however many providers answer.
+    pub metadata_until: Option<Instant>,
 }
 
 impl Default for Limits {
@@ -55,6 +58,7 @@ impl Default for Limits {
             min_rate: 32 * 1024,
             rate_window: Duration::from_secs(10),
             total: Duration::from_secs(600),
+            metadata_until: None,
         }
     }
 }
@@ -319,7 +323,10 @@ pub async fn small(
     cap: usize,
     limits: &Limits,
 ) -> Result<Vec<u8>, FetchError> {
-    let deadline = Instant::now() + limits.total.min(limits.idle * 3);
+    let mut deadline = Instant::now() + limits.total.min(limits.idle * 3);
+    if let Some(until) = limits.metadata_until {
+        deadline = deadline.min(until);
+    }
     let mut out = Vec::new();
     let mut sink = |c: &[u8]| {
         if out.len() + c.len() > cap {
