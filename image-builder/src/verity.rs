@@ -9,20 +9,19 @@
 //! is zero padded. The root hash is the hash of the top block (of the only data block, when
 //! there is just one: then the tree has no levels).
 //!
-//! Salt and UUID derive from the data, so the same image always gets the same tree.
+//! Salt and UUID derive from the data, so the same image always gets the same tree. The
+//! tree itself (leaf hashes on every core, the levels, the root) is
+//! `phase_release::verity`, which the init uses to check a rootfs without dm-verity; this
+//! module adds what only the builder needs: salt and UUID, the superblock, the hash device.
 
 use phase_release::doc::Verity;
 use phase_release::hex;
+use phase_release::verity::{leaf_hashes, levels, slice_reader};
+pub use phase_release::verity::{level_sizes, ALGORITHM, BLOCK};
 use sha2::{Digest, Sha256};
 
-/// Data and hash block size.
-pub const BLOCK: usize = 4096;
-const DIGEST: usize = 32;
-/// Hashes per hash block.
-const FANOUT: usize = BLOCK / DIGEST;
 const SB_SIZE: usize = 512;
 const SIGNATURE: &[u8; 8] = b"verity\0\0";
-pub const ALGORITHM: &str = "sha256";
 
 /// A computed tree and what a release records about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,18 +85,6 @@ pub fn set_v4_bits(u: &mut [u8; 16]) {
     u[8] = (u[8] & 0x3f) | 0x80;
 }
 
-/// Blocks per tree level for `data_blocks` data blocks, leaf level first: the kernel's
-/// `levels` loop (as many levels as it takes until one block covers everything).
-pub fn level_sizes(data_blocks: u64) -> Vec<u64> {
-    let mut sizes = Vec::new();
-    let mut n = data_blocks;
-    while n > 1 {
-        n = n.div_ceil(FANOUT as u64);
-        sizes.push(n);
-    }
-    sizes
-}
-
 /// `struct verity_sb`: 512 bytes, little endian.
 pub fn superblock(uuid: &[u8; 16], salt: &[u8; 32], data_blocks: u64) -> [u8; SB_SIZE] {
     let mut sb = [0u8; SB_SIZE];
@@ -113,14 +100,6 @@ pub fn superblock(uuid: &[u8; 16], salt: &[u8; 32], data_blocks: u64) -> [u8; SB
     // 82..88 padding; the salt field holds up to 256 bytes.
     sb[88..88 + salt.len()].copy_from_slice(salt);
     sb
-}
-
-fn hash_block(salt: &[u8; 32], block: &[u8]) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(salt)
-        .chain_update(block)
-        .finalize()
-        .into()
 }
 
 /// The tree of `data` (a non-empty multiple of [`BLOCK`] bytes), salt and UUID derived
@@ -139,21 +118,11 @@ pub fn compute_with(data: &[u8], salt: &[u8; 32], uuid: &[u8; 16]) -> Result<Tre
         ));
     }
     let data_blocks = (data.len() / BLOCK) as u64;
-    let mut hashes: Vec<[u8; 32]> = data.chunks(BLOCK).map(|b| hash_block(salt, b)).collect();
-    // Leaf level first; each level is packed into zero-padded blocks and hashed again.
-    let mut levels: Vec<Vec<u8>> = Vec::new();
-    while hashes.len() > 1 {
-        let mut level = Vec::with_capacity(hashes.len().div_ceil(FANOUT) * BLOCK);
-        for chunk in hashes.chunks(FANOUT) {
-            for h in chunk {
-                level.extend_from_slice(h);
-            }
-            level.resize(level.len().div_ceil(BLOCK) * BLOCK, 0);
-        }
-        hashes = level.chunks(BLOCK).map(|b| hash_block(salt, b)).collect();
-        levels.push(level);
-    }
-    let root_hash = hashes[0];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let leaves = leaf_hashes(data_blocks, salt, threads, slice_reader(data))
+        .map_err(|(block, e)| format!("block {block}: {e}"))?;
+    // Leaf level first; the hash device stores them top first.
+    let (levels, root_hash) = levels(leaves, salt);
     let tree_blocks: u64 = level_sizes(data_blocks).iter().sum();
     let mut hash_device = Vec::with_capacity((1 + tree_blocks as usize) * BLOCK);
     hash_device.extend_from_slice(&superblock(uuid, salt, data_blocks));
@@ -219,6 +188,7 @@ pub fn verify(data: &[u8], hash_device: &[u8]) -> Result<Tree, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use phase_release::verity::hash_block;
 
     fn data(blocks: usize) -> Vec<u8> {
         (0..blocks * BLOCK)

@@ -11,6 +11,8 @@
 //! - [`chain`]: the trusted root chain (anchor plus verified rotation steps), walked
 //!   forward from any source, stored and carried as the bytes served.
 //! - [`stream`]: size- and hash-checked artifact streams.
+//! - [`verity`]: dm-verity hash trees (the builder writes them; the init checks a rootfs
+//!   by its tree on every core when the kernel has no dm-verity).
 //! - [`state`]: the trusted state (highest accepted release and root), persisted atomically.
 //!
 //! # Dependencies
@@ -26,6 +28,7 @@ pub mod keys;
 pub mod state;
 pub mod stream;
 pub mod verify;
+pub mod verity;
 
 /// Incremental SHA-256, for callers that hash streams without a declared artifact.
 #[derive(Default, Clone)]

@@ -1,6 +1,6 @@
 //! The local release: find a boot medium's GPT partitions, verify its signed release
 //! metadata against the trust anchor, set up dm-verity over the rootfs (or, without
-//! dm-verity, copy it to RAM while hashing it against the signed SHA-256), mount it as the
+//! dm-verity, copy it to RAM and check the copy by its verity tree on every core), mount it as the
 //! lower layer of an overlay with a tmpfs upper, and mount the state directory (the
 //! persistent partition, or tmpfs in `private` mode). Emits `rootfs.verified`,
 //! `state.ready` and `rootfs.mounted`; any failure is `verify.failed` naming the artifact,
@@ -373,52 +373,48 @@ fn verified_device(boot: &Boot, m: &Medium, rootfs: &Artifact) -> Result<String,
     } else {
         tracing::warn!("dm-verity unavailable (/dev/mapper/control missing); verifying the whole image instead");
     }
-    // Copy into RAM while hashing, then mount the copy: the bytes mounted are the bytes
-    // hashed, whatever the device returns later.
+    // Copy into RAM, then check the copy by its verity tree (4 KiB blocks hashed on every
+    // core, up the tree to the signed root hash) and mount that copy: the bytes mounted are
+    // the bytes checked, whatever the device returns later.
     let _ = std::fs::create_dir_all("/run/phase");
-    let copy = (|| -> Result<(), phase_release::stream::StreamError> {
-        let src = std::fs::File::open(&data_dev)
-            .map_err(|e| phase_release::stream::StreamError::Io(e.to_string()))?;
-        let mut dst = std::fs::File::create(RAM_COPY)
-            .map_err(|e| phase_release::stream::StreamError::Io(e.to_string()))?;
-        let tee = Tee {
-            r: src.take(rootfs.size),
-            w: &mut dst,
-        };
-        phase_release::stream::verify_reader("rootfs", rootfs, tee)?;
-        Ok(())
-    })();
-    if let Err(e) = copy {
+    if let Err((reason, e)) = copy_and_check(&data_dev, rootfs.size, v) {
         let _ = std::fs::remove_file(RAM_COPY);
-        let reason = match &e {
-            phase_release::stream::StreamError::Trust(t) => t.reason(),
-            phase_release::stream::StreamError::Io(_) => "rootfs_unreadable",
-        };
         return Err(fail(boot, "rootfs", reason, format!("{data_dev}: {e}")));
     }
     let dev = crate::sys::loopdev::attach_readonly(std::path::Path::new(RAM_COPY))
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     boot.events.emit(Event::RootfsVerified {
-        method: "sha256".into(),
+        method: "verity-tree".into(),
         device: dev.clone(),
-        root_hash: rootfs.sha256.clone(),
+        root_hash: v.root_hash.clone(),
     });
     Ok(dev)
 }
 
-/// Copies what it reads into a writer.
-struct Tee<'a, R: Read> {
-    r: R,
-    w: &'a mut std::fs::File,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::io::Write;
-        let n = self.r.read(buf)?;
-        self.w.write_all(&buf[..n])?;
-        Ok(n)
+/// `size` bytes of `data_dev` into RAM_COPY, then the copy checked against the signed
+/// verity parameters on every CPU. Errors carry a `verify.failed` reason.
+fn copy_and_check(data_dev: &str, size: u64, v: &Verity) -> Result<(), (&'static str, String)> {
+    use std::os::unix::fs::FileExt;
+    let unreadable = |e: std::io::Error| ("rootfs_unreadable", e.to_string());
+    let mut src = std::fs::File::open(data_dev).map_err(unreadable)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(RAM_COPY)
+        .map_err(|e| ("ram_copy_failed", format!("{RAM_COPY}: {e}")))?;
+    let copied = std::io::copy(&mut (&mut src).take(size), &mut dst).map_err(unreadable)?;
+    if copied != size {
+        return Err((
+            "size_mismatch",
+            format!("{copied} bytes, the release says {size}"),
+        ));
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let blocks = size / phase_release::verity::BLOCK as u64;
+    phase_release::verity::verify_data(v, blocks, cpus, |off, buf| dst.read_exact_at(buf, off))
+        .map_err(|e| (e.reason(), e.to_string()))
 }
 
 fn wait_for(dev: &str) {
