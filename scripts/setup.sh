@@ -6,7 +6,8 @@ set -euo pipefail
 # inside a test network namespace (private config, no D-Bus), tcpdump captures on the test
 # bridge. Neither is started on the host by the tests. grub-common + grub-efi-amd64-bin build
 # the UEFI network loader of out/netboot; ipxe-qemu is the PXE ROM QEMU's netboot tests use.
-pkgs=(grub-common grub-efi-amd64-bin ipxe-qemu qemu-system-x86 ovmf musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base avahi-daemon tcpdump)
+# xz-utils (with zstd) lets `make bench` compare initramfs compressors.
+pkgs=(xz-utils grub-common grub-efi-amd64-bin ipxe-qemu qemu-system-x86 ovmf musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base avahi-daemon tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,7 +6,8 @@
 //! and for each kind of boot the step table of its median boot, with an SVG boot chart in
 //! `out/bench/` (`phase_qemu::chart`).
 //! Then LAN discovery (`net.up` -> `provider.found` by mDNS, on a test bridge) and DHT
-//! lookups with 10 and 30 nodes on loopback (`BENCH_ONLY=discovery` runs only those).
+//! lookups with 10 and 30 nodes on loopback (`BENCH_ONLY=discovery` runs only those). The
+//! initramfs's size and unpack time per compressor (`BENCH_ONLY=compressors` runs only that).
 //! If BASELINE_LOG names the output of ../shared/bench/debian-initrd-baseline.sh, it also
 //! prints Debian's figures and the ratios.
 
@@ -71,6 +72,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     // BENCH_ONLY=discovery: only the discovery figures (mDNS on a test LAN, DHT lookups).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("compressors") {
+        compressors(runs);
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("discovery") {
         mdns_discovery(runs);
         for n in [10, 30] {
@@ -178,11 +183,11 @@ fn main() {
             .trim_end_matches('/')
             .parse()
             .unwrap_or(0);
-        let (mut fetch, mut boots) = (vec![], vec![]);
+        let (mut fetch, mut boots, mut net_up) = (vec![], vec![], vec![]);
         for i in 0..runs {
             let Ok(b) = Vm::default_artifacts()
                 .user_net_to(port)
-                .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=artifacts.verified")
+                .append("phase.provider=http://10.0.2.100:8080/ phase.diskless phase.poweroff=artifacts.verified")
                 .run()
             else {
                 eprintln!("diskless run {i}: qemu failed");
@@ -191,6 +196,9 @@ fn main() {
             match (b.event("net.up"), b.event("artifacts.verified")) {
                 (Some(n), Some(a)) => {
                     fetch.push(a.t_ms.saturating_sub(n.t_ms) as f64);
+                    if let Some(s) = b.event("init.start") {
+                        net_up.push(n.t_ms.saturating_sub(s.t_ms) as f64);
+                    }
                     boots.push(b);
                 }
                 _ => eprintln!("diskless run {i}: incomplete\n{}", b.explain()),
@@ -202,6 +210,10 @@ fn main() {
             let size = std::fs::metadata(artifact("release").join("rootfs.squashfs"))
                 .map(|m| m.len())
                 .unwrap_or(0);
+            println!(
+                "diskless init.start -> net.up median {:.0} ms (guest, phase.diskless, DHCP from QEMU)",
+                median(net_up)
+            );
             let m = median(fetch);
             println!(
                 "diskless net.up -> artifacts.verified median {m:.0} ms (guest) for the {:.1} MiB rootfs = {:.1} MiB/s through QEMU user networking",
@@ -217,6 +229,7 @@ fn main() {
         }
     }
 
+    compressors(runs);
     mdns_discovery(runs);
     for n in [10, 30] {
         dht_lookup(n, runs);
@@ -264,7 +277,7 @@ fn main() {
     println!("ratio initramfs work       debian/phase = {:.1}x (debian {deb_work:.0} ms vs phase init.start->init.ready {m_work:.0} ms)", deb_work / m_work.max(1.0));
     if m_rootfs.is_finite() {
         println!(
-            "ratio to mounted root      debian/phase = {:.1}x (debian initramfs work {deb_work:.0} ms vs phase init.start->rootfs.mounted {m_rootfs:.0} ms; goal: phase <= 700 ms, 10x)",
+            "ratio to mounted root      debian/phase = {:.1}x (debian initramfs work {deb_work:.0} ms vs phase init.start->rootfs.mounted {m_rootfs:.0} ms; goal: phase <= 350 ms, 20x)",
             deb_work / m_rootfs.max(1.0)
         );
     }
@@ -452,5 +465,89 @@ fn dht_lookup(n: usize, runs: usize) {
         median(look),
         median(queried)
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The initramfs under each compressor the kernel unpacks (gzip, zstd, xz; `none` is the
+/// bare cpio): its size and the median kernel start -> `init.start`, and the unpack time as
+/// the difference to the bare cpio. Picks the fastest that stays within 4 MiB.
+fn compressors(runs: usize) {
+    use std::process::{Command, Stdio};
+    const LIMIT: u64 = 4 << 20;
+    let dir = phase_qemu::tempdir("bench-compress");
+    let cpio = dir.join("initramfs.cpio");
+    let Ok(out) = Command::new("gzip")
+        .arg("-dc")
+        .arg(artifact("initramfs.img"))
+        .output()
+    else {
+        eprintln!("compressor bench: gzip not found");
+        return;
+    };
+    if !out.status.success() || std::fs::write(&cpio, &out.stdout).is_err() {
+        eprintln!("compressor bench: cannot unpack out/initramfs.img");
+        return;
+    }
+    // The kernel's xz decoder wants CRC32 checks (docs: filesystems/ramfs-rootfs-initramfs).
+    let variants: [(&str, &[&str]); 4] = [
+        ("none", &[]),
+        ("gzip -9", &["gzip", "-9", "-n", "-c"]),
+        ("zstd -19", &["zstd", "-19", "-q", "-c"]),
+        ("xz -9", &["xz", "--check=crc32", "-9", "-c"]),
+    ];
+    let mut rows: Vec<(&str, u64, f64)> = Vec::new();
+    for (name, cmd) in variants {
+        let img = dir.join(format!(
+            "initramfs-{}.img",
+            name.split(' ').next().unwrap_or(name)
+        ));
+        if cmd.is_empty() {
+            let _ = std::fs::copy(&cpio, &img);
+        } else {
+            let made = std::fs::File::open(&cpio).and_then(|input| {
+                Command::new(cmd[0])
+                    .args(&cmd[1..])
+                    .stdin(input)
+                    .stdout(std::fs::File::create(&img)?)
+                    .stderr(Stdio::null())
+                    .status()
+            });
+            if !made.is_ok_and(|s| s.success()) {
+                eprintln!("compressor bench: {} failed", cmd[0]);
+                continue;
+            }
+        }
+        let size = std::fs::metadata(&img).map(|m| m.len()).unwrap_or(0);
+        let mut start = vec![];
+        for _ in 0..runs {
+            let b = Vm::new(&artifact("vmlinuz"), &img)
+                .append("phase.mode=private phase.poweroff=init.start")
+                .run();
+            if let Some(s) = b.ok().and_then(|b| b.event("init.start").map(|e| e.t_ms)) {
+                start.push(s as f64);
+            }
+        }
+        if !start.is_empty() {
+            rows.push((name, size, median(start)));
+        }
+    }
+    let bare = rows.iter().find(|r| r.0 == "none").map(|r| r.2);
+    for (name, size, t) in &rows {
+        let unpack = bare.map(|b| format!("{:.0}", t - b)).unwrap_or("?".into());
+        println!(
+            "initramfs {name:<9} {:>5.2} MiB  kernel start -> init.start median {t:.0} ms  unpack ~ {unpack} ms vs the bare cpio",
+            *size as f64 / 1048576.0
+        );
+    }
+    if let Some(best) = rows
+        .iter()
+        .filter(|r| r.0 != "none" && r.1 <= LIMIT)
+        .min_by(|a, b| a.2.total_cmp(&b.2))
+    {
+        println!(
+            "fastest compressor within 4 MiB: {} (out/initramfs.img is gzip)",
+            best.0
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
