@@ -372,3 +372,42 @@ fn dribbling_provider_is_left_within_one_rate_window() {
         "the dribbler held the fetch {ms} ms\n{text}"
     );
 }
+
+/// Six providers that accept and never answer, listed before an honest one (as a DHT
+/// flood of high advertised versions would sort them), with one 30 s bound on all the
+/// metadata (`--metadata-secs`): the providers are asked at once, so each silent one
+/// costs its own idle bound (10 s per request) and not the sum, and the honest release is
+/// chosen and fetched.
+#[test]
+fn silent_providers_first_cost_one_bound_not_one_each() {
+    let release = top().join("out/release");
+    assert!(
+        release.join("release.json").exists(),
+        "run `make build` first"
+    );
+    let a = Netns::new(8);
+    let _honest = serve_in(&a, &release, "10.213.8.2:8080");
+    let mut held = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..6 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        urls.push(format!("http://{}/", l.local_addr().unwrap()));
+        held.push(std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for s in l.incoming().flatten() {
+                open.push(s); // accept, read nothing, say nothing
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let good = "http://10.213.8.2:8080/";
+    let mut providers: Vec<&str> = urls.iter().map(String::as_str).collect();
+    providers.push(good);
+    let (ok, ev, text) = fetch("silent", &providers, &["--metadata-secs", "30"]);
+    assert!(ok, "{text}");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "provider.found" && e["url"] == good),
+        "{text}"
+    );
+}

@@ -9,14 +9,16 @@ use std::time::Duration;
 pub const USAGE: &str =
     "usage: phase fetch --root ROOT.json --provider URL [--provider URL...] --out DIR
                    [--channel NAME] [--floor N] [--idle-secs S] [--total-secs S]
-                   [--min-rate BYTES_PER_S] [--rate-window-secs S]
+                   [--min-rate BYTES_PER_S] [--rate-window-secs S] [--metadata-secs S]
 A provider that sends nothing for --idle-secs (10), or fewer than --min-rate (32768)
-bytes per second over any --rate-window-secs (10) window, is left for the next one.";
+bytes per second over any --rate-window-secs (10) window, is left for the next one.
+--metadata-secs bounds all metadata requests together (stage 1 uses 60 s).";
 
 pub fn run(args: &[String]) -> i32 {
     let (mut root, mut providers, mut out, mut channel, mut floor) =
         (None, Vec::new(), None, "stable".to_string(), 0u64);
     let mut limits = Limits::default();
+    let mut metadata = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next();
@@ -42,6 +44,9 @@ pub fn run(args: &[String]) -> i32 {
             }
             ("--rate-window-secs", v) if secs(v).is_some_and(|s| !s.is_zero()) => {
                 limits.rate_window = secs(v).unwrap_or(limits.rate_window)
+            }
+            ("--metadata-secs", v) if secs(v).is_some() => {
+                metadata = secs(v);
             }
             ("--min-rate", Some(v)) if v.parse::<u64>().is_ok() => {
                 limits.min_rate = v.parse().unwrap_or(limits.min_rate)
@@ -93,6 +98,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     };
     let events = EventLog::new();
+    limits.metadata_until = metadata.map(|d| tokio::time::Instant::now() + d);
     rt.block_on(async { fetch(&events, &providers, &root, &policy, &limits, &out).await })
 }
 

@@ -55,8 +55,9 @@ pub async fn choose(
     update_root(providers, chain, limits, report).await;
     let root = chain.root.clone();
     let mut verified: Vec<(Url, Release, [u8; 32], Vec<u8>)> = Vec::new();
-    for p in providers {
-        let outcome = match metadata(p, &root, policy, limits).await {
+    let answers = from_each(providers, "release.json", MAX_METADATA_BYTES + 1, limits).await;
+    for (p, answer) in providers.iter().zip(answers) {
+        let outcome = match judge(answer, &root, policy) {
             Ok((rel, digest, bytes)) => {
                 let v = rel.version;
                 verified.push((p.clone(), rel, digest, bytes));
@@ -87,25 +88,34 @@ pub async fn choose(
     })
 }
 
-/// TUF step one: ask the providers in turn for `N+1.root.json` and take the first that
-/// verifies as the next root; repeat until none has a next one. A provider that answers
-/// 404, fails, or serves a root that does not verify is asked no further.
+/// TUF step one: ask the providers for `N+1.root.json` and take, in provider order, the
+/// first that verifies as the next root; repeat until none has a next one. A provider that
+/// answers 404, fails, or serves a root that does not verify is asked no further.
+/// Providers are asked at once ([`from_each`]), so a silent one costs one bound per step,
+/// not one per provider before the honest ones.
 async fn update_root(
     providers: &[Url],
     chain: &mut RootChain,
     limits: &Limits,
     report: &mut (dyn FnMut(&Url, &MetaOutcome) + Send),
 ) {
-    let mut asked: Vec<&Url> = providers.iter().collect();
-    'walk: while chain.steps.len() < MAX_ROOT_STEPS {
+    let mut asked: Vec<Url> = providers.to_vec();
+    while chain.steps.len() < MAX_ROOT_STEPS && !asked.is_empty() {
         let v = chain.next_version();
         let file = format!("{v}.root.json");
-        while let Some(&p) = asked.first() {
-            match super::small(p, &file, MAX_METADATA_BYTES, limits).await {
+        let answers = from_each(&asked, &file, MAX_METADATA_BYTES, limits).await;
+        let (mut keep, mut extended) = (Vec::new(), false);
+        for (p, answer) in asked.iter().zip(answers) {
+            if extended {
+                keep.push(p.clone()); // not needed for this step
+                continue;
+            }
+            match answer {
                 Ok(bytes) => match chain.extend(&bytes) {
                     Ok(()) => {
                         tracing::info!("{p}{file}: root version {v} verified");
-                        continue 'walk;
+                        extended = true;
+                        keep.push(p.clone());
                     }
                     Err(err) => report(p, &MetaOutcome::RootRejected { version: v, err }),
                 },
@@ -116,26 +126,59 @@ async fn update_root(
                 // Its release.json fetch will say what is wrong with this provider.
                 Err(e) => tracing::warn!("{p}{file}: {e}"),
             }
-            asked.remove(0);
         }
-        break;
+        if !extended {
+            break;
+        }
+        asked = keep;
     }
 }
 
-/// Release metadata from one provider, judged with `root`. `Err(Ok)` is a transport
-/// failure, `Err(Err)` a verification failure.
-async fn metadata(
-    p: &Url,
-    root: &Root,
-    policy: &Policy,
+/// `file` from every provider at once, each bounded as [`super::small`] is; the answers in
+/// provider order. Asking in turn would let each silent provider before an honest one
+/// spend its whole bound.
+async fn from_each(
+    providers: &[Url],
+    file: &str,
+    cap: usize,
     limits: &Limits,
-) -> Result<(Release, [u8; 32], Vec<u8>), Result<FetchError, TrustError>> {
-    let bytes = super::small(p, "release.json", MAX_METADATA_BYTES + 1, limits)
-        .await
-        .map_err(|e| match e {
-            FetchError::Verify { err, .. } => Err(err),
-            other => Ok(other),
-        })?;
+) -> Vec<Result<Vec<u8>, FetchError>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, p) in providers.iter().enumerate() {
+        let (p, file, limits) = (p.clone(), file.to_string(), *limits);
+        tasks.spawn(async move { (i, super::small(&p, &file, cap, &limits).await) });
+    }
+    let mut answers: Vec<Option<Result<Vec<u8>, FetchError>>> =
+        providers.iter().map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, answer)) = done {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .zip(providers)
+        .map(|(a, p)| {
+            a.unwrap_or_else(|| {
+                Err(FetchError::Io {
+                    url: format!("{p}{file}"),
+                    msg: "request task failed".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// A verified release (with its digest and bytes), or why not: `Err(Ok)` is a transport
+/// failure, `Err(Err)` a verification failure.
+type Judged = Result<(Release, [u8; 32], Vec<u8>), Result<FetchError, TrustError>>;
+
+/// One provider's `release.json` answer, judged with `root`.
+fn judge(answer: Result<Vec<u8>, FetchError>, root: &Root, policy: &Policy) -> Judged {
+    let bytes = answer.map_err(|e| match e {
+        FetchError::Verify { err, .. } => Err(err),
+        other => Ok(other),
+    })?;
     let v = verify::verify_release(&bytes, root, policy).map_err(Err)?;
     Ok((v.doc, v.digest, bytes))
 }
