@@ -70,6 +70,10 @@ build: kernel binaries
 	# The disk embeds release.json: build it only after the threshold of signatures is met.
 	$(OUT)/phase-image disk --release-dir $(OUT)/release --rootfs $(OUT)/rootfs.squashfs \
 	  --verity $(OUT)/rootfs.verity --state-size-mib 64 -o $(OUT)/rootfs-disk.img
+	# The same release as one hybrid image that boots by itself (BIOS, UEFI x64, UEFI IA32).
+	$(OUT)/phase-image disk --bootable --trusted-root $(OUT)/trusted-root.json \
+	  --release-dir $(OUT)/release --rootfs $(OUT)/rootfs.squashfs \
+	  --verity $(OUT)/rootfs.verity --state-size-mib 64 -o $(OUT)/phase-x86_64.img
 	@# The netboot TFTP root serves the release's own kernel and initramfs (docs/netboot.md).
 	$(OUT)/phase-image netboot --kernel $(OUT)/release/vmlinuz --initramfs $(OUT)/release/initramfs.img \
 	  -o $(OUT)/netboot

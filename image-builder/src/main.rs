@@ -6,9 +6,12 @@
 mod blockdev;
 mod cpio;
 mod disk;
+mod esp;
+mod grub;
 mod initramfs;
 mod kconfig;
 mod kmod;
+mod menu;
 mod netboot;
 mod release;
 mod squashfs;
@@ -109,6 +112,19 @@ enum Cmd {
         /// Size of the phase-state partition, MiB.
         #[arg(long, default_value_t = 64)]
         state_size_mib: u64,
+        /// Make the disk boot by itself on BIOS, UEFI x64 and UEFI IA32: GRUB boot code
+        /// in the MBR, a BIOS boot partition and a FAT32 ESP first, holding the loaders,
+        /// the menu (Internet, Local, Private, Debug), the release's kernel and initramfs
+        /// (checked against release.json) and the trusted root. Needs grub-mkimage and
+        /// GRUB's i386-pc, x86_64-efi and i386-efi modules (scripts/setup.sh).
+        #[arg(long, requires = "trusted_root")]
+        bootable: bool,
+        /// The trusted root to copy onto the ESP (with --bootable).
+        #[arg(long)]
+        trusted_root: Option<PathBuf>,
+        /// GRUB's module directories.
+        #[arg(long, default_value = grub::DEFAULT_DIR)]
+        grub_dir: PathBuf,
         /// Output disk image.
         #[arg(short, long)]
         output: PathBuf,
@@ -411,8 +427,19 @@ fn run(cli: Cli) -> Result<()> {
             rootfs,
             verity,
             state_size_mib,
+            bootable,
+            trusted_root,
+            grub_dir,
             output,
         } => {
+            let boot = match (bootable, trusted_root) {
+                (true, Some(trusted_root)) => Some(disk::BootInputs {
+                    trusted_root,
+                    grub_dir,
+                }),
+                (true, None) => bail!("--bootable needs --trusted-root"),
+                (false, _) => None,
+            };
             let w = disk::write(
                 &disk::Inputs {
                     release_dir,
@@ -420,20 +447,21 @@ fn run(cli: Cli) -> Result<()> {
                     verity,
                     state_size_mib,
                     mtime: source_date_epoch()?,
+                    boot,
                 },
                 &output,
             )?;
             println!(
                 "{}: {} bytes, disk GUID {}",
                 output.display(),
-                w.layout.sectors * disk::SECTOR,
+                w.layout.sectors * phase_layout::SECTOR,
                 w.disk_guid
             );
             for (p, (first, last)) in w.parts.iter().zip(&w.layout.parts) {
                 println!(
                     "  {:<12} LBA {first:>8}..{last:<8} {:>6} MiB  type {}  guid {}",
                     p.name,
-                    ((last + 1 - first) * disk::SECTOR) >> 20,
+                    ((last + 1 - first) * phase_layout::SECTOR) >> 20,
                     p.type_guid,
                     p.guid
                 );

@@ -31,7 +31,6 @@ mod config;
 mod discover;
 mod events;
 mod fetch;
-mod gpt;
 mod kmod;
 mod log;
 mod net;

@@ -8,8 +8,9 @@
 
 use super::{Boot, StepError};
 use crate::events::Event;
-use crate::gpt::{self, Partition};
 use crate::sys::mount::{mount, Mount};
+use phase_layout::gpt::{self, Partition};
+use phase_layout::{part_type, Guid};
 use phase_release::doc::{Artifact, Release, Verity};
 use rustix::mount::MountFlags as F;
 use std::io::{Read, Seek, SeekFrom};
@@ -52,17 +53,14 @@ pub fn locate<'a>(
     verity: &Verity,
 ) -> Result<(&'a Partition, &'a Partition), &'static str> {
     let root_hash = phase_release::hex::decode::<32>(&verity.root_hash).ok_or("bad_root_hash")?;
-    let (root_id, verity_id) = (
-        gpt::uuid_from_bytes(&root_hash[..16]),
-        gpt::uuid_from_bytes(&root_hash[16..]),
-    );
-    let find = |t: &str, id: &str| {
+    let (root_id, verity_id) = phase_layout::derive::root_and_verity(&root_hash);
+    let find = |t: Guid, id: Guid| {
         parts
             .iter()
             .find(|p| p.type_guid == t && p.unique_guid == id)
     };
-    let root = find(gpt::TYPE_ROOT, &root_id).ok_or("rootfs_partition_missing")?;
-    let hash = find(gpt::TYPE_VERITY, &verity_id).ok_or("verity_partition_missing")?;
+    let root = find(part_type::ROOT_X86_64, root_id).ok_or("rootfs_partition_missing")?;
+    let hash = find(part_type::ROOT_VERITY_X86_64, verity_id).ok_or("verity_partition_missing")?;
     Ok((root, hash))
 }
 
@@ -117,7 +115,7 @@ fn find_medium(boot: &Boot) -> Option<Medium> {
             }
             checked.push(disk.clone());
             if let Some(parts) = read_gpt(&disk) {
-                if parts.iter().any(|p| p.type_guid == gpt::TYPE_META) {
+                if parts.iter().any(|p| p.type_guid == part_type::META) {
                     break 'wait (Some(Medium { disk, parts }), "found");
                 }
             }
@@ -164,7 +162,7 @@ fn read_at(f: &mut std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u
 
 fn read_gpt(disk: &str) -> Option<Vec<Partition>> {
     let mut f = std::fs::File::open(format!("/dev/{disk}")).ok()?;
-    let header = read_at(&mut f, gpt::SECTOR, 512).ok()?;
+    let header = read_at(&mut f, phase_layout::SECTOR, 512).ok()?;
     let (off, len) = gpt::entries_range(&header).ok()?;
     let entries = read_at(&mut f, off, len as usize).ok()?;
     match gpt::parse(&header, &entries) {
@@ -207,7 +205,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let meta = medium
         .parts
         .iter()
-        .find(|p| p.type_guid == gpt::TYPE_META)
+        .find(|p| p.type_guid == part_type::META)
         .map(|p| p.number)
         .unwrap_or(1);
     let meta_dev = part_dev(&medium.disk, meta);
@@ -434,7 +432,7 @@ fn trust_root_version(boot: &Boot) -> u64 {
 /// Mount the state partition at STATE_MNT (ext4, read-write). `None`, with a `fallback`
 /// event, if there is none or it does not mount: the state then lives in RAM.
 fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
-    let p = m.parts.iter().find(|p| p.type_guid == gpt::TYPE_STATE)?;
+    let p = m.parts.iter().find(|p| p.type_guid == part_type::STATE)?;
     let dev = part_dev(&m.disk, p.number);
     let mnt = Mount {
         source: leak(&dev),
@@ -590,11 +588,11 @@ mod tests {
         }
     }
 
-    fn part(n: u32, t: &str, id: &str) -> Partition {
+    fn part(n: u32, t: Guid, id: &str) -> Partition {
         Partition {
             number: n,
-            type_guid: t.into(),
-            unique_guid: id.into(),
+            type_guid: t,
+            unique_guid: Guid::parse(id).unwrap(),
             first_lba: 2048 * n as u64,
             last_lba: 2048 * n as u64 + 2047,
             name: String::new(),
@@ -605,9 +603,17 @@ mod tests {
     fn locates_partitions_named_after_the_root_hash() {
         let rh: String = (0u8..32).map(|b| format!("{b:02x}")).collect();
         let parts = vec![
-            part(1, gpt::TYPE_META, "aaaaaaaa-0000-0000-0000-000000000000"),
-            part(2, gpt::TYPE_ROOT, "00010203-0405-0607-0809-0a0b0c0d0e0f"),
-            part(3, gpt::TYPE_VERITY, "10111213-1415-1617-1819-1a1b1c1d1e1f"),
+            part(1, part_type::META, "aaaaaaaa-0000-0000-0000-000000000000"),
+            part(
+                2,
+                part_type::ROOT_X86_64,
+                "00010203-0405-0607-0809-0a0b0c0d0e0f",
+            ),
+            part(
+                3,
+                part_type::ROOT_VERITY_X86_64,
+                "10111213-1415-1617-1819-1a1b1c1d1e1f",
+            ),
         ];
         let (r, h) = locate(&parts, &verity(&rh)).unwrap();
         assert_eq!((r.number, h.number), (2, 3));
