@@ -77,6 +77,7 @@ build: kernel binaries
 	@# The netboot TFTP root serves the release's own kernel and initramfs (docs/netboot.md).
 	$(OUT)/phase-image netboot --kernel $(OUT)/release/vmlinuz --initramfs $(OUT)/release/initramfs.img \
 	  -o $(OUT)/netboot
+	$(OUT)/phase-image qcow2 $(OUT)/phase-x86_64.img -o $(OUT)/phase-x86_64.qcow2
 
 run: build
 	target/release/phase-vm $(ARGS)

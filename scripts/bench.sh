@@ -25,3 +25,5 @@ echo "bench: verified fetch"
 "$top/scripts/bench-fetch.sh"
 echo "bench: signed releases"
 (cd "$top" && cargo run -q --release --locked -p phase-release --example bench)
+echo "bench: hybrid image"
+"$top/scripts/bench-image.sh"

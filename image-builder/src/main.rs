@@ -13,6 +13,7 @@ mod kconfig;
 mod kmod;
 mod menu;
 mod netboot;
+mod qcow2;
 mod release;
 mod squashfs;
 mod verity;
@@ -152,6 +153,15 @@ enum Cmd {
         /// The TFTP root to write (e.g. out/netboot).
         #[arg(short, long)]
         out_dir: PathBuf,
+    },
+    /// Convert a raw disk image (out/phase-x86_64.img) to qcow2 (out/phase-x86_64.qcow2)
+    /// with qemu-img.
+    Qcow2 {
+        /// The raw disk image.
+        image: PathBuf,
+        /// Output qcow2 file.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Compute the dm-verity hash tree of a file (a multiple of 4096 bytes), as
     /// `veritysetup format` would with a salt and UUID derived from the data.
@@ -490,6 +500,15 @@ fn run(cli: Cli) -> Result<()> {
                 let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
                 println!("  {} ({size} bytes)", f.display());
             }
+            Ok(())
+        }
+        Cmd::Qcow2 { image, output } => {
+            let n = qcow2::convert(&image, &output)?;
+            println!(
+                "{}: {n} bytes (qcow2 of {})",
+                output.display(),
+                image.display()
+            );
             Ok(())
         }
         Cmd::Verity { data, output } => {

@@ -230,3 +230,130 @@ fn disk_refuses_a_hash_device_of_other_data() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("names root hash"));
     let _ = std::fs::remove_dir_all(d);
 }
+
+fn bootable(rel: &Path, img: &Path, hash: &Path, root: &Path, out: &Path) -> std::process::Output {
+    run(&[
+        "disk",
+        "--bootable",
+        "--trusted-root",
+        s(root),
+        "--release-dir",
+        s(rel),
+        "--rootfs",
+        s(img),
+        "--verity",
+        s(hash),
+        "--state-size-mib",
+        "16",
+        "-o",
+        s(out),
+    ])
+}
+
+#[test]
+fn bootable_disk_has_the_boot_chain_and_is_reproducible() {
+    let d = tmp("bootable");
+    let (rel, img, hash, _) = inputs(&d);
+    let root = d.join("root.json");
+    let disk = d.join("a.img");
+    let o = bootable(&rel, &img, &hash, &root, &disk);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value =
+        serde_json::from_str(&tool("sfdisk", &["--json", s(&disk)])).unwrap();
+    let parts = t["partitiontable"]["partitions"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "phase-bios-boot",
+            "phase-esp",
+            "phase-meta",
+            "phase-root",
+            "phase-verity",
+            "phase-state"
+        ]
+    );
+    assert_eq!(parts[0]["type"], "21686148-6449-6E6F-744E-656564454649");
+    assert_eq!(parts[1]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    tool("sfdisk", &["--verify", s(&disk)]);
+    let bytes = std::fs::read(&disk).unwrap();
+    // MBR: GRUB's boot code pointing at core.img, the protective entry kept.
+    let s0 = parts[0]["start"].as_u64().unwrap();
+    let boot_img = std::fs::read("/usr/lib/grub/i386-pc/boot.img").unwrap();
+    assert_eq!(&bytes[..0x5c], &boot_img[..0x5c]);
+    assert_eq!(&bytes[0x5c..0x64], &s0.to_le_bytes());
+    assert_eq!(bytes[446 + 4], 0xee);
+    assert_eq!(&bytes[510..512], &[0x55, 0xaa]);
+    // core.img's blocklist starts right after its first sector.
+    let core = &bytes[(s0 * 512) as usize..];
+    assert_eq!(&core[0x1f4..0x1fc], &(s0 + 1).to_le_bytes());
+    // The ESP is FAT32 (a third-party reader: file(1)) labelled PHASE-ESP, and holds the
+    // signed kernel and initramfs, both loaders and the menu.
+    let (es, en) = (
+        parts[1]["start"].as_u64().unwrap() as usize * 512,
+        parts[1]["size"].as_u64().unwrap() as usize * 512,
+    );
+    let esp = d.join("esp.img");
+    std::fs::write(&esp, &bytes[es..es + en]).unwrap();
+    let kind = tool("file", &["-b", s(&esp)]);
+    assert!(
+        kind.contains("FAT (32 bit)") && kind.contains("PHASE-ESP"),
+        "{kind}"
+    );
+    let read = |path: &str| -> Vec<u8> {
+        use std::io::Read;
+        let fs = fatfs::FileSystem::new(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&esp)
+                .unwrap(),
+            fatfs::FsOptions::new(),
+        )
+        .unwrap();
+        let mut v = Vec::new();
+        fs.root_dir()
+            .open_file(path)
+            .unwrap()
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    };
+    assert_eq!(read("boot/vmlinuz"), b"kernel");
+    assert_eq!(read("boot/initramfs.img"), b"initramfs");
+    assert_eq!(
+        read("phase/trusted-root.json"),
+        std::fs::read(&root).unwrap()
+    );
+    assert!(read("EFI/BOOT/BOOTX64.EFI").starts_with(b"MZ"));
+    assert!(read("EFI/BOOT/BOOTIA32.EFI").starts_with(b"MZ"));
+    let cfg = String::from_utf8(read("boot/grub/grub.cfg")).unwrap();
+    for id in ["internet", "local", "private", "debug"] {
+        assert!(cfg.contains(&format!("--id {id} {{")), "{cfg}");
+    }
+    assert!(phase_layout::grubenv::find(&bytes[es..es + en]).is_some());
+
+    // Same inputs, same bytes.
+    let again = d.join("b.img");
+    let o = bootable(&rel, &img, &hash, &root, &again);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(&again).unwrap() == bytes,
+        "two bootable disks from the same inputs differ"
+    );
+    let _ = std::fs::remove_dir_all(d);
+}
+
+#[test]
+fn bootable_disk_refuses_a_kernel_the_release_does_not_sign() {
+    let d = tmp("unsigned-kernel");
+    let (rel, img, hash, _) = inputs(&d);
+    std::fs::write(rel.join("vmlinuz"), b"kernel, but not the one signed").unwrap();
+    let out = d.join("disk.img");
+    let o = bootable(&rel, &img, &hash, &d.join("root.json"), &out);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("release.json signs"), "{err}");
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(d);
+}

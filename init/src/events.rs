@@ -130,7 +130,12 @@ pub enum Event {
         root_fs: String,
     },
     #[serde(rename = "init.ready")]
-    InitReady { mode: String, stage: u8 },
+    /// `debug`: `phase.debug` was given (the boot menu's Debug entry sets it).
+    InitReady {
+        mode: String,
+        stage: u8,
+        debug: bool,
+    },
     /// A supervised task ended badly; `restart_in_ms` is absent when it is not restarted.
     #[serde(rename = "task.failed")]
     TaskFailed {
@@ -350,9 +355,10 @@ mod tests {
                 Event::InitReady {
                     mode: "private".into(),
                     stage: 1,
+                    debug: false,
                 },
                 0,
-                r#"PHASE-EVENT {"event":"init.ready","t_ms":0,"mode":"private","stage":1}"#,
+                r#"PHASE-EVENT {"event":"init.ready","t_ms":0,"mode":"private","stage":1,"debug":false}"#,
             ),
             (
                 Event::TaskFailed {
@@ -499,6 +505,7 @@ mod tests {
             Event::InitReady {
                 mode: "internet".into(),
                 stage: 1,
+                debug: false,
             },
             2,
         );

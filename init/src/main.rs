@@ -16,6 +16,8 @@
 //! - `serde` + `serde_json`: event lines now, signed release metadata next; one JSON
 //!   implementation for both.
 //! - `thiserror`: one error enum per module with a stable `reason()`, at no runtime cost.
+//! - `phase-layout` (ours; sha2 only): the disk layout shared with `phase-image`, so the
+//!   partition types and GPT parsing the init trusts are the ones the builder writes.
 //! - `mdns-sd`: DNS-SD over mDNS for LAN discovery and announcements (pure Rust, its own
 //!   small thread, no D-Bus/avahi needed); interoperates with avahi and Bonjour, which a
 //!   hand-written querier would have to prove case by case (probing, known answers, goodbyes).

@@ -134,6 +134,27 @@ pub enum Firmware {
     Bios,
     /// OVMF (x86_64 UEFI), read-only code with a scratch copy of the variable store.
     Uefi,
+    /// OVMF IA32 (32-bit UEFI, 64-bit CPU, like the 2006–2009 Intel Macs): q35 with SMM,
+    /// the Secure Boot build with no keys enrolled (so Secure Boot is off), and a scratch
+    /// copy of its variable store per boot.
+    UefiIa32,
+}
+
+const OVMF32_CODE: &str = "/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd";
+const OVMF32_VARS: &str = "/usr/share/OVMF/OVMF32_VARS_4M.fd";
+
+/// A fresh copy of OVMF IA32's variable store for one boot (firmware writes to it).
+fn scratch_vars() -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "phase-ovmf32-vars-{}-{}.fd",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    if let Err(e) = std::fs::copy(OVMF32_VARS, &p) {
+        eprintln!("phase-qemu: copying {OVMF32_VARS}: {e} (install ovmf-ia32: scripts/setup.sh)");
+    }
+    p
 }
 
 /// One `PHASE-EVENT` line, parsed.
@@ -154,9 +175,13 @@ impl Event {
 /// Parse one console line; only lines that *start* with `PHASE-EVENT ` count (the kernel's
 /// echo of /dev/kmsg starts with a timestamp and is ignored). Terminal escape sequences that
 /// firmware leaves on the serial line (OVMF clears the screen) are skipped first.
+/// A carriage return starts the line over: what a boot loader left before it (GRUB ends its
+/// last message with `\r`, no newline) is not part of the event line.
 pub fn parse_event(line: &str) -> Option<Event> {
     let line = strip_escapes(line);
-    let json = line.trim_end_matches('\r').strip_prefix("PHASE-EVENT ")?;
+    let line = line.trim_end_matches('\r');
+    let line = line.rsplit('\r').next().unwrap_or(line);
+    let json = line.strip_prefix("PHASE-EVENT ")?;
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     Some(Event {
         name: v.get("event")?.as_str()?.to_string(),
@@ -284,7 +309,8 @@ impl Boot {
 /// One boot to run.
 #[derive(Debug, Clone)]
 pub struct Vm {
-    /// `None`: no `-kernel`; the firmware boots what it finds (see [`Vm::net_boot`]).
+    /// `None`: no `-kernel`; the firmware boots what it finds: a disk ([`Vm::disk_boot`]) or
+    /// the network ([`Vm::net_boot`]).
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Vec<String>,
@@ -340,6 +366,16 @@ impl Vm {
         vm.initrd = None;
         vm.append.clear();
         vm.tftp = Some((tftp_root.to_path_buf(), bootfile.to_string()));
+        vm
+    }
+
+    /// Boot `image` by itself: the firmware loads its boot loader, which loads the kernel
+    /// (the kernel command line is the image's menu entry; [`Vm::append`] does nothing).
+    pub fn disk_boot(image: &Path) -> Vm {
+        let mut vm = Vm::new(Path::new(""), Path::new(""));
+        vm.kernel = None;
+        vm.initrd = None;
+        vm.disks.push(image.to_path_buf());
         vm
     }
 
@@ -472,8 +508,24 @@ impl Vm {
         c.args(["-display", "none", "-no-reboot"]);
         c.args(&self.net);
         c.args(["-device", "virtio-rng-pci"]);
-        if self.firmware == Firmware::Uefi {
-            c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+        match self.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi => {
+                c.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+            }
+            Firmware::UefiIa32 => {
+                let vars = scratch_vars();
+                c.args([
+                    "-machine",
+                    "q35,smm=on",
+                    "-global",
+                    "driver=cfi.pflash01,property=secure,value=on",
+                    "-drive",
+                    &format!("if=pflash,format=raw,readonly=on,file={OVMF32_CODE}"),
+                    "-drive",
+                    &format!("if=pflash,format=raw,file={}", vars.display()),
+                ]);
+            }
         }
         if let Some(k) = &self.kernel {
             c.arg("-kernel").arg(k);
@@ -486,8 +538,12 @@ impl Vm {
             c.args(["-boot", "n"]);
         }
         for d in &self.disks {
+            let format = match d.extension().and_then(|e| e.to_str()) {
+                Some("qcow2") => "qcow2",
+                _ => "raw",
+            };
             c.arg("-drive")
-                .arg(format!("file={},format=raw,if=virtio", d.display()));
+                .arg(format!("file={},format={format},if=virtio", d.display()));
         }
         c.args(&self.extra);
         c
@@ -623,6 +679,8 @@ mod tests {
             .unwrap();
         assert_eq!((e.name.as_str(), e.t_ms), ("init.start", 2034));
         assert_eq!(e.fields["pid"], 1);
+        let grub = "  Booting `Phase Boot: internet'\r\rPHASE-EVENT {\"event\":\"b\",\"t_ms\":4}\r";
+        assert_eq!(parse_event(grub).map(|e| e.name), Some("b".to_string()));
         let ovmf = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3h\u{1b}[2J\u{1b}[01;01HPHASE-EVENT {\"event\":\"a\",\"t_ms\":3}";
         assert_eq!(parse_event(ovmf).map(|e| e.name), Some("a".to_string()));
         for not_event in [

@@ -166,6 +166,7 @@ impl Boot {
                 self.events.emit(Event::InitReady {
                     mode: self.config.mode.as_str().to_string(),
                     stage: self.stage,
+                    debug: self.config.debug,
                 });
                 Ok(())
             }
