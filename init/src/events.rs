@@ -358,7 +358,7 @@ mod tests {
                     debug: false,
                 },
                 0,
-                r#"PHASE-EVENT {"event":"init.ready","t_ms":0,"mode":"private","stage":1,"debug":false}"#,
+                r#"PHASE-EVENT {"event":"init.ready","t_ms":0,"debug":false,"mode":"private","stage":1}"#,
             ),
             (
                 Event::TaskFailed {
