@@ -8,8 +8,6 @@ set -euo pipefail
 # the UEFI network loader of out/netboot; ipxe-qemu is the PXE ROM QEMU's netboot tests use.
 # xz-utils (with zstd) lets `make bench` compare initramfs compressors.
 # grub-pc-bin and grub-efi-ia32-bin (with the above) build the hybrid image's BIOS and IA32
-# xz-utils (with zstd) lets `make bench` compare initramfs compressors.
-# grub-pc-bin and grub-efi-ia32-bin (with the above) build the hybrid image's BIOS and IA32
 # loaders rootless; ovmf-ia32 is the 32-bit UEFI firmware its boot test uses; qemu-img
 # (qemu-utils) makes the qcow2.
 pkgs=(xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base avahi-daemon tcpdump)
