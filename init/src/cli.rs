@@ -37,10 +37,11 @@ COMMANDS:
                       a signed provider record in the DHT via the --bootstrap peers
                       (libp2p listening on --dht-listen, default IP:4001 of --listen),
                       refreshed every 30 min, no longer refreshed after SIGTERM/SIGINT.
-    discover [--channel C] [--arch A] [--timeout-ms N]
+    discover [--channel C] [--arch A] [--timeout-ms N] [--settle-ms M]
                       Browse the LAN (mDNS) for providers of channel C (default stable)
                       and arch A (default this machine's) for at most N ms (default
-                      3000); print one JSON line per candidate. Exit 1 if none.
+                      3000), and at most M ms after the first answer (default 400, as
+                      the init); print one JSON line per candidate. Exit 1 if none.
     dht node --key FILE [--create-key] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
              [--bootstrap-file FILE]
                       Run a Kademlia DHT node (default listen /ip4/0.0.0.0/tcp/4001) until
@@ -336,7 +337,7 @@ async fn announce_dht(
 }
 
 fn discover(args: &[String]) -> i32 {
-    let usage = "usage: phase discover [--channel C] [--arch A] [--timeout-ms N]";
+    let usage = "usage: phase discover [--channel C] [--arch A] [--timeout-ms N] [--settle-ms N]";
     let mut channel = "stable".to_string();
     let mut arch = std::env::consts::ARCH.to_string();
     let mut bounds = crate::discover::mdns::Bounds::default();
@@ -347,6 +348,13 @@ fn discover(args: &[String]) -> i32 {
             ("--arch", Some(v)) => arch = v.clone(),
             ("--timeout-ms", Some(v)) => match v.parse() {
                 Ok(ms) => bounds.total = std::time::Duration::from_millis(ms),
+                Err(_) => {
+                    eprintln!("{usage}");
+                    return 2;
+                }
+            },
+            ("--settle-ms", Some(v)) => match v.parse() {
+                Ok(ms) => bounds.settle = std::time::Duration::from_millis(ms),
                 Err(_) => {
                     eprintln!("{usage}");
                     return 2;

@@ -61,7 +61,8 @@ fn avahi_provider(lan: &mut Lan, ns: &str, ip: &str) {
 fn discover(lan: &Lan, ns: &str) -> Vec<String> {
     let out = lan
         .command(ns, artifact("phase"))
-        .args(["discover", "--timeout-ms", "4000"])
+        // A long settle: under load a second responder can answer well after the first.
+        .args(["discover", "--timeout-ms", "4000", "--settle-ms", "3000"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
