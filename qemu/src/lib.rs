@@ -335,12 +335,18 @@ pub struct Vm {
 
 impl Vm {
     /// Direct kernel boot (`-kernel/-initrd`), serial console, 1 GiB, no network,
-    /// virtio-rng, a 120 s (scaled) deadline.
+    /// virtio-rng, a 120 s (scaled) deadline. `no_timer_check`: under TCG on a loaded host
+    /// the kernel's IO-APIC timer check can miss its ticks and panic before `/init` runs.
     pub fn new(kernel: &Path, initrd: &Path) -> Vm {
         Vm {
             kernel: Some(kernel.to_path_buf()),
             initrd: Some(initrd.to_path_buf()),
-            append: vec!["console=ttyS0".into(), "panic=-1".into(), "quiet".into()],
+            append: vec![
+                "console=ttyS0".into(),
+                "panic=-1".into(),
+                "quiet".into(),
+                "no_timer_check".into(),
+            ],
             memory_mib: 1024,
             disks: Vec::new(),
             firmware: Firmware::Bios,
