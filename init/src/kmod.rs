@@ -62,9 +62,12 @@ impl DepTable {
 /// Which part of the boot needs a module, which decides when it loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
-    /// Block devices, dm-verity, squashfs, overlay and the state partition's filesystem:
-    /// loaded before the local step, whatever the path.
+    /// Block devices, dm-verity, squashfs, overlay: loaded before the local step,
+    /// whatever the path.
     Local,
+    /// Filesystems for the state partition and the ESP (`kernel/fs/` but squashfs and
+    /// overlayfs): loaded in the background while the local step verifies the release.
+    State,
     /// Network drivers and protocols (`kernel/drivers/net/`, `kernel/net/`): loaded only
     /// when the network step may run, in the background while the local step works.
     Network,
@@ -78,6 +81,13 @@ impl Need {
             Some(p) if p.starts_with("kernel/drivers/net/") || p.starts_with("kernel/net/") => {
                 Need::Network
             }
+            Some(p)
+                if p.starts_with("kernel/fs/")
+                    && !p.starts_with("kernel/fs/squashfs/")
+                    && !p.starts_with("kernel/fs/overlayfs/") =>
+            {
+                Need::State
+            }
             _ => Need::Local,
         }
     }
@@ -85,6 +95,7 @@ impl Need {
     pub fn as_str(self) -> &'static str {
         match self {
             Need::Local => "local",
+            Need::State => "state",
             Need::Network => "network",
         }
     }
@@ -422,18 +433,28 @@ kernel/drivers/block/loop.ko:
     #[test]
     fn network_modules_are_told_apart_by_their_place_in_the_tree() {
         let t = DepTable::parse(
-            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\n",
+            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\nkernel/fs/squashfs/squashfs.ko:\nkernel/fs/overlayfs/overlay.ko:\nkernel/fs/fat/vfat.ko:\n",
         );
-        let wanted: Vec<String> = ["virtio_net", "ext4", "af-packet", "virtio_blk", "nosuch"]
-            .map(String::from)
-            .to_vec();
+        let wanted: Vec<String> = [
+            "virtio_net",
+            "ext4",
+            "af-packet",
+            "virtio_blk",
+            "squashfs",
+            "nosuch",
+            "overlay",
+            "vfat",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
             wanted_for(&t, &wanted, Need::Network),
             ["virtio_net", "af-packet"]
         );
+        assert_eq!(wanted_for(&t, &wanted, Need::State), ["ext4", "vfat"]);
         assert_eq!(
             wanted_for(&t, &wanted, Need::Local),
-            ["ext4", "virtio_blk", "nosuch"]
+            ["virtio_blk", "squashfs", "nosuch", "overlay"]
         );
     }
 

@@ -18,7 +18,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         return Ok(());
     }
     // No module load may be cut short by the exec.
-    super::modules::settle(boot);
+    super::modules::settle_all(boot);
     // Stage 2 announces with the initramfs's DHT bootstrap list; the initramfs is about
     // to be freed, /run moves along.
     if let Err(e) = std::fs::copy(

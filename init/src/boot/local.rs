@@ -227,6 +227,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     }
     // The persistent partition holds the trusted state (internet/local modes only).
     let state_dev = if boot.config.mode.persists() {
+        super::modules::settle(boot, crate::kmod::Need::State);
         open_state(boot, &medium)
     } else {
         None

@@ -162,7 +162,7 @@ impl Boot {
             Step::Serve => serve::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
-                modules::settle(self);
+                modules::settle_all(self);
                 self.events.emit(Event::InitReady {
                     mode: self.config.mode.as_str().to_string(),
                     stage: self.stage,

@@ -1,5 +1,6 @@
-//! Load the kernel modules the initramfs carries: what the local step needs first, network
-//! drivers in the background and only when the network step may run; each group by
+//! Load the kernel modules the initramfs carries: what the local step needs first; the
+//! state partition's filesystems in the background alongside the local step; network
+//! drivers in the background and only when the network step may run. Each group loads by
 //! dependency level on every CPU.
 //!
 //! The image builder writes `/lib/modules/<release>/modules.dep`, `modules.builtin` and
@@ -27,9 +28,9 @@ struct Report {
     ms: BTreeMap<String, u64>,
 }
 
-/// Modules still loading in the background: the group and its thread.
+/// Modules still loading in the background: each group and its thread.
 #[derive(Default)]
-pub struct Pending(Option<(Need, std::thread::JoinHandle<Report>)>);
+pub struct Pending(Vec<(Need, std::thread::JoinHandle<Report>)>);
 
 fn load_group(dir: &Path, table: &DepTable, builtin: &[String], wanted: &[String]) -> Report {
     let plan = kmod::load_order(table, builtin, wanted);
@@ -106,39 +107,45 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         &builtin,
         &kmod::wanted_for(&table, &wanted, Need::Local),
     );
-    // The same condition as the network step's: private mode without a provider URL
-    // never brings a link up, so its drivers are not loaded at all.
-    let net_wanted = kmod::wanted_for(&table, &wanted, Need::Network);
+    // The state partition's filesystems load while the local step verifies the release.
+    // Network drivers only under the network step's own condition: private mode without
+    // a provider URL never brings a link up, so they are not loaded at all.
     let network_may_run = !boot.config.providers.is_empty() || boot.config.mode.allows_lan();
-    if network_may_run && !net_wanted.is_empty() {
-        let (d, t, b, w) = (
-            dir.clone(),
-            table.clone(),
-            builtin.clone(),
-            net_wanted.clone(),
-        );
+    for need in [Need::State, Need::Network] {
+        let wanted = kmod::wanted_for(&table, &wanted, need);
+        if wanted.is_empty() || (need == Need::Network && !network_may_run) {
+            continue;
+        }
+        let (d, t, b) = (dir.clone(), table.clone(), builtin.clone());
+        let w = wanted.clone();
         match std::thread::Builder::new()
-            .name("modules-network".into())
+            .name(format!("modules-{}", need.as_str()))
             .spawn(move || load_group(&d, &t, &b, &w))
         {
-            Ok(h) => boot.modules = Pending(Some((Need::Network, h))),
+            Ok(h) => boot.modules.0.push((need, h)),
             Err(e) => {
-                tracing::warn!("cannot start the network module loader ({e}): loading inline");
-                let r = load_group(&dir, &table, &builtin, &net_wanted);
-                report(boot, Need::Network, r)?;
+                tracing::warn!(
+                    "cannot start the {} module loader ({e}): loading inline",
+                    need.as_str()
+                );
+                let r = load_group(&dir, &table, &builtin, &wanted);
+                if let Err(e) = report(boot, need, r) {
+                    tracing::warn!("{}", e.message);
+                }
             }
         }
     }
     report(boot, Need::Local, local)
 }
 
-/// Wait for the modules loading in the background (bounded by the kernel's own module
-/// loading) and report them. Called by the network step before it looks for links, and
-/// before the handoff and `init.ready`, so every group is reported once.
-pub fn settle(boot: &mut Boot) {
-    let Some((need, handle)) = boot.modules.0.take() else {
+/// Wait for a group loading in the background (bounded by the kernel's own module
+/// loading) and report it. The local step waits for `State` before mounting the state
+/// partition, the network step for `Network` before it looks for links.
+pub fn settle(boot: &mut Boot, need: Need) {
+    let Some(i) = boot.modules.0.iter().position(|(n, _)| *n == need) else {
         return;
     };
+    let (need, handle) = boot.modules.0.remove(i);
     let r = match handle.join() {
         Ok(r) => r,
         Err(_) => {
@@ -152,5 +159,13 @@ pub fn settle(boot: &mut Boot) {
             step: "modules".into(),
             reason: e.reason.into(),
         });
+    }
+}
+
+/// Every group still loading: before the handoff (no load may be cut short by the exec)
+/// and before `init.ready`, so each group is reported once.
+pub fn settle_all(boot: &mut Boot) {
+    for need in [Need::State, Need::Network] {
+        settle(boot, need);
     }
 }

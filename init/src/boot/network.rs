@@ -263,7 +263,7 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         return Ok(());
     }
     // The network drivers have been loading since the modules step.
-    super::modules::settle(boot);
+    super::modules::settle(boot, crate::kmod::Need::Network);
     let ip = match crate::net::ipconfig::parse(boot.config.ip.as_deref()) {
         Ok(ip) => ip,
         Err(e) => {
