@@ -12,10 +12,16 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 
 # The release `make build` signs, and the floor the initramfs accepts.
 RELEASE_VERSION ?= 1
 RELEASE_CMDLINE ?= console=ttyS0 quiet
+# Release N+1 (out/release-next, upgrade tests): the same phase binary and keys, another
+# Debian kernel ABI, pinned here as scripts/fetch-kernel.sh pins the first (docs/kexec.md).
+NEXT_VERSION    := $(shell echo $$(($(RELEASE_VERSION) + 1)))
+NEXT_KERNEL_PKG ?= linux-image-6.1.0-54-amd64
+NKDIR := build/kernel-next
+NEXT  := $(OUT)/next
 # TEST keys (keys/test, committed, public): never use them outside tests; see docs/keys.md.
 TESTKEYS := keys/test
 
-.PHONY: all setup kernel binaries build run test lint fuzz bench clean
+.PHONY: all setup kernel binaries build release-next run test lint fuzz bench clean
 all: build
 
 setup:
@@ -78,6 +84,32 @@ build: kernel binaries
 	$(OUT)/phase-image netboot --kernel $(OUT)/release/vmlinuz --initramfs $(OUT)/release/initramfs.img \
 	  -o $(OUT)/netboot
 	$(OUT)/phase-image qcow2 $(OUT)/phase-x86_64.img -o $(OUT)/phase-x86_64.qcow2
+	@$(MAKE) --no-print-directory release-next
+
+# Release N+1 with its own kernel, modules, initramfs and rootfs; signed like release N.
+release-next:
+	@KERNEL_PKG=$(NEXT_KERNEL_PKG) KERNEL_DIR=$(NKDIR) scripts/fetch-kernel.sh
+	@mkdir -p $(NEXT)
+	@rel=$$(sed -n 's/^release=//p' $(NKDIR)/VERSION); \
+	  cp -f $(NKDIR)/boot/vmlinuz-$$rel $(NEXT)/vmlinuz; \
+	  cp -f $(NKDIR)/VERSION $(NEXT)/kernel.version; \
+	  sha256sum $(NEXT)/vmlinuz | cut -d' ' -f1 > $(NEXT)/kernel.sha256; \
+	  $(OUT)/phase-image initramfs --init $(OUT)/phase \
+	    --modules-dir $(NKDIR)/lib/modules/$$rel --modules-list initramfs/modules.txt \
+	    --file etc/phase/trusted-root.json=$(OUT)/trusted-root.json \
+	    --file etc/phase/kernel.sha256=$(NEXT)/kernel.sha256 \
+	    --file etc/phase/bootstrap-peers=$(OUT)/bootstrap-peers \
+	    --release-floor $(RELEASE_VERSION) --strict -o $(NEXT)/initramfs.img && \
+	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(NKDIR)/lib/modules/$$rel \
+	    --initramfs-modules initramfs/modules.txt --tree rootfs --version $(NEXT_VERSION) \
+	    --progress-every 100000 -o $(NEXT)/rootfs.squashfs
+	@rm -rf $(OUT)/release-next
+	$(OUT)/phase-image release --root $(OUT)/trusted-root.json --version $(NEXT_VERSION) \
+	  --cmdline "$(RELEASE_CMDLINE)" --kernel $(NEXT)/vmlinuz --initramfs $(NEXT)/initramfs.img \
+	  --rootfs $(NEXT)/rootfs.squashfs --rootfs-verity $(NEXT)/rootfs.verity.json \
+	  --sign $(TESTKEYS)/TEST-release-1.key --out-dir $(OUT)/release-next
+	$(OUT)/phase-image sign --key $(TESTKEYS)/TEST-release-2.key $(OUT)/release-next/release.json
+	$(OUT)/phase-image verify --root $(OUT)/trusted-root.json $(OUT)/release-next
 
 run: build
 	target/release/phase-vm $(ARGS)

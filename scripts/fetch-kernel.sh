@@ -2,10 +2,11 @@
 # Fetch Debian's default amd64 kernel package without installing it: `apt-get download`,
 # then unpack with dpkg-deb into build/kernel/. Cached: does nothing if the recorded version
 # is already unpacked. Writes build/kernel/VERSION (package=version, kernel release).
-# Override with KERNEL_PKG=linux-image-<release> to pin another kernel.
+# Override with KERNEL_PKG=linux-image-<release> to pin another kernel, and KERNEL_DIR=build/NAME
+# to unpack it elsewhere (`make build` unpacks the kernel of release N+1 in build/kernel-next).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-dest="$top/build/kernel"
+dest="$top/${KERNEL_DIR:-build/kernel}"
 pkg=${KERNEL_PKG:-}
 if [ -z "$pkg" ]; then
   pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -28,4 +29,4 @@ dpkg-deb -x "$deb" "$dest"
 rm -rf "$dest/deb"
 [ -f "$dest/boot/vmlinuz-$release" ] || { echo "fetch-kernel: $deb has no boot/vmlinuz-$release" >&2; exit 1; }
 printf 'package=%s=%s\nrelease=%s\n' "$pkg" "$ver" "$release" > "$dest/VERSION"
-echo "fetch-kernel: $pkg $ver unpacked in build/kernel ($(du -sh "$dest" | cut -f1))"
+echo "fetch-kernel: $pkg $ver unpacked in ${KERNEL_DIR:-build/kernel} ($(du -sh "$dest" | cut -f1))"

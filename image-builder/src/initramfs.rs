@@ -3,10 +3,10 @@
 //! console. Collected as an [`Archive`], written as a gzip'd newc cpio. Deterministic: the
 //! same inputs give the same bytes.
 
-use crate::cpio::{Archive, Kind};
 use crate::kmod;
 use anyhow::{Context, Result};
 use flate2::{Compression, GzBuilder};
+use phase_release::cpio::{Archive, Kind};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,6 @@
 //! writes its output atomically. One exit-code mapping: 0 ok, 1 failed (with the reason).
 
 mod blockdev;
-mod cpio;
 mod disk;
 mod esp;
 mod grub;

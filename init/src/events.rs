@@ -128,6 +128,22 @@ pub enum Event {
         os: String,
         motd: String,
         root_fs: String,
+        /// The running kernel's release string (uname -r).
+        kernel: String,
+        /// The version of the release whose rootfs this is (from the handover).
+        release: Option<u64>,
+    },
+    /// Stage 1 staged a verified release's kernel and is about to reboot into it.
+    #[serde(rename = "kexec.start")]
+    KexecStart {
+        /// The release mounted before (a local one), if any.
+        from: Option<u64>,
+        to: u64,
+        from_kernel: String,
+        to_kernel: String,
+        /// Bytes of the carry archive appended to the new initramfs.
+        carried_bytes: u64,
+        cmdline: String,
     },
     #[serde(rename = "init.ready")]
     /// `debug`: `phase.debug` was given (the boot menu's Debug entry sets it).
@@ -212,6 +228,7 @@ impl Event {
             Event::StateReady { .. } => "state.ready",
             Event::RootfsMounted { .. } => "rootfs.mounted",
             Event::Stage2Start { .. } => "stage2.start",
+            Event::KexecStart { .. } => "kexec.start",
             Event::InitReady { .. } => "init.ready",
             Event::TaskFailed { .. } => "task.failed",
             Event::TaskDone { .. } => "task.done",

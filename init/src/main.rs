@@ -33,9 +33,11 @@ mod config;
 mod discover;
 mod events;
 mod fetch;
+mod kexec;
 mod kmod;
 mod log;
 mod net;
+mod paths;
 mod provider;
 mod selftest;
 mod supervise;
@@ -62,8 +64,8 @@ fn pid1() -> ! {
             .build()
         {
             Ok(rt) => {
-                let stage2 = std::env::args().nth(1).as_deref() == Some(boot::STAGE2_ARG);
-                Ok(rt.block_on(boot::run(t0, events.clone(), stage2)))
+                let stage = config::Stage::from_argv(std::env::args().nth(1).as_deref());
+                Ok(rt.block_on(boot::run(t0, events.clone(), stage)))
             }
             Err(e) => Err(e),
         }

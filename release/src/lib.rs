@@ -13,6 +13,7 @@
 //! - [`stream`]: size- and hash-checked artifact streams.
 //! - [`verity`]: dm-verity hash trees (the builder writes them; the init checks a rootfs
 //!   by its tree on every core when the kernel has no dm-verity).
+//! - [`cpio`]: newc archives (the initramfs, and the release carried across kexec).
 //! - [`state`]: the trusted state (highest accepted release and root), persisted atomically.
 //!
 //! # Dependencies
@@ -22,6 +23,7 @@
 
 pub mod canonical;
 pub mod chain;
+pub mod cpio;
 pub mod doc;
 pub mod hex;
 pub mod keys;

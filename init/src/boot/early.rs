@@ -84,6 +84,11 @@ pub fn stage2(boot: &mut Boot) -> Result<(), StepError> {
         os,
         motd,
         root_fs,
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        release: super::carry::Handover::read().map(|h| h.release),
     });
     Ok(())
 }

@@ -1,14 +1,19 @@
-//! Diskless boot: with no local release, ask the providers (`phase.provider=`, else those
-//! discovered) for the newest release that verifies and, when its kernel is the running
-//! one, download all of it into RAM (verified as it arrives: the rootfs to mount, the rest
-//! to serve to peers in stage 2), mount the rootfs and go on to the handoff.
+//! Releases from providers. With no local release, ask the providers (`phase.provider=`,
+//! else those discovered) for the newest release that verifies, download all of it into
+//! RAM (verified as it arrives: the rootfs to mount, the rest to serve to peers in stage 2)
+//! and, when its kernel is the running one, mount the rootfs and go on to the handoff; when
+//! it is another kernel, kexec into it (`boot::handoff::kexec`). With a local release and
+//! `phase.provider=`, a newer release there is booted by kexec the same way (one attempt:
+//! any failure falls back to the local release at once).
 
 use super::local::{assemble, fail, teardown};
 use super::{Boot, StepError};
 use crate::discover::{Candidate, How};
 use crate::events::Event;
+use crate::config::Stage;
 use crate::fetch::release::Choice;
 use crate::fetch::{Limits, Url};
+use crate::kexec::decide::{handoff, Handoff, Offer, Source};
 use phase_release::chain::RootChain;
 use phase_release::verify::Policy;
 
@@ -21,22 +26,20 @@ pub const RELEASE_DIR: &str = "/run/phase/release";
 /// (or to its retry) by then. Each request is bounded on its own as well (docs/network.md).
 pub const METADATA_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The SHA-256 of the kernel this initramfs was built for (written by the build).
-pub const KERNEL_SHA_PATH: &str = "/etc/phase/kernel.sha256";
-
-/// The diskless step (see the module docs). A release with another kernel needs kexec,
-/// which this init does not do yet: that is a `fallback` with reason `kexec_needed`.
-/// A fetch that fails for want of a provider (none verified, or every provider failed an
-/// artifact) is tried again whole, with the backoff of [`crate::fetch::backoff`].
+/// The fetch step (see the module docs). What to do with the verified release is
+/// `kexec::decide::handoff`'s decision. With no local release, a fetch that fails for want
+/// of a provider (none verified, or every provider failed an artifact) is tried again
+/// whole, with the backoff of [`crate::fetch::backoff`].
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
-    if boot.rootfs_ready || boot.net.is_none() {
+    if boot.net.is_none() || boot.config.stage == Stage::Two {
         return Ok(());
     }
     let mut n = 1;
-    let (rel, rootfs) = loop {
+    let got = loop {
         match attempt(boot).await {
             Ok(got) => break got,
             Err(Attempt::Final(e)) => return Err(e),
+            Err(Attempt::Retry(e)) if boot.root.is_some() => return Err(e),
             Err(Attempt::Retry(e)) => {
                 let Some(wait) = crate::fetch::backoff::next(n, boot.config.fetch_attempts) else {
                     return Err(e);
@@ -52,7 +55,28 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
             }
         }
     };
-    mount(boot, &rel, &rootfs)
+    match got {
+        None => Ok(()),
+        Some(Fetched {
+            choice,
+            kexec: true,
+            ..
+        }) => {
+            record_trusted(boot, &choice);
+            let dir = std::path::Path::new(RELEASE_DIR);
+            let r = super::handoff::kexec(boot, &choice, dir).await;
+            let _ = std::fs::remove_dir_all(dir);
+            r
+        }
+        Some(Fetched { choice, rootfs, .. }) => mount(boot, &choice.release, &rootfs),
+    }
+}
+
+/// A release downloaded and verified into [`RELEASE_DIR`], and how to boot it.
+struct Fetched {
+    choice: Choice,
+    rootfs: phase_release::doc::Artifact,
+    kexec: bool,
 }
 
 /// Why an attempt failed: worth another (providers may come back) or not.
@@ -61,10 +85,10 @@ enum Attempt {
     Final(StepError),
 }
 
-/// One whole fetch: choose among the providers, then download the release into RAM.
-async fn attempt(
-    boot: &mut Boot,
-) -> Result<(phase_release::doc::Release, phase_release::doc::Artifact), Attempt> {
+/// One whole fetch: choose among the providers, decide, then download the release into
+/// RAM. `None`: the local release stays (no newer one, or it is the one to boot).
+async fn attempt(boot: &mut Boot) -> Result<Option<Fetched>, Attempt> {
+    let local = boot.root.clone();
     let Some(trust) = boot.trust.as_mut() else {
         return Err(Attempt::Final(StepError {
             reason: "no_trust_anchor",
@@ -96,13 +120,19 @@ async fn attempt(
         })
         .collect();
     let mut choice = choose(boot, &named, &mut chain, &policy, &limits).await;
-    if choice.is_none() && (named.is_empty() || boot.config.mode.allows_lan()) {
+    // With a local release only the command line's providers are asked.
+    if choice.is_none() && local.is_none() && (named.is_empty() || boot.config.mode.allows_lan())
+    {
         let found = super::discover::candidates(boot).await;
         choice = choose(boot, &found, &mut chain, &policy, &limits).await;
     }
     keep_root(boot, chain);
     limits.metadata_until = None;
     let Some(choice) = choice else {
+        if local.is_some() {
+            tracing::info!("no provider offers a newer release; booting the local one");
+            return Ok(None);
+        }
         return Err(Attempt::Retry(StepError {
             reason: "no_verified_release",
             message: "no provider served a release that verifies".into(),
@@ -114,16 +144,48 @@ async fn attempt(
         channel: rel.channel.clone(),
         providers: choice.providers.iter().map(|p| p.to_string()).collect(),
     });
-    let running = std::fs::read_to_string(KERNEL_SHA_PATH).unwrap_or_default();
-    if running.trim() != rel.artifacts.kernel.sha256 {
-        return Err(Attempt::Final(StepError {
-            reason: "kexec_needed",
-            message: format!(
-                "release {} has another kernel than the running one; kexec is not built yet",
+    let running = std::fs::read_to_string(crate::paths::KERNEL_SHA).unwrap_or_default();
+    let fetched = Offer {
+        version: rel.version,
+        kernel_sha256: rel.artifacts.kernel.sha256.clone(),
+    };
+    let kexec = match handoff(local.as_ref(), Some(&fetched), &running, boot.config.kexec) {
+        Handoff::Stay(s) => {
+            return Err(Attempt::Final(StepError {
+                reason: s.reason(),
+                message: format!(
+                    "release {} has another kernel than the running one and phase.kexec=never",
+                    rel.version
+                ),
+            }))
+        }
+        Handoff::SwitchRoot {
+            source: Source::Local,
+            ..
+        }
+        | Handoff::Kexec {
+            source: Source::Local,
+            ..
+        } => {
+            // The local release is the newest: it is mounted, the handoff switches into
+            // it. (A local release of another kernel is booted on the running one: the
+            // medium carries its kernel on the ESP only, which this init does not read.)
+            tracing::info!("the local release is the newest verified one");
+            return Ok(None);
+        }
+        Handoff::SwitchRoot {
+            source: Source::Fetched,
+            ..
+        } if local.is_some() => {
+            tracing::info!(
+                "release {} runs on this kernel; the local release is booted (replacing a mounted local release in place is not built)",
                 rel.version
-            ),
-        }));
-    }
+            );
+            return Ok(None);
+        }
+        Handoff::SwitchRoot { .. } => false,
+        Handoff::Kexec { .. } => true,
+    };
     let Some(rootfs) = rel.artifacts.rootfs.clone() else {
         return Err(Attempt::Final(StepError {
             reason: "no_rootfs",
@@ -169,7 +231,11 @@ async fn attempt(
         version: rel.version,
         bytes,
     });
-    Ok((choice.release, rootfs))
+    Ok(Some(Fetched {
+        choice,
+        rootfs,
+        kexec,
+    }))
 }
 
 /// Mount the verified RAM copy of the rootfs.
@@ -195,8 +261,46 @@ fn mount(
         device: dev,
         release: rel.version,
     });
-    boot.rootfs_ready = true;
+    boot.root = Some(Offer {
+        version: rel.version,
+        kernel_sha256: rel.artifacts.kernel.sha256.clone(),
+    });
     Ok(())
+}
+
+/// Before a kexec from a local release: the release about to run is what this machine
+/// now trusts (rollback protection), recorded on the state partition the local step opened.
+fn record_trusted(boot: &mut Boot, choice: &Choice) {
+    let Some(trust) = boot.trust.as_mut() else {
+        return;
+    };
+    let policy = phase_release::verify::Policy {
+        arch: std::env::consts::ARCH.into(),
+        channel: choice.release.channel.clone(),
+        now: trust.now,
+        floor: trust.floor,
+        trusted: None,
+    };
+    let Ok(v) = phase_release::verify::verify_release(
+        &choice.metadata.release_json,
+        &trust.chain.root,
+        &policy,
+    ) else {
+        return;
+    };
+    let s = phase_release::state::TrustedState {
+        root_version: trust.chain.root.version,
+        release_version: v.doc.version,
+        release_digest: phase_release::hex::encode(&v.digest),
+        time: trust.now,
+    };
+    if let Err(e) = trust.store.save(&s) {
+        tracing::warn!("{e}; the trusted state was not saved");
+        boot.events.emit(Event::Fallback {
+            step: "state".into(),
+            reason: e.reason().into(),
+        });
+    }
 }
 
 /// A rotation the providers showed is trusted from now on, whatever happens to the

@@ -189,6 +189,9 @@ pub(super) fn fail(
 }
 
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
+    if boot.root.is_some() {
+        return Ok(()); // the release carried across kexec is mounted
+    }
     let Some(medium) = find_medium(boot) else {
         tracing::info!("no boot medium with a phase-meta partition; staying on the initramfs");
         return Ok(());
@@ -314,11 +317,21 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         teardown();
         return Err(e);
     }
+    if state_dev.is_some() {
+        // The state partition moved into the new root: later records (a kexec upgrade's
+        // release) go there.
+        if let Some(t) = boot.trust.as_mut() {
+            t.store = phase_release::state::Store::on_disk(std::path::Path::new(STATE_TARGET));
+        }
+    }
     boot.events.emit(Event::RootfsMounted {
         device: device.clone(),
         release: release.version,
     });
-    boot.rootfs_ready = true;
+    boot.root = Some(crate::kexec::decide::Offer {
+        version: release.version,
+        kernel_sha256: release.artifacts.kernel.sha256.clone(),
+    });
     Ok(())
 }
 
@@ -416,7 +429,7 @@ fn copy_and_check(data_dev: &str, size: u64, v: &Verity) -> Result<(), (&'static
         .map_err(|e| (e.reason(), e.to_string()))
 }
 
-fn wait_for(dev: &str) {
+pub(super) fn wait_for(dev: &str) {
     let deadline = Instant::now() + Duration::from_secs(2);
     while !std::path::Path::new(dev).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

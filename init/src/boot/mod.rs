@@ -5,12 +5,12 @@
 //! shutdown request between steps. Steps only compose: pure modules decide, `sys` acts,
 //! `events` reports.
 
+mod carry;
 mod cmdline;
 mod discover;
 mod early;
 mod fetch;
 mod handoff;
-pub use handoff::STAGE2_ARG;
 mod local;
 mod modules;
 pub mod network;
@@ -38,6 +38,9 @@ pub enum Step {
     Modules,
     /// The trust anchor baked into the initramfs; emits `trust.ready` or `verify.failed`.
     Trust,
+    /// After a kexec (`phase.stage=2`): re-verify the release carried in the initramfs and
+    /// mount its rootfs; emits `rootfs.verified`, `rootfs.mounted`.
+    Carry,
     /// A local release on a boot medium: verified rootfs, overlay, state; emits
     /// `rootfs.verified`, `state.ready`, `rootfs.mounted`.
     Local,
@@ -69,6 +72,7 @@ impl Step {
             Step::Cmdline => "cmdline",
             Step::Modules => "modules",
             Step::Trust => "trust",
+            Step::Carry => "carry",
             Step::Local => "local",
             Step::Network => "network",
             Step::Fetch => "fetch",
@@ -89,6 +93,7 @@ pub const STAGE1: &[Step] = &[
     Step::Cmdline,
     Step::Modules,
     Step::Trust,
+    Step::Carry,
     Step::Local,
     Step::Network,
     Step::Fetch,
@@ -132,12 +137,13 @@ pub struct Boot {
     pub supervisor: Supervisor,
     /// What the trust step verified; `None` if the trust anchor is unusable.
     pub trust: Option<trust::Trust>,
-    /// The local step assembled a verified root at `local::NEW_ROOT`.
-    pub rootfs_ready: bool,
+    /// The verified release whose rootfs is assembled at `local::NEW_ROOT` (by the local,
+    /// carry or fetch step); the handoff switches root into it.
+    pub root: Option<crate::kexec::decide::Offer>,
     /// The configured interface, if the network step ran.
     pub net: Option<network::Up>,
-    /// Which stage this process runs.
-    pub stage: u8,
+    /// Which stage this process runs (from its argv; `config.stage` is the command line's).
+    pub stage: crate::config::Stage,
     /// Announcements to withdraw at shutdown (what, how), run before services stop.
     pub withdraw: Vec<(String, Withdraw)>,
     /// Modules still loading in the background (see `modules::settle`).
@@ -153,6 +159,7 @@ impl Boot {
             Step::Cmdline => cmdline::run(self),
             Step::Modules => modules::run(self),
             Step::Trust => trust::run(self),
+            Step::Carry => carry::run(self),
             Step::Local => local::run(self),
             Step::Network => network::run(self).await,
             Step::Fetch => fetch::run(self).await,
@@ -165,7 +172,7 @@ impl Boot {
                 modules::settle_all(self);
                 self.events.emit(Event::InitReady {
                     mode: self.config.mode.as_str().to_string(),
-                    stage: self.stage,
+                    stage: self.stage.number(),
                     debug: self.config.debug,
                 });
                 Ok(())
@@ -176,7 +183,7 @@ impl Boot {
 
 /// Run a stage (`STAGE1`, or `STAGE2` after the handoff exec'd us from the rootfs), then
 /// serve until asked to shut down. Returns what to do with the machine.
-pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction {
+pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage) -> PowerAction {
     let (shutdown_tx, shutdown_rx) = unbounded_channel();
     let mut boot = Boot {
         t0_ms,
@@ -185,15 +192,18 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage2: bool) -> PowerAction
         config: Config::default(),
         children: Arc::new(Children::new()),
         trust: None,
-        rootfs_ready: false,
+        root: None,
         net: None,
-        stage: if stage2 { 2 } else { 1 },
+        stage,
         withdraw: Vec::new(),
         modules: modules::Pending::default(),
         shutdown_tx,
         shutdown_rx,
     };
-    let steps = if stage2 { STAGE2 } else { STAGE1 };
+    let steps = match stage {
+        crate::config::Stage::One => STAGE1,
+        crate::config::Stage::Two => STAGE2,
+    };
     let n = steps.len();
     for (i, step) in steps.iter().enumerate() {
         let started = crate::sys::clock::boottime_ms();
@@ -313,8 +323,8 @@ mod tests {
         assert_eq!(
             STAGE1.iter().map(|s| s.name()).collect::<Vec<_>>(),
             [
-                "early", "cmdline", "modules", "trust", "local", "network", "fetch", "handoff",
-                "services", "selftest", "ready"
+                "early", "cmdline", "modules", "trust", "carry", "local", "network", "fetch",
+                "handoff", "services", "selftest", "ready"
             ]
         );
         assert_eq!(

@@ -5,6 +5,7 @@
 //! goes on without a network.
 
 use super::{Boot, StepError};
+use crate::config::Stage;
 use crate::events::Event;
 use crate::net::dhcp::{self, Reply};
 use crate::net::ipconfig::IpParam;
@@ -255,8 +256,11 @@ async fn dhcp_lease(i: &Iface) -> Result<dhcp::Lease, NetError> {
 
 /// The boot step: skipped in private mode without a provider URL, and when `ip=off`.
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
-    if boot.rootfs_ready {
-        return Ok(()); // booting the local release; the network comes up in stage 2
+    if boot.root.is_some() && (boot.config.providers.is_empty() || boot.config.stage == Stage::Two)
+    {
+        // Booting the local or carried release; the network comes up in stage 2. With
+        // `phase.provider=` a local release is still compared with the provider's.
+        return Ok(());
     }
     if boot.config.providers.is_empty() && !boot.config.mode.allows_lan() {
         // Private mode without a provider URL: nothing to reach, nothing to discover.

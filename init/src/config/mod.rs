@@ -61,6 +61,11 @@ pub const KEYS: &[KeyDoc] = &[
         doc: "flag: no boot medium is expected (netboot): the local step looks at the disks already there and does not wait for one to appear (otherwise it waits up to 1000 ms for a block device's uevent)",
     },
     KeyDoc {
+        name: "phase.kexec",
+        default: "auto",
+        doc: "auto = kexec when the newest verified release has another kernel, always = even with the same kernel, never = only releases of the running kernel",
+    },
+    KeyDoc {
         name: "phase.selftest",
         default: "(none)",
         doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm",
@@ -111,12 +116,58 @@ impl Mode {
     }
 }
 
-/// Boot stage: 1 chooses and verifies the system, 2 runs it.
+/// Boot stage: 1 chooses and verifies the system, 2 runs it. The one notion of stage: the
+/// command line's `phase.stage=2` (set across kexec: the new initramfs takes the carried
+/// release), the argv marker stage 2's PID 1 is exec'd with, and `init.ready`'s number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Stage {
     #[default]
     One,
     Two,
+}
+
+impl Stage {
+    /// argv[1] telling a PID 1 exec'd from the rootfs that it runs the system.
+    pub const RUN_ARG: &'static str = "stage2";
+
+    /// What a PID 1 runs, from its argv[1].
+    pub fn from_argv(arg: Option<&str>) -> Stage {
+        if arg == Some(Stage::RUN_ARG) {
+            Stage::Two
+        } else {
+            Stage::One
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            Stage::One => 1,
+            Stage::Two => 2,
+        }
+    }
+}
+
+/// When stage 1 may kexec into a verified release's own kernel (`phase.kexec=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KexecPolicy {
+    /// When the newest verified release has a kernel other than the running one.
+    #[default]
+    Auto,
+    /// Whenever a release is chosen, even with the running kernel (tests, benchmarks).
+    Always,
+    /// Never: only a release of the running kernel is booted.
+    Never,
+}
+
+impl KexecPolicy {
+    pub fn parse(s: &str) -> Option<KexecPolicy> {
+        match s {
+            "auto" => Some(KexecPolicy::Auto),
+            "always" => Some(KexecPolicy::Always),
+            "never" => Some(KexecPolicy::Never),
+            _ => None,
+        }
+    }
 }
 
 /// A fault drill the init runs at boot when asked (`phase.selftest=`).
@@ -145,6 +196,7 @@ pub struct Config {
     pub selftest: Vec<Selftest>,
     /// Whole fetches a diskless boot tries; 0 = no limit.
     pub fetch_attempts: u32,
+    pub kexec: KexecPolicy,
     /// Standard keys the init reads but does not own.
     pub consoles: Vec<String>,
     pub ip: Option<String>,
@@ -164,6 +216,7 @@ impl Default for Config {
             diskless: false,
             selftest: Vec::new(),
             fetch_attempts: 4,
+            kexec: KexecPolicy::default(),
             consoles: Vec::new(),
             ip: None,
             quiet: false,
@@ -289,6 +342,10 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
                 "1" => cfg.stage = Stage::One,
                 "2" => cfg.stage = Stage::Two,
                 _ => warnings.push(warn(WarningReason::InvalidValue(v))),
+            },
+            ("phase.kexec", Some(v)) => match KexecPolicy::parse(&v) {
+                Some(p) => cfg.kexec = p,
+                None => warnings.push(warn(WarningReason::InvalidValue(v))),
             },
             ("phase.poweroff", Some(v)) => {
                 if valid_event_name(&v) {

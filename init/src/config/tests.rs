@@ -50,7 +50,7 @@ fn every_key_parses() {
         b"phase.mode=private phase.channel=beta-2 phase.provider=http://10.0.2.2:8080/ \
           phase.provider=https://x.example/r phase.stage=2 phase.poweroff=init.ready \
           phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm ip=dhcp \
-          phase.fetch.attempts=0",
+          phase.fetch.attempts=0 phase.kexec=never",
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(cfg.fetch_attempts, 0);
@@ -69,6 +69,7 @@ fn every_key_parses() {
     assert!(cfg.debug && cfg.shell && cfg.diskless);
     assert_eq!(cfg.selftest, vec![Selftest::Faults, Selftest::Sigterm]);
     assert_eq!(cfg.ip.as_deref(), Some("dhcp"));
+    assert_eq!(cfg.kexec, KexecPolicy::Never);
 }
 
 #[test]

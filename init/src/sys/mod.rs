@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod dm;
+pub mod kexec;
 pub mod loopdev;
 pub mod module;
 pub mod mount;

@@ -1,5 +1,10 @@
 //! newc cpio archives, reproducibly (PURE): entries sorted by path, parents filled in,
 //! duplicates rejected, owner root, one fixed mtime, inode numbers assigned in order.
+//!
+//! Shared by `phase-image` (the initramfs) and the init, which appends a second archive
+//! holding the verified release to the next kernel's initramfs before kexec (the kernel
+//! unpacks concatenated archives in order). Large files are streamed: [`file_header`] and
+//! [`pad_len`] let the init copy a rootfs image into the archive without holding it twice.
 
 use std::collections::BTreeMap;
 
@@ -84,6 +89,10 @@ impl Archive {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Serialise as newc with every mtime set to `mtime`.
     pub fn to_newc(&self, mtime: u32) -> Vec<u8> {
         let mut out = Vec::new();
@@ -114,6 +123,52 @@ impl Archive {
         }
         out
     }
+}
+
+/// The newc header (and padded name) of one regular file of `size` bytes; its data
+/// follows, then [`pad_len`]`(size)` zero bytes. For archives streamed file by file.
+pub fn file_header(ino: u32, mode: u32, mtime: u32, size: u32, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    header(
+        &mut out,
+        ino,
+        0o100000 | (mode & 0o7777),
+        1,
+        mtime,
+        size,
+        (0, 0),
+        name,
+    );
+    out
+}
+
+/// The header of a directory, for streamed archives.
+pub fn dir_header(ino: u32, mode: u32, mtime: u32, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    header(
+        &mut out,
+        ino,
+        0o040000 | (mode & 0o7777),
+        2,
+        mtime,
+        0,
+        (0, 0),
+        name,
+    );
+    out
+}
+
+/// Zero bytes after `len` bytes of file data, to the next 4-byte boundary.
+pub fn pad_len(len: u64) -> usize {
+    ((4 - len % 4) % 4) as usize
+}
+
+/// The end of a streamed archive: the trailer record (no 512-byte padding: the kernel
+/// does not need it).
+pub fn trailer() -> Vec<u8> {
+    let mut out = Vec::new();
+    header(&mut out, 0, 0, 1, 0, 0, (0, 0), "TRAILER!!!");
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -215,6 +270,26 @@ mod tests {
         assert_eq!(bytes.len() % 512, 0);
         // Reproducible.
         assert_eq!(bytes, a.to_newc(1_700_000_000));
+    }
+
+    #[test]
+    fn streamed_entries_match_the_archive() {
+        let mut a = Archive::new();
+        a.add("carry", Kind::Dir, 0o700).unwrap();
+        a.add("carry/x", Kind::File(b"hello".to_vec()), 0o600)
+            .unwrap();
+        let whole = a.to_newc(7);
+        let mut s = dir_header(1, 0o700, 7, "carry");
+        s.extend(file_header(2, 0o600, 7, 5, "carry/x"));
+        s.extend_from_slice(b"hello");
+        s.extend(std::iter::repeat_n(0, pad_len(5)));
+        s.extend(trailer());
+        assert_eq!(s[..], whole[..s.len()]);
+        assert!(whole[s.len()..].iter().all(|b| *b == 0));
+        assert_eq!(
+            (pad_len(0), pad_len(1), pad_len(4), pad_len(7)),
+            (0, 3, 0, 1)
+        );
     }
 
     #[test]

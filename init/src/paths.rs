@@ -1,0 +1,19 @@
+//! Where the init keeps what it hands from one stage to the next. The initramfs's own
+//! files are under `/etc/phase` (baked in by the build); what stage 1 learns lives under
+//! `/run/phase`, which moves into the rootfs with the switch. Paths of the kexec handover
+//! are here; the older per-step constants (trust, network, discovery) move here as those
+//! steps are touched.
+
+/// In the new initramfs: the release carried across kexec (an extra cpio archive the
+/// kernel unpacked after the initramfs's own).
+pub const CARRY_DIR: &str = "/phase-carry";
+/// The same directory as named inside the carry archive (no leading slash).
+pub const CARRY_ARCHIVE_DIR: &str = "phase-carry";
+/// The verified metadata in the carry (and in a downloaded release directory).
+pub const RELEASE_JSON: &str = "release.json";
+/// The next kernel's initramfs with the carry appended, while it is being loaded.
+pub const KEXEC_INITRAMFS: &str = "/run/phase/kexec-initramfs.img";
+/// The typed handover stage 1 writes before exec'ing stage 2 (`boot::carry::Handover`).
+pub const HANDOVER: &str = "/run/phase/handover.json";
+/// The kernel this initramfs was built for: SHA-256 of the bzImage (written by the build).
+pub const KERNEL_SHA: &str = "/etc/phase/kernel.sha256";

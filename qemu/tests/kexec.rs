@@ -1,0 +1,239 @@
+//! kexec into a verified release's own kernel (docs/kexec.md): release N (out/vmlinuz,
+//! out/initramfs.img, out/rootfs-disk.img) is offered release N+1 (out/release-next,
+//! another Debian kernel) by a provider on 127.0.0.1, reached through QEMU user
+//! networking (`restrict=on`, one guestfwd).
+
+use phase_qemu::{artifact, tempdir, Boot, Vm};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `phase provider serve DIR` on 127.0.0.1, returning its port.
+fn serve(dir: &Path) -> (Server, u16) {
+    let mut c = Command::new(artifact("phase"))
+        .args(["provider", "serve"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    (Server(c), port)
+}
+
+fn disk_copy(dir: &Path) -> PathBuf {
+    let p = dir.join("disk.img");
+    let st = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(artifact("rootfs-disk.img"))
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p
+}
+
+/// The kernel release string `make build` recorded for a kernel (`kernel.version`).
+fn kernel_release(version_file: &str) -> String {
+    std::fs::read_to_string(artifact(version_file))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("release=").map(str::to_string))
+        .unwrap()
+}
+
+/// Boot N (from `disk`, or diskless) with the provider on `port`, until init.ready.
+fn boot(disk: Option<&Path>, port: u16, extra: &str) -> Boot {
+    let mut vm = Vm::default_artifacts()
+        .user_net_to(port)
+        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .append(extra)
+        // Two boots and a ~115 MB download under TCG.
+        .timeout(Duration::from_secs(300));
+    if let Some(d) = disk {
+        vm = vm.disk(d);
+    }
+    vm.run().unwrap()
+}
+
+/// The kexec happened and stage 2 runs release N+1 on N+1's kernel, from the carry.
+fn assert_upgraded(b: &Boot, from: Option<u64>) {
+    b.assert_clean_poweroff();
+    let (old, new) = (
+        kernel_release("kernel.version"),
+        kernel_release("next/kernel.version"),
+    );
+    assert_ne!(old, new, "release-next must carry another kernel");
+    let k = b.expect("kexec.start");
+    assert_eq!(k.fields["to"], 2, "{}", k.fields);
+    assert_eq!(k.fields["from"], serde_json::json!(from), "{}", k.fields);
+    assert_eq!(
+        (k.str("from_kernel"), k.str("to_kernel")),
+        (Some(old.as_str()), Some(new.as_str())),
+        "{}",
+        k.fields
+    );
+    assert!(k.fields["carried_bytes"].as_u64().unwrap() > 100 << 20, "{}", k.fields);
+    let cmdline = k.str("cmdline").unwrap();
+    assert!(cmdline.ends_with("phase.stage=2"), "{cmdline}");
+    assert!(!cmdline.contains("phase.provider"), "{cmdline}");
+    // Exactly one download, before the kexec; after it, no network step and no fetch.
+    assert_eq!(b.all("artifacts.verified").len(), 1, "{}", b.explain());
+    assert_eq!(b.all("release.verified").len(), 1, "{}", b.explain());
+    b.assert_order(&[
+        "release.verified",
+        "artifacts.verified",
+        "kexec.start",
+        "init.start",
+        "trust.ready",
+        "rootfs.verified",
+        "rootfs.mounted",
+        "stage2.start",
+        "init.ready",
+    ]);
+    assert_eq!(b.all("init.start").len(), 2, "{}", b.explain());
+    let mounted = b.all("rootfs.mounted");
+    assert_eq!(mounted.last().unwrap().fields["release"], 2);
+    let verified = b.all("rootfs.verified");
+    assert_eq!(verified.last().unwrap().str("method"), Some("dm-verity"));
+    let s = b.expect("stage2.start");
+    assert_eq!(s.str("kernel"), Some(new.as_str()), "{}", s.fields);
+    assert_eq!(s.fields["release"], 2, "{}", s.fields);
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+    assert!(b.event("verify.failed").is_none(), "{}", b.explain());
+}
+
+/// `trusted-state.json` on the disk's state partition (debugfs reads the ext4).
+fn trusted_state(disk: &Path, dir: &Path) -> serde_json::Value {
+    let o = Command::new("sfdisk").arg("--json").arg(disk).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "phase-state")
+        .unwrap()
+        .clone();
+    let (start, size) = (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+    let part = dir.join("state.img");
+    let st = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", part.display()))
+        .args(["bs=512", &format!("skip={start}"), &format!("count={size}"), "status=none"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = Command::new("debugfs")
+        .args(["-R", "cat /trusted-state.json"])
+        .arg(&part)
+        .output()
+        .expect("debugfs (e2fsprogs, installed by make test)");
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn disk_boot_upgrades_by_kexec_to_the_provider_release() {
+    let dir = tempdir("kexec-disk");
+    let disk = disk_copy(&dir);
+    let (_s, port) = serve(&artifact("release-next"));
+    let b = boot(Some(&disk), port, "");
+    assert_upgraded(&b, Some(1));
+    // Stage 1 verified N locally first.
+    assert_eq!(b.all("rootfs.mounted")[0].fields["release"], 1);
+    assert_eq!(trusted_state(&disk, &dir)["release_version"], 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn diskless_boot_kexecs_and_mounts_the_carried_rootfs() {
+    let (_s, port) = serve(&artifact("release-next"));
+    let b = boot(None, port, "");
+    assert_upgraded(&b, None);
+    assert_eq!(b.all("net.up").len(), 1, "{}", b.explain());
+}
+
+/// N+1 with one flipped byte in its kernel: no kexec, and release N boots from the disk.
+#[test]
+fn flipped_kernel_byte_is_refused_and_the_boot_stays_on_n() {
+    let dir = tempdir("kexec-flip");
+    let disk = disk_copy(&dir);
+    let rel = dir.join("release-next");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(artifact("release-next"))
+        .arg(&rel)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut k = std::fs::read(rel.join("vmlinuz")).unwrap();
+    k[4096] ^= 0x01;
+    std::fs::write(rel.join("vmlinuz"), k).unwrap();
+    let (_s, port) = serve(&rel);
+    let b = boot(Some(&disk), port, "");
+    b.assert_clean_poweroff();
+    let f = b.expect("verify.failed");
+    assert_eq!(
+        (f.str("artifact"), f.str("reason")),
+        (Some("kernel"), Some("artifact_hash")),
+        "{}",
+        b.explain()
+    );
+    assert!(b.event("kexec.start").is_none(), "{}", b.explain());
+    assert_on_n(&b);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `kernel.kexec_load_disabled=1` before the attempt: the named fallback, then N boots.
+#[test]
+fn kexec_load_disabled_falls_back_to_n() {
+    let dir = tempdir("kexec-disabled");
+    let disk = disk_copy(&dir);
+    let (_s, port) = serve(&artifact("release-next"));
+    let b = boot(Some(&disk), port, "sysctl.kernel.kexec_load_disabled=1");
+    b.assert_clean_poweroff();
+    let f = b.all("fallback");
+    assert!(
+        f.iter().any(|e| e.str("step") == Some("fetch")
+            && e.str("reason") == Some("kexec_not_permitted")),
+        "{}",
+        b.explain()
+    );
+    assert!(b.event("kexec.start").is_none(), "{}", b.explain());
+    assert_on_n(&b);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn assert_on_n(b: &Boot) {
+    assert_eq!(b.all("init.start").len(), 1, "{}", b.explain());
+    let s = b.expect("stage2.start");
+    assert_eq!(s.fields["release"], 1, "{}", s.fields);
+    assert_eq!(
+        s.str("kernel"),
+        Some(kernel_release("kernel.version").as_str()),
+        "{}",
+        s.fields
+    );
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+}
