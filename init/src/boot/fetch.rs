@@ -8,9 +8,9 @@
 
 use super::local::{assemble, fail, teardown};
 use super::{Boot, StepError};
+use crate::config::Stage;
 use crate::discover::{Candidate, How};
 use crate::events::Event;
-use crate::config::Stage;
 use crate::fetch::release::Choice;
 use crate::fetch::{Limits, Url};
 use crate::kexec::decide::{handoff, Handoff, Offer, Source};
@@ -121,8 +121,7 @@ async fn attempt(boot: &mut Boot) -> Result<Option<Fetched>, Attempt> {
         .collect();
     let mut choice = choose(boot, &named, &mut chain, &policy, &limits).await;
     // With a local release only the command line's providers are asked.
-    if choice.is_none() && local.is_none() && (named.is_empty() || boot.config.mode.allows_lan())
-    {
+    if choice.is_none() && local.is_none() && (named.is_empty() || boot.config.mode.allows_lan()) {
         let found = super::discover::candidates(boot).await;
         choice = choose(boot, &found, &mut chain, &policy, &limits).await;
     }

@@ -8,6 +8,10 @@
 //! Then LAN discovery (`net.up` -> `provider.found` by mDNS, on a test bridge) and DHT
 //! lookups with 10 and 30 nodes on loopback (`BENCH_ONLY=discovery` runs only those). The
 //! initramfs's size and unpack time per compressor (`BENCH_ONLY=compressors` runs only that).
+//! Then the kexec upgrade (`BENCH_ONLY=kexec` runs only it): diskless release N offered
+//! out/release-next, `kexec.start` -> `stage2.start` (guest clock of the new kernel, and
+//! wall between the two console lines), and the whole upgrade path to `init.ready` against
+//! a cold diskless boot of N+1's own kernel and initramfs from the same provider.
 //! If BASELINE_LOG names the output of ../shared/bench/debian-initrd-baseline.sh, it also
 //! prints Debian's figures and the ratios.
 
@@ -74,6 +78,10 @@ fn main() {
     // BENCH_ONLY=discovery: only the discovery figures (mDNS on a test LAN, DHT lookups).
     if std::env::var("BENCH_ONLY").as_deref() == Ok("compressors") {
         compressors(runs);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("kexec") {
+        kexec_upgrade(runs);
         return;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("discovery") {
@@ -234,6 +242,7 @@ fn main() {
     for n in [10, 30] {
         dht_lookup(n, runs);
     }
+    kexec_upgrade(runs);
 
     let Some(log) = std::env::var_os("BASELINE_LOG").and_then(|p| std::fs::read_to_string(p).ok())
     else {
@@ -550,4 +559,93 @@ fn compressors(runs: usize) {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `phase provider serve DIR` on 127.0.0.1: the child and its port.
+fn provider(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+    let mut srv = std::process::Command::new(artifact("phase"))
+        .args(["provider", "serve"])
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    let _ =
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(srv.stdout.take()?), &mut line);
+    let port = line
+        .rsplit(':')
+        .next()?
+        .trim()
+        .trim_end_matches('/')
+        .parse()
+        .ok()?;
+    Some((srv, port))
+}
+
+/// The kexec upgrade against a cold boot of N+1 (see the module docs).
+fn kexec_upgrade(runs: usize) {
+    let Some((mut srv, port)) = provider(&artifact("release-next")) else {
+        eprintln!("kexec bench: cannot start the provider");
+        return;
+    };
+    let next = phase_qemu::out_dir().join("next");
+    let (mut guest, mut wall_gap, mut upgrade, mut cold) = (vec![], vec![], vec![], vec![]);
+    for i in 0..runs {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Stamp each event as its line arrives, for the wall time across the kexec.
+        let stamps = std::thread::spawn(move || {
+            rx.iter()
+                .map(|e: phase_qemu::Event| (e.name, std::time::Instant::now()))
+                .collect::<Vec<_>>()
+        });
+        let b = Vm::default_artifacts()
+            .user_net_to(port)
+            .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+            .timeout(std::time::Duration::from_secs(300))
+            .live_events(tx)
+            .run();
+        let stamps = stamps.join().unwrap_or_default();
+        let at = |n: &str| stamps.iter().find(|(name, _)| name == n).map(|(_, t)| *t);
+        match (&b, at("kexec.start"), at("stage2.start")) {
+            (Ok(b), Some(k), Some(s)) if b.event("init.ready").is_some() => {
+                if let Some(s2) = b.event("stage2.start") {
+                    guest.push(s2.t_ms as f64);
+                }
+                wall_gap.push(s.duration_since(k).as_secs_f64() * 1000.0);
+                upgrade.push(b.wall.as_secs_f64() * 1000.0);
+            }
+            (Ok(b), ..) => eprintln!("kexec run {i}: incomplete\n{}", b.explain()),
+            (Err(e), ..) => eprintln!("kexec run {i}: qemu failed: {e}"),
+        }
+        match Vm::new(&next.join("vmlinuz"), &next.join("initramfs.img"))
+            .user_net_to(port)
+            .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+            .run()
+        {
+            Ok(b) if b.event("init.ready").is_some() && b.event("kexec.start").is_none() => {
+                cold.push(b.wall.as_secs_f64() * 1000.0)
+            }
+            Ok(b) => eprintln!("cold N+1 run {i}: incomplete\n{}", b.explain()),
+            Err(e) => eprintln!("cold N+1 run {i}: qemu failed: {e}"),
+        }
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    if guest.is_empty() || cold.is_empty() {
+        return;
+    }
+    let (g, w, u, c) = (
+        median(guest),
+        median(wall_gap),
+        median(upgrade),
+        median(cold),
+    );
+    println!("kexec.start -> stage2.start  median {g:.0} ms (guest clock of the new kernel), {w:.0} ms wall");
+    println!(
+        "upgrade N -> N+1 by kexec    median {u:.0} ms wall to init.ready (diskless, one download)"
+    );
+    println!("cold boot of N+1             median {c:.0} ms wall to init.ready (diskless, same provider)");
+    println!("ratio upgrade/cold           = {:.2}", u / c.max(1.0));
 }
