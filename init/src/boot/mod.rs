@@ -213,7 +213,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage)
         // always has the step that ended the boot.
         boot.events.emit(Event::StepDone {
             step: step.name().to_string(),
-            stage: boot.stage,
+            stage: boot.stage.number(),
             ms,
             ok: result.is_ok(),
         });
