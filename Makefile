@@ -21,7 +21,7 @@ NEXT  := $(OUT)/next
 # TEST keys (keys/test, committed, public): never use them outside tests; see docs/keys.md.
 TESTKEYS := keys/test
 
-.PHONY: all setup kernel binaries build release-next run test lint fuzz bench clean
+.PHONY: all setup kernel binaries jobs build release-next run test lint fuzz bench clean
 all: build
 
 setup:
@@ -36,17 +36,31 @@ kernel: setup
 	  cp -f $(KDIR)/VERSION $(OUT)/kernel.version; \
 	  sha256sum $(OUT)/vmlinuz | cut -d' ' -f1 > $(OUT)/kernel.sha256
 
+# Two builds of the init: out/phase-node (default features: the WASM job executor) is the
+# rootfs's /usr/lib/phase/phase and the host CLI for jobs; out/phase (--no-default-features)
+# goes into the initramfs, which must stay within 4 MiB compressed (docs/jobs.md).
 binaries: setup
 	cargo build --release --locked --target $(MUSL) -p phase
-	cargo build --release --locked -p phase-image -p phase-qemu
 	@mkdir -p $(OUT)
+	@cp -f $(PHASE) $(OUT)/phase-node
+	cargo build --release --locked --target $(MUSL) -p phase --no-default-features
+	cargo build --release --locked -p phase-image -p phase-qemu
 	@cp -f $(PHASE) $(OUT)/phase
 	@cp -f $(IMAGE) $(OUT)/phase-image
 	@cp -f target/release/phase-fwd $(OUT)/phase-fwd
-	@file $(OUT)/phase | grep -q 'statically linked' || { echo "out/phase is not statically linked"; file $(OUT)/phase; exit 1; }
-	@echo "out/phase: $$(stat -c %s $(OUT)/phase) bytes, $$(file -b $(OUT)/phase | cut -d, -f1-5)"
+	@for b in phase phase-node; do \
+	  file $(OUT)/$$b | grep -q 'statically linked' || { echo "out/$$b is not statically linked"; file $(OUT)/$$b; exit 1; }; \
+	  echo "out/$$b: $$(stat -c %s $(OUT)/$$b) bytes, $$(file -b $(OUT)/$$b | cut -d, -f1-5)"; \
+	done
 
-build: kernel binaries
+# The example WASM jobs (jobs/, its own workspace) for wasm32-wasip1, into out/jobs/.
+JOBS := hello sieve spin membomb flood trap escape probe noop
+jobs: setup
+	cargo build --release --locked --manifest-path jobs/Cargo.toml --target wasm32-wasip1 --target-dir target/jobs
+	@mkdir -p $(OUT)/jobs
+	@for j in $(JOBS); do cp -f target/jobs/wasm32-wasip1/release/$$j.wasm $(OUT)/jobs/; done
+
+build: kernel binaries jobs
 	@rm -f $(OUT)/accel.probe
 	$(OUT)/phase-image root --root-key $(TESTKEYS)/TEST-root-1.pub --root-threshold 1 \
 	  --release-key $(TESTKEYS)/TEST-release-1.pub --release-key $(TESTKEYS)/TEST-release-2.pub \
@@ -63,7 +77,7 @@ build: kernel binaries
 	    --file etc/phase/bootstrap-peers=$(OUT)/bootstrap-peers \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(OUT)/initramfs.img
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
-	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(KDIR)/lib/modules/$$rel \
+	  $(OUT)/phase-image rootfs --init $(OUT)/phase-node --modules-dir $(KDIR)/lib/modules/$$rel \
 	    --initramfs-modules initramfs/modules.txt --tree rootfs --version $(RELEASE_VERSION) \
 	    -o $(OUT)/rootfs.squashfs
 	@rm -rf $(OUT)/release

@@ -27,3 +27,6 @@ echo "bench: signed releases"
 (cd "$top" && cargo run -q --release --locked -p phase-release --example bench)
 echo "bench: hybrid image"
 "$top/scripts/bench-image.sh"
+echo "bench: jobs (WASM executor, in-process)"
+cargo build -q --release --locked --manifest-path "$top/jobs/Cargo.toml" --target-dir "$top/target/jobs" --bin sieve
+"$top/out/phase-node" job bench "$top/out/jobs" "$top/target/jobs/release/sieve"

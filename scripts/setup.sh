@@ -10,7 +10,7 @@ set -euo pipefail
 # grub-pc-bin and grub-efi-ia32-bin (with the above) build the hybrid image's BIOS and IA32
 # loaders rootless; ovmf-ia32 is the 32-bit UEFI firmware its boot test uses; qemu-img
 # (qemu-utils) makes the qcow2.
-pkgs=(xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 dnsmasq-base avahi-daemon tcpdump)
+pkgs=(xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 python3-venv dnsmasq-base avahi-daemon tcpdump)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +24,18 @@ fi
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   echo "setup: adding rust target x86_64-unknown-linux-musl"
   rustup target add x86_64-unknown-linux-musl
+fi
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  echo "setup: adding rust target wasm32-wasip1 (example jobs)"
+  rustup target add wasm32-wasip1
+fi
+# Pinned Python packages of the tests (securesystemslib verifies job receipts independently).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/build/pyenv/bin/pip" freeze 2>/dev/null | grep -qx 'securesystemslib==1.6.0'; then
+  echo "setup: installing scripts/requirements-test.txt into build/pyenv"
+  mkdir -p "$root/build"
+  python3 -m venv "$root/build/pyenv"
+  "$root/build/pyenv/bin/pip" install -q -r "$root/scripts/requirements-test.txt"
 fi
 if ! rustup component list --installed | grep -q '^clippy'; then rustup component add clippy; fi
 if ! rustup component list --installed | grep -q '^rustfmt'; then rustup component add rustfmt; fi

@@ -59,6 +59,14 @@ COMMANDS:
                       per verified record (found) and per rejected entry (rejected: node,
                       reason), then a summary line (counts, bootstrap_ms, lookup_ms).
                       Exit 1 if none found.
+    job run --local MODULE.wasm [--receipt FILE] [--state-dir DIR] [...] [-- ARGS]
+                      Run a WASM job (wasm32-wasip1) in this process with every limit
+                      enforced; stdin is piped in, stdout/stderr printed, exit status the
+                      job's; --receipt writes a signed receipt (docs/jobs.md).
+                      `phase job run --help` lists the limits and options.
+    receipt verify FILE --module MODULE.wasm [--stdin F] [--stdout F] [--reexec] [-- ARGS]
+                      Verify a job receipt (signature, module, input, output); --reexec
+                      also runs the job again and compares outcome, fuel and output.
     version           Print the version.
     selftest ARGS     Child side of the boot-time fault drills (used by PID 1 itself).
     help              Print this help.
@@ -94,10 +102,29 @@ pub fn run(args: Vec<String>) -> i32 {
             crate::fetch::cli::run(&args[1..])
         }
         Some("selftest") => crate::selftest::child_main(&args[1..]),
+        Some(cmd @ ("job" | "receipt")) => node_command(cmd, &args[1..]),
         Some(other) => {
             eprintln!("phase: unknown command {other:?}; see phase --help");
             2
         }
+    }
+}
+
+/// `phase job` / `phase receipt` (src/node/job_cli.rs), when the executor is built in.
+fn node_command(cmd: &str, args: &[String]) -> i32 {
+    #[cfg(feature = "executor")]
+    {
+        if cmd == "job" {
+            crate::node::job_cli::job(args)
+        } else {
+            crate::node::job_cli::receipt_cmd(args)
+        }
+    }
+    #[cfg(not(feature = "executor"))]
+    {
+        let _ = args;
+        eprintln!("phase {cmd}: this phase binary was built without the executor (the initramfs build); use the rootfs's /usr/lib/phase/phase");
+        1
     }
 }
 

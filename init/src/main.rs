@@ -26,6 +26,12 @@
 //!   hostile peers; Kademlia + Noise is the standard, and the same node later carries jobs.
 //!   Its node key is an ed25519 key that also signs the provider records (ed25519-dalek, as
 //!   in `phase-release`). The largest dependency of the init: +2.0 MiB static (musl, release).
+//! - Feature `executor` (default; the rootfs's `/usr/lib/phase/phase` has it, the initramfs's
+//!   build leaves it out): `wasmtime` (Cranelift, pooling allocator) + `wasmtime-wasi`
+//!   (preview 1) run jobs (src/node/); a sandbox with fuel, epochs, resource limiters and
+//!   copy-on-write instantiation is not something to hand-write. `hmac` + `sha2` check that
+//!   compile-cache files are this node's own; `rand_core` is the trait of the job's seeded
+//!   random source; `bytes` is the buffer type of WASI's output streams. Size: see README.
 
 mod boot;
 mod cli;
@@ -37,6 +43,8 @@ mod kexec;
 mod kmod;
 mod log;
 mod net;
+#[cfg(feature = "executor")]
+mod node;
 mod paths;
 mod provider;
 mod selftest;

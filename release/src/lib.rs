@@ -15,11 +15,13 @@
 //!   by its tree on every core when the kernel has no dm-verity).
 //! - [`cpio`]: newc archives (the initramfs, and the release carried across kexec).
 //! - [`state`]: the trusted state (highest accepted release and root), persisted atomically.
+//! - [`receipt`]: job receipts (DSSE envelope, in-toto Statement v1) and their one check.
 //!
 //! # Dependencies
 //! `ed25519-dalek` (strict verification; default features off: no precomputed tables, so
 //! the init stays small), `sha2`, `serde`/`serde_json` (typed documents; the canonical
-//! parser is our own because serde_json silently accepts duplicate keys), `thiserror`.
+//! parser is our own because serde_json silently accepts duplicate keys), `thiserror`,
+//! `base64` (DSSE envelopes carry the payload and signatures in standard base64).
 
 pub mod canonical;
 pub mod chain;
@@ -27,6 +29,7 @@ pub mod cpio;
 pub mod doc;
 pub mod hex;
 pub mod keys;
+pub mod receipt;
 pub mod state;
 pub mod stream;
 pub mod verify;

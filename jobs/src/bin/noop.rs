@@ -1,0 +1,2 @@
+//! `noop`: does nothing and exits 0; the bench's warm job (request to signed receipt).
+fn main() {}
