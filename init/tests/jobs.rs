@@ -57,9 +57,8 @@ fn verify(receipt: &Path, state: &Path, stdin: &Path, stdout: &Path, extra: &[&s
 }
 
 fn verdict(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout))
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
@@ -98,14 +97,22 @@ fn job_runs_and_its_receipt_verifies_and_reexecutes() {
         let b64 = base64::engine::general_purpose::STANDARD;
         serde_json::from_slice(&b64.decode(env["payload"].as_str().unwrap()).unwrap()).unwrap()
     };
-    assert_eq!(statement(&receipt)["subject"], statement(&receipt2)["subject"]);
+    assert_eq!(
+        statement(&receipt)["subject"],
+        statement(&receipt2)["subject"]
+    );
 
     let stdin = dir.join("stdin");
     std::fs::write(&stdin, b"hello").unwrap();
     let stdout = dir.join("stdout");
     std::fs::write(&stdout, b"olleh\n").unwrap();
     let ok = verify(&receipt, &state, &stdin, &stdout, &["--reexec"]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
     assert_eq!(verdict(&ok)["verified"], true);
     assert_eq!(verdict(&ok)["reexec"], true);
 
@@ -113,7 +120,10 @@ fn job_runs_and_its_receipt_verifies_and_reexecutes() {
     let wrong = dir.join("wrong");
     std::fs::write(&wrong, b"hello\n").unwrap();
     let bad = verify(&receipt, &state, &stdin, &wrong, &[]);
-    assert_eq!((bad.status.code(), verdict(&bad)["reason"].clone()), (Some(1), "output_mismatch".into()));
+    assert_eq!(
+        (bad.status.code(), verdict(&bad)["reason"].clone()),
+        (Some(1), "output_mismatch".into())
+    );
     // Another stdin.
     let bad = verify(&receipt, &state, &stdout, &stdout, &[]);
     assert_eq!(verdict(&bad)["reason"], "job_mismatch");
@@ -153,7 +163,11 @@ fn job_runs_and_its_receipt_verifies_and_reexecutes() {
             b"",
         );
         assert_eq!(no_output_given.status.code(), Some(1), "{field}");
-        assert_eq!(verdict(&no_output_given)["reason"], "reexec_mismatch", "{field}");
+        assert_eq!(
+            verdict(&no_output_given)["reason"],
+            "reexec_mismatch",
+            "{field}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
