@@ -86,7 +86,8 @@ fn out_of_fuel_uses_exactly_the_fuel_given() {
 }
 
 /// The infinite loop ends at its deadline: not before it, and at most one epoch tick plus a
-/// scheduling allowance (300 ms, times the timeout scale) after it.
+/// scheduling allowance after it (1 s times the timeout scale: test threads compiling other
+/// modules on a loaded 2-core machine delay the ticker and the job's thread).
 #[test]
 fn infinite_loop_ends_at_its_deadline() {
     let mut j = job("spin", &[]);
@@ -106,7 +107,7 @@ fn infinite_loop_ends_at_its_deadline() {
     let done = x.run(&j);
     assert_eq!(done.outcome, Outcome::Timeout);
     let deadline_us = j.limits.timeout_ms * 1000;
-    let tolerance_us = EPOCH_TICK.as_micros() as u64 + (300_000.0 * scale()) as u64;
+    let tolerance_us = EPOCH_TICK.as_micros() as u64 + (1_000_000.0 * scale()) as u64;
     assert!(
         done.wall_us >= deadline_us && done.wall_us <= deadline_us + tolerance_us,
         "stopped after {} us, deadline {deadline_us} us (+{tolerance_us})",
