@@ -20,6 +20,10 @@ NKDIR := build/kernel-next
 NEXT  := $(OUT)/next
 # TEST keys (keys/test, committed, public): never use them outside tests; see docs/keys.md.
 TESTKEYS := keys/test
+# The TEST root and release expire a century after the commit, so `make test` on any commit
+# keeps passing for as long as anyone runs it (no time bomb). Expiry itself is tested with
+# explicit clocks (release/src/verify/tests.rs). A real build passes its own, short expiry.
+TEST_EXPIRES_DAYS := 36500
 
 .PHONY: all setup kernel binaries jobs build release-next run test lint fuzz bench clean
 all: build
@@ -64,7 +68,8 @@ build: kernel binaries jobs
 	@rm -f $(OUT)/accel.probe
 	$(OUT)/phase-image root --root-key $(TESTKEYS)/TEST-root-1.pub --root-threshold 1 \
 	  --release-key $(TESTKEYS)/TEST-release-1.pub --release-key $(TESTKEYS)/TEST-release-2.pub \
-	  --release-threshold 2 --sign $(TESTKEYS)/TEST-root-1.key -o $(OUT)/trusted-root.json
+	  --release-threshold 2 --sign $(TESTKEYS)/TEST-root-1.key --expires-in-days $(TEST_EXPIRES_DAYS) \
+	  -o $(OUT)/trusted-root.json
 	@# The DHT bootstrap list baked into the initramfs: for this TEST build, the node the
 	@# discovery tests run at 10.216.0.1:4001 on their own test LAN (docs/discovery.md).
 	@printf '# TEST bootstrap list written by make build: the DHT node of the test LAN\n# (keys/test/TEST-dht-bootstrap.key). A real build passes its own list.\n/ip4/10.216.0.1/tcp/4001/p2p/%s\n' \
@@ -82,7 +87,7 @@ build: kernel binaries jobs
 	    -o $(OUT)/rootfs.squashfs
 	@rm -rf $(OUT)/release
 	$(OUT)/phase-image release --root $(OUT)/trusted-root.json --version $(RELEASE_VERSION) \
-	  --cmdline "$(RELEASE_CMDLINE)" --kernel $(OUT)/vmlinuz --initramfs $(OUT)/initramfs.img \
+	  --cmdline "$(RELEASE_CMDLINE)" --expires-in-days $(TEST_EXPIRES_DAYS) --kernel $(OUT)/vmlinuz --initramfs $(OUT)/initramfs.img \
 	  --rootfs $(OUT)/rootfs.squashfs --rootfs-verity $(OUT)/rootfs.verity.json \
 	  --sign $(TESTKEYS)/TEST-release-1.key --out-dir $(OUT)/release
 	$(OUT)/phase-image sign --key $(TESTKEYS)/TEST-release-2.key $(OUT)/release/release.json
@@ -146,6 +151,9 @@ fuzz: build
 	@for t in $(FUZZ_TARGETS); do \
 	  mkdir -p release/fuzz/corpus/$$t; \
 	  cp -f $(OUT)/release/release.json $(OUT)/trusted-root.json release/fuzz/corpus/$$t/; \
+	  if [ $$t = verify_metadata ]; then \
+	    cargo run -q --locked -p phase-release --example fuzz-corpus -- \
+	      $(OUT)/release/release.json release/fuzz/corpus/$$t || exit 1; fi; \
 	  (cd release && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) \
 	    > $(OUT)/fuzz-$$t.log 2>&1 || { tail -40 $(OUT)/fuzz-$$t.log; echo "fuzz: $$t FAILED"; exit 1; }; \
 	  echo "fuzz: $$t: $$(grep -a -o 'Done [0-9]* runs in [0-9]* second(s)' $(OUT)/fuzz-$$t.log), 0 crashes"; \

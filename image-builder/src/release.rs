@@ -356,27 +356,12 @@ pub fn verify_dir(a: &VerifyArgs) -> std::result::Result<String, Rejection> {
         )?;
         Ok(())
     };
+    // The same list of files the init fetches; their names and the verity parameters
+    // were checked by verify_release (phase_release::artifact::check).
     let mut trees = 0;
-    for (name, art) in rel.artifacts.iter() {
-        stream(name, art)?;
-        if let Some(v) = &art.verity {
-            // The hash device is fetched like an artifact: its size and SHA-256 are signed.
-            let name = format!("{name}.verity");
-            if v.hash_path.is_empty() || v.hash_path.contains('/') || v.hash_path.starts_with('.') {
-                return Err(trust(verify::TrustError::BadArtifactPath {
-                    name,
-                    path: v.hash_path.clone(),
-                }));
-            }
-            let synthetic = Artifact {
-                path: v.hash_path.clone(),
-                size: v.hash_size,
-                sha256: v.hash_sha256.clone(),
-                verity: None,
-            };
-            stream(&name, &synthetic)?;
-            trees += 1;
-        }
+    for (name, art) in phase_release::artifact::files(&rel) {
+        stream(&name, &art)?;
+        trees += usize::from(name.ends_with(".verity"));
     }
     let trees = match trees {
         0 => String::new(),

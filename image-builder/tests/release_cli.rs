@@ -325,6 +325,31 @@ fn release_with_rootfs_verity() {
         "{good}"
     );
 
+    // Signed metadata whose hash_path leaves the release directory is refused by the
+    // check the init shares (phase_release::artifact), even with valid signatures.
+    let original = std::fs::read(rel.join("release.json")).unwrap();
+    for (field, value, reason) in [
+        (
+            "hash_path",
+            serde_json::json!("../rootfs.verity"),
+            "bad_artifact_path",
+        ),
+        ("salt", serde_json::json!("not hex"), "bad_verity_params"),
+        ("algorithm", serde_json::json!("sha1"), "bad_verity_params"),
+    ] {
+        let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+        env["signed"]["artifacts"]["rootfs"]["verity"][field] = value;
+        env["signatures"] = serde_json::json!([]);
+        std::fs::write(
+            rel.join("release.json"),
+            phase_release::canonical::encode(&env),
+        )
+        .unwrap();
+        ok(&["sign", "--key", s(&rk), s(&rel.join("release.json"))]);
+        verify_fails(&root, &rel, reason);
+    }
+    std::fs::write(rel.join("release.json"), &original).unwrap();
+
     // The hash device is checked like an artifact: altered, short, missing.
     let hash = rel.join("rootfs.verity");
     let bytes = std::fs::read(&hash).unwrap();

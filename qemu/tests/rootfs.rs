@@ -278,6 +278,9 @@ fn trusted_state_on_disk_refuses_rollback() {
         &root,
         "--version",
         "2",
+        // As the TEST release of `make build`: it must not lapse while the commit lives.
+        "--expires-in-days",
+        "36500",
         "--kernel",
         &kernel,
         "--initramfs",

@@ -1,6 +1,8 @@
 //! Phase Boot's release metadata, shared by the init (which verifies) and `phase-image`
 //! (which signs). Modelled on The Update Framework, small enough for PID 1.
 //!
+//! - [`artifact`]: the one check of artifact paths and dm-verity parameters (init and
+//!   `phase-image verify`), and the one list of a release's files.
 //! - [`canonical`]: the one JSON encoding that is signed and accepted (sorted keys, no
 //!   insignificant whitespace, UTF-8, integers only, duplicate keys rejected).
 //! - [`keys`]: Ed25519 keys and key IDs (SHA-256 of the public key).
@@ -23,6 +25,7 @@
 //! parser is our own because serde_json silently accepts duplicate keys), `thiserror`,
 //! `base64` (DSSE envelopes carry the payload and signatures in standard base64).
 
+pub mod artifact;
 pub mod canonical;
 pub mod chain;
 pub mod cpio;

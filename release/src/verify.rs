@@ -2,7 +2,8 @@
 //!
 //! Order of checks for any document: size cap (before parsing) → canonical JSON (duplicate
 //! keys, encoding) → schema → `_type` → signatures (threshold of distinct listed keys,
-//! strict Ed25519) → expiry → content rules (arch, channel, rollback). A document that fails
+//! strict Ed25519) → expiry → content rules (arch, channel, rollback, then [`crate::artifact::check`]: file names and
+//! dm-verity parameters). A document that fails
 //! any check is never used.
 
 use crate::canonical::{self, CanonicalError};
@@ -63,6 +64,8 @@ pub enum TrustError {
     RootNotNext { trusted: u64, found: u64 },
     #[error("root chain longer than {max} steps")]
     RootChainTooLong { max: usize },
+    #[error("artifact {name}: invalid dm-verity {field}")]
+    BadVerity { name: String, field: &'static str },
     #[error("artifact {name}: invalid path {path:?}")]
     BadArtifactPath { name: String, path: String },
     #[error("artifact {name}: {got} bytes, {expected} declared")]
@@ -102,6 +105,7 @@ impl TrustError {
             RootNotNext { .. } => "root_not_next",
             RootChainTooLong { .. } => "root_chain_too_long",
             BadArtifactPath { .. } => "bad_artifact_path",
+            BadVerity { .. } => "bad_verity_params",
             ArtifactSize { .. } => "artifact_size",
             ArtifactTooLong { .. } => "artifact_too_long",
             ArtifactHash { .. } => "artifact_hash",
@@ -340,18 +344,7 @@ pub fn verify_release(
             });
         }
     }
-    for (name, a) in rel.artifacts.iter() {
-        if a.path.is_empty()
-            || a.path.contains('/')
-            || a.path.starts_with('.')
-            || hex::decode::<32>(&a.sha256).is_none()
-        {
-            return Err(TrustError::BadArtifactPath {
-                name: name.into(),
-                path: a.path.clone(),
-            });
-        }
-    }
+    crate::artifact::check(&rel)?;
     Ok(Verified {
         doc: rel,
         digest: d,

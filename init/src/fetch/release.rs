@@ -183,31 +183,9 @@ fn judge(answer: Result<Vec<u8>, FetchError>, root: &Root, policy: &Policy) -> J
     Ok((v.doc, v.digest, bytes))
 }
 
-/// Every file a release needs, as (name, artifact): kernel, initramfs, rootfs and its
-/// verity hash device.
+/// Every file a release needs (the one list in `phase_release::artifact`).
 pub fn files(rel: &Release) -> Vec<(String, Artifact)> {
-    let mut out: Vec<(String, Artifact)> = rel
-        .artifacts
-        .iter()
-        .map(|(n, a)| (n.to_string(), a.clone()))
-        .collect();
-    if let Some(v) = rel
-        .artifacts
-        .rootfs
-        .as_ref()
-        .and_then(|r| r.verity.as_ref())
-    {
-        out.push((
-            "rootfs.verity".into(),
-            Artifact {
-                path: v.hash_path.clone(),
-                size: v.hash_size,
-                sha256: v.hash_sha256.clone(),
-                verity: None,
-            },
-        ));
-    }
-    out
+    phase_release::artifact::files(rel)
 }
 
 /// How one artifact's download ended, with what happened on the way.

@@ -268,11 +268,81 @@ fn signature_moved_onto_altered_fields_is_rejected() {
             "invalid_signature"
         );
     }
-    // A release signature replayed as a root (domain separation): invalid too.
-    let root_sig_attempt = sign(&f.root, &[]);
-    let mut forged = root_sig_attempt.clone();
-    forged.signatures = sign(&f.root, &[&f.rel_keys[0]]).signatures;
-    assert!(verify_root_update(&f.root, &forged.to_bytes()).is_err());
+    // Domain separation: the very bytes of a valid next root, signed by the right keys,
+    // but under the `release` tag (a release signature replayed as a root signature), are
+    // refused; the same signatures under the `root` tag verify, so this can fail.
+    let new_keys = keys(40, 1);
+    let v2 = new_root(
+        2,
+        NOW + DAY,
+        &[new_keys[0].public()],
+        1,
+        &[f.rel_keys[0].public()],
+        1,
+    )
+    .unwrap();
+    let under = |tag: &str| {
+        let mut env = Envelope::new(&v2).unwrap();
+        let input = crate::doc::signing_input(tag, &env.signed_bytes());
+        for k in [&f.root_keys[0], &new_keys[0]] {
+            env.signatures.push(crate::doc::SignatureEntry {
+                keyid: k.key_id(),
+                sig: crate::hex::encode(&k.sign(&input)),
+            });
+        }
+        env.signatures.sort_by(|a, b| a.keyid.cmp(&b.keyid));
+        env.to_bytes()
+    };
+    assert_eq!(
+        verify_root_update(&f.root, &under("root"))
+            .unwrap()
+            .doc
+            .version,
+        2
+    );
+    assert_eq!(
+        verify_root_update(&f.root, &under("release"))
+            .unwrap_err()
+            .reason(),
+        "invalid_signature"
+    );
+    // And a root signature replayed as a release signature.
+    let rel = release(1);
+    let mut env = Envelope::new(&rel).unwrap();
+    let input = crate::doc::signing_input("root", &env.signed_bytes());
+    env.signatures.push(crate::doc::SignatureEntry {
+        keyid: f.rel_keys[0].key_id(),
+        sig: crate::hex::encode(&f.rel_keys[0].sign(&input)),
+    });
+    assert_eq!(
+        reason(verify_release(&env.to_bytes(), &f.root, &policy())),
+        "invalid_signature"
+    );
+}
+
+#[test]
+fn hash_path_outside_the_release_directory_is_refused() {
+    let f = fx(1, 1);
+    let mut r = release(1);
+    r.artifacts.rootfs = Some(Artifact {
+        verity: Some(crate::doc::Verity {
+            hash_path: "../rootfs.verity".into(),
+            hash_size: 4096,
+            hash_sha256: "00".repeat(32),
+            root_hash: "00".repeat(32),
+            salt: "00".repeat(32),
+            data_blocks: 1,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            algorithm: "sha256".into(),
+        }),
+        ..artifact("rootfs.squashfs", &[0; 4096])
+    });
+    let bytes = sign(&r, &[&f.rel_keys[0]]).to_bytes();
+    assert_eq!(
+        reason(verify_release(&bytes, &f.root, &policy())),
+        "bad_artifact_path"
+    );
 }
 
 #[test]
@@ -419,34 +489,123 @@ fn root_rotation_chain() {
     );
 }
 
+/// One value of every variant: the exhaustive match in `index` fails to compile when a
+/// variant is added, and the test fails until the value list covers it.
+fn every_error() -> Vec<TrustError> {
+    use TrustError::*;
+    let s = String::new;
+    vec![
+        Oversized { size: 0, max: 0 },
+        DuplicateKey(s()),
+        NonCanonical(crate::canonical::CanonicalError::NotCanonical(0)),
+        Malformed(s()),
+        WrongType {
+            expected: "",
+            found: s(),
+        },
+        UnsupportedSpec(0),
+        UnknownKey { role: "" },
+        InvalidSignature { keyid: s() },
+        DuplicateSignature { keyid: s() },
+        BelowThreshold {
+            role: "",
+            valid: 0,
+            threshold: 0,
+        },
+        ReleaseExpired { expires: 0, now: 0 },
+        RootExpired {
+            version: 0,
+            expires: 0,
+            now: 0,
+        },
+        Rollback {
+            version: 0,
+            trusted: 0,
+        },
+        BelowFloor {
+            version: 0,
+            floor: 0,
+        },
+        SameVersionDifferentContent { version: 0 },
+        WrongArch {
+            want: s(),
+            found: s(),
+        },
+        WrongChannel {
+            want: s(),
+            found: s(),
+        },
+        RootNotNext {
+            trusted: 0,
+            found: 0,
+        },
+        RootChainTooLong { max: 0 },
+        BadVerity {
+            name: s(),
+            field: "",
+        },
+        BadArtifactPath {
+            name: s(),
+            path: s(),
+        },
+        ArtifactSize {
+            name: s(),
+            expected: 0,
+            got: 0,
+        },
+        ArtifactTooLong {
+            name: s(),
+            declared: 0,
+        },
+        ArtifactHash { name: s() },
+    ]
+}
+
+fn index(e: &TrustError) -> usize {
+    use TrustError::*;
+    match e {
+        Oversized { .. } => 0,
+        DuplicateKey(_) => 1,
+        NonCanonical(_) => 2,
+        Malformed(_) => 3,
+        WrongType { .. } => 4,
+        UnsupportedSpec(_) => 5,
+        UnknownKey { .. } => 6,
+        InvalidSignature { .. } => 7,
+        DuplicateSignature { .. } => 8,
+        BelowThreshold { .. } => 9,
+        ReleaseExpired { .. } => 10,
+        RootExpired { .. } => 11,
+        Rollback { .. } => 12,
+        BelowFloor { .. } => 13,
+        SameVersionDifferentContent { .. } => 14,
+        WrongArch { .. } => 15,
+        WrongChannel { .. } => 16,
+        RootNotNext { .. } => 17,
+        RootChainTooLong { .. } => 18,
+        BadVerity { .. } => 19,
+        BadArtifactPath { .. } => 20,
+        ArtifactSize { .. } => 21,
+        ArtifactTooLong { .. } => 22,
+        ArtifactHash { .. } => 23,
+    }
+}
+
 #[test]
-fn every_reason_is_distinct() {
-    let all = [
-        "oversized_metadata",
-        "duplicate_json_key",
-        "non_canonical",
-        "malformed",
-        "wrong_type",
-        "unsupported_spec",
-        "unknown_key",
-        "invalid_signature",
-        "duplicate_signature",
-        "below_threshold",
-        "release_expired",
-        "root_expired",
-        "rollback",
-        "below_floor",
-        "same_version_different_content",
-        "wrong_arch",
-        "wrong_channel",
-        "root_not_next",
-        "bad_artifact_path",
-        "artifact_size",
-        "artifact_too_long",
-        "artifact_hash",
-    ];
-    let mut sorted = all.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(sorted.len(), all.len());
+fn every_reason_is_distinct_and_documented() {
+    let all = every_error();
+    let mut seen: Vec<usize> = all.iter().map(index).collect();
+    seen.sort();
+    assert_eq!(seen, (0..24).collect::<Vec<_>>(), "one value per variant");
+    let mut reasons: Vec<&str> = all.iter().map(|e| e.reason()).collect();
+    reasons.sort();
+    reasons.dedup();
+    assert_eq!(reasons.len(), all.len(), "two variants share a reason");
+    let doc = include_str!("../../../docs/release-format.md");
+    for r in reasons {
+        assert!(
+            doc.contains(&format!("`{r}`")),
+            "{r} is not in docs/release-format.md"
+        );
+    }
 }
