@@ -117,6 +117,10 @@ pub enum Event {
     /// `/var/lib/phase` is mounted: the persistent partition, or tmpfs.
     #[serde(rename = "state.ready")]
     StateReady { persistent: bool, device: String },
+    /// The boot medium's state partition is missing or does not mount: the trusted state
+    /// lives in RAM for this boot.
+    #[serde(rename = "state.unavailable")]
+    StateUnavailable { device: String, reason: String },
     /// The overlay over the verified rootfs is mounted and ready to switch into.
     #[serde(rename = "rootfs.mounted")]
     RootfsMounted { device: String, release: u64 },
@@ -226,6 +230,7 @@ impl Event {
             Event::RootfsVerified { .. } => "rootfs.verified",
             Event::DiskWaited { .. } => "disk.waited",
             Event::StateReady { .. } => "state.ready",
+            Event::StateUnavailable { .. } => "state.unavailable",
             Event::RootfsMounted { .. } => "rootfs.mounted",
             Event::Stage2Start { .. } => "stage2.start",
             Event::KexecStart { .. } => "kexec.start",

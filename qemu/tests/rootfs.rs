@@ -335,3 +335,80 @@ fn trusted_state_on_disk_refuses_rollback() {
     assert_eq!(b.expect("init.ready").fields["stage"], 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The number of the partition named `name` (from sfdisk's node name, e.g. `disk.img4`).
+fn partition_number(disk: &Path, name: &str) -> String {
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let node = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no partition {name}: {v}"))["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    node.chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+/// A disk whose state partition was removed from the GPT, and one whose state partition
+/// has no filesystem left: each boot names the loss (`state.unavailable` with the
+/// reason), keeps the trusted state in RAM and still boots its verified release.
+#[test]
+fn removed_or_broken_state_partition_is_named_and_the_release_still_boots() {
+    let dir = tempdir("nostate");
+    let removed = disk_copy(&dir);
+    let n = partition_number(&removed, "phase-state");
+    let st = Command::new("sfdisk")
+        .args(["--quiet", "--delete"])
+        .arg(&removed)
+        .arg(&n)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let wiped_dir = dir.join("wiped");
+    std::fs::create_dir_all(&wiped_dir).unwrap();
+    let wiped = disk_copy(&wiped_dir);
+    let at = partition_offset(&wiped, "phase-state");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wiped)
+            .unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0u8; 8192]).unwrap();
+    }
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| boot_disk(&removed));
+        let b = s.spawn(|| boot_disk(&wiped));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for (b, reason) in [(a, "no_state_partition"), (b, "mount_failed")] {
+        b.assert_clean_poweroff();
+        let u = b.expect("state.unavailable");
+        assert_eq!(u.str("reason"), Some(reason), "{}", u.fields);
+        b.assert_order(&[
+            "rootfs.verified",
+            "state.unavailable",
+            "state.ready",
+            "rootfs.mounted",
+        ]);
+        let st = b.expect("state.ready");
+        assert_eq!(st.fields["persistent"], false, "{}", st.fields);
+        assert!(b.event("verify.failed").is_none(), "{}", b.explain());
+        assert_stage2(&b);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -21,8 +21,8 @@ pub const NEW_ROOT: &str = "/sysroot";
 const LOWER: &str = "/run/phase/lower";
 const RW: &str = "/run/phase/rw";
 pub(super) const RAM_COPY: &str = "/run/phase/rootfs.squashfs";
-/// The persistent state partition, mounted before the release is verified so that the
-/// trusted state (rollback protection) is read from and written to it.
+/// The persistent state partition, mounted only once the release on its disk verified
+/// (noexec, nodev, nosuid); the release is then judged again with the trusted state.
 const STATE_MNT: &str = "/run/phase/state";
 /// Where the state directory appears in the new root.
 const STATE_TARGET: &str = "/sysroot/var/lib/phase";
@@ -228,76 +228,34 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     while bytes.last() == Some(&0) {
         bytes.pop();
     }
-    // The persistent partition holds the trusted state (internet/local modes only).
-    let state_dev = if boot.config.mode.persists() {
-        super::modules::settle(boot, crate::kmod::Need::State);
-        open_state(boot, &medium)
-    } else {
-        None
-    };
+    // Verify with what is known before any writable disk is touched: the anchor, the
+    // initramfs floor, the state in RAM.
     let Some(trust) = boot.trust.as_mut() else {
         return Err(StepError {
             reason: "no_trust_anchor",
             message: "trust anchor vanished".into(),
         });
     };
-    if state_dev.is_some() {
-        trust.store = phase_release::state::Store::on_disk(std::path::Path::new(STATE_MNT));
-    }
-    let state = match trust.store.load() {
-        Ok(s) => s,
-        Err(e) => {
-            // Never silently reset rollback protection: refuse the local release.
-            let reason = e.reason();
-            teardown();
-            return Err(fail(boot, "trusted-state.json", reason, e.to_string()));
-        }
-    };
-    // The rotations this machine trusted before, re-verified from the anchor.
-    if let Some(e) = trust.chain.walk(|v| trust.store.root_file(v)) {
-        tracing::warn!(
-            "stored root chain ends at version {}: {e}",
-            trust.chain.root.version
-        );
-    }
-    let now = trust.now.max(state.time);
+    let known = trust.store.load().unwrap_or_default();
     let policy = phase_release::verify::Policy {
         arch: std::env::consts::ARCH.into(),
         channel: boot.config.channel.clone(),
-        now,
+        now: trust.now.max(known.time),
         floor: trust.floor,
-        trusted: state.trusted_release(),
+        trusted: known.trusted_release(),
     };
-    let (release, digest): (Release, [u8; 32]) =
+    let release: Release =
         match phase_release::verify::verify_release(&bytes, &trust.chain.root, &policy) {
-            Ok(v) => (v.doc, v.digest),
+            Ok(v) => v.doc,
             Err(e) => {
-                teardown();
                 return Err(fail(
                     boot,
                     &artifact,
                     e.reason(),
                     format!("{artifact}: {e}"),
-                ));
+                ))
             }
         };
-    // Verified metadata is what the machine now trusts (as in TUF, whether or not its
-    // artifacts then verify): record it on the state partition before anything moves.
-    let new_state = phase_release::state::TrustedState {
-        root_version: trust_root_version(boot),
-        release_version: release.version,
-        release_digest: phase_release::hex::encode(&digest),
-        time: now,
-    };
-    if let Some(t) = boot.trust.as_mut() {
-        if let Err(e) = t.store.save(&new_state) {
-            tracing::warn!("{e}; the trusted state was not saved");
-            boot.events.emit(Event::Fallback {
-                step: "state".into(),
-                reason: e.reason().into(),
-            });
-        }
-    }
     let Some(rootfs) = release.artifacts.rootfs.clone() else {
         return Err(fail(
             boot,
@@ -313,6 +271,24 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             return Err(e);
         }
     };
+    // Only now, with the release on this disk verified, its state partition (noexec):
+    // the trusted state and the stored root chain, then the release judged again with
+    // them (rollback protection, rotations seen before).
+    let state_dev = if boot.config.mode.persists() {
+        super::modules::settle(boot, crate::kmod::Need::State);
+        open_state(boot, &medium)
+    } else {
+        None
+    };
+    if let Err((reason, message)) = judge_with_state(boot, &bytes, state_dev.is_some()) {
+        teardown();
+        let name = if reason.starts_with("state_") {
+            "trusted-state.json"
+        } else {
+            artifact.as_str()
+        };
+        return Err(fail(boot, name, reason, message));
+    }
     if let Err(e) = assemble(boot, &device, state_dev.as_deref()) {
         teardown();
         return Err(e);
@@ -436,33 +412,89 @@ pub(super) fn wait_for(dev: &str) {
     }
 }
 
-fn trust_root_version(boot: &Boot) -> u64 {
-    boot.trust
-        .as_ref()
-        .map(|t| t.chain.root.version)
-        .unwrap_or(0)
+/// With the state open (the partition at STATE_MNT, or RAM): walk the stored root chain
+/// from the anchor, read the trusted state (capped), judge the release again with both,
+/// and record it as trusted. Verified metadata is what the machine now trusts (as in TUF,
+/// whether or not its artifacts then verify). A state that cannot be read is never
+/// silently reset: the local release is refused (`Err((reason, message))`).
+fn judge_with_state(
+    boot: &mut Boot,
+    bytes: &[u8],
+    on_disk: bool,
+) -> Result<(), (&'static str, String)> {
+    let channel = boot.config.channel.clone();
+    let Some(trust) = boot.trust.as_mut() else {
+        return Err(("no_trust_anchor", "trust anchor vanished".into()));
+    };
+    if on_disk {
+        trust.store = phase_release::state::Store::on_disk(std::path::Path::new(STATE_MNT));
+    }
+    let state = trust
+        .store
+        .load()
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    // The rotations this machine trusted before, re-verified from the anchor.
+    if let Some(e) = trust.chain.walk(|v| trust.store.root_file(v)) {
+        tracing::warn!(
+            "stored root chain ends at version {}: {e}",
+            trust.chain.root.version
+        );
+    }
+    let now = trust.now.max(state.time);
+    let policy = phase_release::verify::Policy {
+        arch: std::env::consts::ARCH.into(),
+        channel,
+        now,
+        floor: trust.floor,
+        trusted: state.trusted_release(),
+    };
+    let v = phase_release::verify::verify_release(bytes, &trust.chain.root, &policy)
+        .map_err(|e| (e.reason(), e.to_string()))?;
+    let new_state = phase_release::state::TrustedState {
+        root_version: trust.chain.root.version.max(state.root_version),
+        release_version: v.doc.version,
+        release_digest: phase_release::hex::encode(&v.digest),
+        time: now,
+    };
+    if let Err(e) = trust.store.save(&new_state) {
+        tracing::warn!("{e}; the trusted state was not saved");
+        boot.events.emit(Event::Fallback {
+            step: "state".into(),
+            reason: e.reason().into(),
+        });
+    }
+    Ok(())
 }
 
-/// Mount the state partition at STATE_MNT (ext4, read-write). `None`, with a `fallback`
-/// event, if there is none or it does not mount: the state then lives in RAM.
+/// Mount the state partition at STATE_MNT (ext4, read-write, never executable). `None` if
+/// there is none or it does not mount: `state.unavailable` with the reason, and the state
+/// lives in RAM for this boot (rollback protection goes on from the initramfs floor and
+/// the release just verified).
 fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
-    let p = m.parts.iter().find(|p| p.type_guid == part_type::STATE)?;
+    let unavailable = |device: String, reason: &str| {
+        boot.events.emit(Event::StateUnavailable {
+            device,
+            reason: reason.into(),
+        })
+    };
+    let Some(p) = m.parts.iter().find(|p| p.type_guid == part_type::STATE) else {
+        tracing::warn!("/dev/{}: no phase-state partition; state in RAM", m.disk);
+        unavailable(format!("/dev/{}", m.disk), "no_state_partition");
+        return None;
+    };
     let dev = part_dev(&m.disk, p.number);
     let mnt = Mount {
         source: leak(&dev),
         target: STATE_MNT,
         fstype: "ext4",
-        flags: F::NODEV.union(F::NOSUID),
+        flags: F::NODEV.union(F::NOSUID).union(F::NOEXEC),
         data: "",
     };
     match mount(&mnt) {
         Ok(_) => Some(dev),
         Err(e) => {
-            tracing::warn!("{e}; state on tmpfs for this boot");
-            boot.events.emit(Event::Fallback {
-                step: "state".into(),
-                reason: e.reason().into(),
-            });
+            tracing::warn!("{e}; state in RAM for this boot");
+            unavailable(dev, e.reason());
             None
         }
     }
