@@ -114,6 +114,10 @@ pub enum Event {
         medium: Option<String>,
         uevents: u32,
     },
+    /// First boot on a larger stick: the state partition now fills the device (backup GPT
+    /// moved to its end, ext4 grown online); sizes in bytes.
+    #[serde(rename = "state.grown")]
+    StateGrown { device: String, old: u64, new: u64 },
     /// `/var/lib/phase` is mounted: the persistent partition, or tmpfs.
     #[serde(rename = "state.ready")]
     StateReady { persistent: bool, device: String },
@@ -229,6 +233,7 @@ impl Event {
             Event::ArtifactsVerified { .. } => "artifacts.verified",
             Event::RootfsVerified { .. } => "rootfs.verified",
             Event::DiskWaited { .. } => "disk.waited",
+            Event::StateGrown { .. } => "state.grown",
             Event::StateReady { .. } => "state.ready",
             Event::StateUnavailable { .. } => "state.unavailable",
             Event::RootfsMounted { .. } => "rootfs.mounted",

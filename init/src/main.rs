@@ -39,6 +39,7 @@ mod config;
 mod discover;
 mod events;
 mod fetch;
+mod grow;
 mod kexec;
 mod kmod;
 mod log;

@@ -491,7 +491,11 @@ fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
         data: "",
     };
     match mount(&mnt) {
-        Ok(_) => Some(dev),
+        Ok(_) => {
+            // First boot on a larger stick: the state partition takes the rest of it.
+            super::grow::run(boot, &format!("/dev/{}", m.disk), &dev, STATE_MNT);
+            Some(dev)
+        }
         Err(e) => {
             tracing::warn!("{e}; state in RAM for this boot");
             unavailable(dev, e.reason());

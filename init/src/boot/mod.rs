@@ -10,6 +10,7 @@ mod cmdline;
 mod discover;
 mod early;
 mod fetch;
+mod grow;
 mod handoff;
 mod local;
 mod modules;

@@ -1,6 +1,7 @@
 //! EFFECT: thin, typed wrappers over the syscalls the init makes. No decisions live here:
 //! each function does one thing, and errors keep their `Errno` and name what they touched.
 
+pub mod blkdev;
 pub mod clock;
 pub mod dm;
 pub mod kexec;
