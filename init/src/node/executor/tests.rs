@@ -196,7 +196,13 @@ fn a_full_queue_refuses_at_once() {
             reason: RefusedReason::QueueFull
         }
     );
-    assert_eq!(busy.join().ok(), Some(Outcome::Timeout));
+    // The busy job ran to one of its limits (which one first depends on this machine's
+    // speed): it held the only worker, it was not refused.
+    let ended = busy.join().ok();
+    assert!(
+        matches!(ended, Some(Outcome::Timeout | Outcome::OutOfFuel)),
+        "{ended:?}"
+    );
 }
 
 /// Same module and input: same output and fuel; the job sees the virtual clock and the
