@@ -708,6 +708,8 @@ mod tests {
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into()).collect();
         assert!(args.windows(2).any(|w| w == ["-nic", "none"]));
         assert!(args.windows(2).any(|w| w == ["-accel", "tcg"]));
-        assert!(args.iter().any(|a| a.ends_with("quiet phase.mode=private")));
+        assert!(args
+            .iter()
+            .any(|a| a.ends_with("quiet no_timer_check phase.mode=private")));
     }
 }
