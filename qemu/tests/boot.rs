@@ -113,6 +113,7 @@ fn boots_to_ready_with_modules_and_powers_off() {
             ("cmdline", ok),
             ("modules", ok),
             ("trust", ok),
+            ("carry", ok),
             ("local", ok),
             ("network", Some(false)),
             ("fetch", ok),
