@@ -202,6 +202,32 @@ pub enum Event {
         reason: String,
         delay_ms: u64,
     },
+    /// The node's libp2p host listens and has joined (or tried to join) the network.
+    // Emitted by the job node (feature `executor`; the initramfs's build has no node).
+    #[allow(dead_code)]
+    #[serde(rename = "node.ready")]
+    NodeReady {
+        peer_id: String,
+        /// Listen addresses, each ending in `/p2p/<peer id>`.
+        listen: Vec<String>,
+        /// Peers in the routing table once bootstrap finished (0 without bootstrap peers).
+        peers: usize,
+    },
+    /// A job request was answered: run (`outcome` is the receipt's outcome kind) or refused
+    /// (`outcome` is `refused`, `reason` says why).
+    #[allow(dead_code)]
+    #[serde(rename = "job.done")]
+    JobDone {
+        job_id: String,
+        outcome: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Requester's public key (hex).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requester: Option<String>,
+        /// From the request's arrival to the response.
+        ms: u64,
+    },
     #[serde(rename = "shutdown")]
     Shutdown { action: String, reason: String },
     /// The boot runner finished a step (the step started `ms` before this event's `t_ms`);
@@ -248,6 +274,8 @@ impl Event {
             Event::Fallback { .. } => "fallback",
             Event::ProviderFailover { .. } => "provider.failover",
             Event::FetchRetry { .. } => "fetch.retry",
+            Event::NodeReady { .. } => "node.ready",
+            Event::JobDone { .. } => "job.done",
             Event::Shutdown { .. } => "shutdown",
             Event::StepDone { .. } => "step.done",
         }
@@ -507,6 +535,18 @@ mod tests {
                 stage: 1,
                 ms: 12,
                 ok: true,
+            },
+            Event::NodeReady {
+                peer_id: "12D3Koo".into(),
+                listen: vec![],
+                peers: 0,
+            },
+            Event::JobDone {
+                job_id: "j".into(),
+                outcome: "refused".into(),
+                reason: Some("not_allowed".into()),
+                requester: None,
+                ms: 1,
             },
         ];
         for ev in all {
