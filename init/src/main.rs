@@ -32,6 +32,10 @@
 //!   copy-on-write instantiation is not something to hand-write. `hmac` + `sha2` check that
 //!   compile-cache files are this node's own; `rand_core` is the trait of the job's seeded
 //!   random source; `bytes` is the buffer type of WASI's output streams. Size: see README.
+//! - `lexopt` (no dependencies, ~1k lines): the one argument parser of every `phase` command
+//!   (src/cli/). It only splits options and values, correctly (`--opt=value`, `--`, bundled
+//!   shorts, non-UTF-8), so each command keeps its own plain parsing loop and usage text
+//!   instead of a derive framework's code size; off PID 1 only, but in the same binary.
 
 mod boot;
 mod cli;
@@ -57,7 +61,7 @@ fn main() {
     if rustix::process::getpid().is_init() {
         pid1()
     } else {
-        std::process::exit(cli::run(std::env::args().skip(1).collect()))
+        std::process::exit(cli::run(std::env::args_os().skip(1).collect()))
     }
 }
 

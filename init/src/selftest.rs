@@ -128,14 +128,27 @@ async fn faults(boot: &mut Boot) -> Result<(), StepError> {
     Ok(())
 }
 
+const USAGE: &str = "\
+Usage: phase selftest crash | exit CODE | orphans N | sleep-exit | term-init
+
+The child side of the boot-time fault drills (phase.selftest=faults|sigterm): PID 1 runs
+this binary with these arguments to prove it survives crashing children, gets their exit
+statuses, reaps orphans and powers off in order on SIGTERM. Not for use by hand:
+term-init sends SIGTERM to PID 1.";
+
 /// The child side, run as `phase selftest …` (not PID 1). Returns the exit code.
-pub fn child_main(args: &[String]) -> i32 {
+pub fn child_main(args: crate::cli::Args) -> i32 {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match args
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .as_slice()
     {
+        ["-h" | "--help"] => crate::cli::help(USAGE),
         ["crash"] => std::process::abort(),
         ["exit", code] => code.parse().unwrap_or(2),
         ["orphans", n] => {
@@ -165,9 +178,6 @@ pub fn child_main(args: &[String]) -> i32 {
             std::thread::sleep(Duration::from_millis(200));
             0
         }
-        _ => {
-            eprintln!("phase selftest: crash | exit CODE | orphans N | sleep-exit | term-init");
-            2
-        }
+        _ => crate::cli::usage_error("selftest", USAGE, "unknown drill"),
     }
 }

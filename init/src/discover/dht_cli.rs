@@ -3,20 +3,72 @@
 //! diagnostics on stderr.
 
 use super::dht::{self, Dht, DhtConfig};
+use crate::cli::{parsed, subcommand, usage_error, Args, Parsed, Sub};
 use libp2p::identity::Keypair;
 use libp2p::Multiaddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-usage: phase dht node --key FILE [--create-key] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+const SUBS: &[Sub] = &[
+    Sub {
+        name: "node",
+        synopsis: "--key FILE [OPTIONS]",
+        about: "run a Kademlia DHT node until SIGTERM/SIGINT",
+        run: |a| sub("node", NODE_USAGE, a),
+    },
+    Sub {
+        name: "peer-id",
+        synopsis: "--key FILE [--create-key]",
+        about: "print the node key's libp2p peer id",
+        run: |a| sub("peer-id", PEER_ID_USAGE, a),
+    },
+    Sub {
+        name: "announce",
+        synopsis: "--key FILE --url URL --version N [OPTIONS]",
+        about: "announce a signed provider record and keep it fresh",
+        run: |a| sub("announce", ANNOUNCE_USAGE, a),
+    },
+    Sub {
+        name: "lookup",
+        synopsis: "(--bootstrap MULTIADDR... | --bootstrap-file FILE) [OPTIONS]",
+        about: "find the providers of a channel/arch; one JSON line each",
+        run: |a| sub("lookup", LOOKUP_USAGE, a),
+    },
+];
+
+const NODE_USAGE: &str = "\
+Usage: phase dht node --key FILE [--create-key] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
                       [--bootstrap-file FILE]
-       phase dht peer-id --key FILE [--create-key]
-       phase dht announce --key FILE [--create-key] --url URL --version N [--channel C] [--arch A]
-                      [--ttl SECS] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
-                      [--bootstrap-file FILE]
-       phase dht lookup [--channel C] [--arch A] (--bootstrap MULTIADDR... | --bootstrap-file FILE)
-                      [--timeout-ms N]";
+
+Run a Kademlia DHT node (default listen /ip4/0.0.0.0/tcp/4001) until SIGTERM/SIGINT; once
+listening print one JSON line: peer_id and listen (addresses ending in /p2p/<peer id>, ready
+for --bootstrap). With bootstrap peers, join through them (retrying with backoff).
+  --key FILE            the node's ed25519 key (--create-key: create it if missing)
+  --listen MULTIADDR    listen address (repeatable)
+  --bootstrap MULTIADDR peer to join through (repeatable); --bootstrap-file: one a line";
+
+const PEER_ID_USAGE: &str = "\
+Usage: phase dht peer-id --key FILE [--create-key]
+
+Print the libp2p peer id of the node key in FILE (--create-key: create it if missing).";
+
+const ANNOUNCE_USAGE: &str = "\
+Usage: phase dht announce --key FILE [--create-key] --url URL --version N [--channel C] [--arch A]
+                          [--ttl SECS] [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+                          [--bootstrap-file FILE]
+
+Sign a provider record (URL serves release N of channel C, default stable, for arch A,
+default this machine's; valid TTL seconds, default 3600) with the node key, publish it in
+the DHT through the bootstrap peers, and re-sign it every TTL/2 (at most 10 min) until
+SIGTERM/SIGINT. Prints one JSON line once announced.";
+
+const LOOKUP_USAGE: &str = "\
+Usage: phase dht lookup [--channel C] [--arch A] (--bootstrap MULTIADDR... | --bootstrap-file FILE)
+                        [--timeout-ms N]
+
+Find the providers of C/A (default stable, this arch) through the bootstrap peers; one JSON
+line per verified record (found) and per rejected entry (rejected: node, reason), then a
+summary line (counts, bootstrap_ms, lookup_ms). Exit 1 if none found.";
 
 /// Where `phase dht node` listens unless told.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
@@ -24,7 +76,7 @@ pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/4001";
 pub const DEFAULT_TTL_S: u64 = 3600;
 
 #[derive(Default)]
-struct Args {
+struct Opts {
     key: Option<PathBuf>,
     create_key: bool,
     listen: Vec<Multiaddr>,
@@ -37,64 +89,59 @@ struct Args {
     timeout_ms: Option<u64>,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "--create-key" {
-            a.create_key = true;
-            continue;
-        }
-        let Some(v) = it.next() else {
-            return Err(format!("{flag} needs a value"));
-        };
-        let addr = |v: &str| -> Result<Multiaddr, String> {
-            v.parse().map_err(|e| format!("{flag} {v}: {e}"))
-        };
-        let num = |v: &str| -> Result<u64, String> {
-            v.parse().map_err(|_| format!("{flag} needs a number"))
-        };
-        match flag.as_str() {
-            "--key" => a.key = Some(PathBuf::from(v)),
-            "--listen" => a.listen.push(addr(v)?),
-            "--bootstrap" => a.bootstrap.push(addr(v)?),
-            "--bootstrap-file" => {
-                let text = std::fs::read_to_string(v).map_err(|e| format!("{v}: {e}"))?;
+/// The options of every `phase dht` subcommand (each uses the ones its usage names).
+fn parse(args: Args) -> Result<Parsed<Opts>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut a = Opts::default();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("create-key") => a.create_key = true,
+            Long("key") => a.key = Some(PathBuf::from(p.value()?)),
+            Long("listen") => a.listen.push(p.value()?.parse()?),
+            Long("bootstrap") => a.bootstrap.push(p.value()?.parse()?),
+            Long("bootstrap-file") => {
+                let v = p.value()?.string()?;
+                let text = std::fs::read_to_string(&v).map_err(|e| format!("{v}: {e}"))?;
                 let list = dht::parse_bootstrap(&text)
                     .map_err(|(line, reason)| format!("{v}:{line}: {reason}"))?;
                 a.bootstrap.extend(list);
             }
-            "--url" => a.url = Some(v.clone()),
-            "--version" => a.version = Some(num(v)?),
-            "--channel" => a.channel = Some(v.clone()),
-            "--arch" => a.arch = Some(v.clone()),
-            "--ttl" => a.ttl = Some(num(v)?).filter(|t| *t > 0),
-            "--timeout-ms" => a.timeout_ms = Some(num(v)?).filter(|t| *t > 0),
-            _ => return Err(format!("unknown option {flag}")),
+            Long("url") => a.url = Some(p.value()?.string()?),
+            Long("version") => a.version = Some(p.value()?.parse()?),
+            Long("channel") => a.channel = Some(p.value()?.string()?),
+            Long("arch") => a.arch = Some(p.value()?.string()?),
+            Long("ttl") => a.ttl = Some(p.value()?.parse()?).filter(|t| *t > 0),
+            Long("timeout-ms") => a.timeout_ms = Some(p.value()?.parse()?).filter(|t| *t > 0),
+            _ => return Err(arg.unexpected()),
         }
     }
-    Ok(a)
+    Ok(Parsed::Run(a))
 }
 
-pub fn run(args: &[String]) -> i32 {
-    let Some(cmd) = args.first().map(String::as_str) else {
-        eprintln!("{USAGE}");
-        return 2;
-    };
-    let a = match parse(&args[1..]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("phase dht: {e}\n{USAGE}");
-            return 2;
-        }
-    };
-    if !matches!(cmd, "node" | "peer-id" | "announce" | "lookup") {
-        eprintln!("phase dht: unknown command {cmd:?}\n{USAGE}");
-        return 2;
-    }
+pub fn run(args: Args) -> i32 {
+    subcommand(
+        "dht",
+        "Provider discovery over a libp2p Kademlia DHT (docs/discovery.md). Machine-readable\n\
+         output on stdout, one JSON object a line; diagnostics on stderr.",
+        SUBS,
+        args,
+    )
+}
+
+fn sub(cmd: &'static str, usage: &str, args: Args) -> i32 {
+    parsed(&format!("dht {cmd}"), usage, parse(args), |a| {
+        dispatch(cmd, usage, a)
+    })
+}
+
+fn dispatch(cmd: &str, usage: &str, a: Opts) -> i32 {
     if cmd == "lookup" && a.bootstrap.is_empty() {
-        eprintln!("phase dht lookup: needs --bootstrap or --bootstrap-file\n{USAGE}");
-        return 2;
+        return usage_error("dht lookup", usage, "needs --bootstrap or --bootstrap-file");
+    }
+    if cmd == "announce" && (a.url.is_none() || a.version.is_none()) {
+        return usage_error("dht announce", usage, "needs --url and --version");
     }
     if cmd == "peer-id" {
         return match key(&a) {
@@ -126,7 +173,7 @@ fn fail(cmd: &str, e: impl std::fmt::Display) -> i32 {
     1
 }
 
-fn key(a: &Args) -> Result<Keypair, String> {
+fn key(a: &Opts) -> Result<Keypair, String> {
     let Some(path) = &a.key else {
         return Err("needs --key FILE".into());
     };
@@ -138,7 +185,7 @@ fn key(a: &Args) -> Result<Keypair, String> {
     k.map_err(|e| e.to_string())
 }
 
-fn channel_arch(a: &Args) -> (String, String) {
+fn channel_arch(a: &Opts) -> (String, String) {
     (
         a.channel.clone().unwrap_or_else(|| "stable".into()),
         a.arch
@@ -198,7 +245,7 @@ impl Signals {
     }
 }
 
-async fn node(a: Args) -> i32 {
+async fn node(a: Opts) -> i32 {
     let mut sig = match Signals::new() {
         Ok(s) => s,
         Err(e) => return fail("node", e),
@@ -232,14 +279,13 @@ async fn node(a: Args) -> i32 {
     0
 }
 
-async fn announce(a: Args) -> i32 {
+async fn announce(a: Opts) -> i32 {
     let mut sig = match Signals::new() {
         Ok(s) => s,
         Err(e) => return fail("announce", e),
     };
     let (Some(url), Some(version)) = (a.url.clone(), a.version) else {
-        eprintln!("phase dht announce: needs --url and --version\n{USAGE}");
-        return 2;
+        return usage_error("dht announce", ANNOUNCE_USAGE, "needs --url and --version");
     };
     let k = match key(&a) {
         Ok(k) => k,
@@ -287,7 +333,7 @@ async fn announce(a: Args) -> i32 {
     0
 }
 
-async fn lookup(a: Args) -> i32 {
+async fn lookup(a: Opts) -> i32 {
     let (channel, arch) = channel_arch(&a);
     let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
     cfg.bootstrap = a.bootstrap;

@@ -2,65 +2,102 @@
 
 use super::release::{choose, download, MetaOutcome};
 use super::{Limits, Url};
+use crate::cli::Parsed;
 use crate::events::{Event, EventLog};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const USAGE: &str =
-    "usage: phase fetch --root ROOT.json --provider URL [--provider URL...] --out DIR
-                   [--channel NAME] [--floor N] [--idle-secs S] [--total-secs S]
-                   [--min-rate BYTES_PER_S] [--rate-window-secs S] [--metadata-secs S]
-A provider that sends nothing for --idle-secs (10), or fewer than --min-rate (32768)
-bytes per second over any --rate-window-secs (10) window, is left for the next one.
---metadata-secs bounds all metadata requests together (stage 1 uses 60 s).";
+pub const USAGE: &str = "\
+Usage: phase fetch --root ROOT.json --provider URL [--provider URL...] --out DIR [OPTIONS]
 
-pub fn run(args: &[String]) -> i32 {
-    let (mut root, mut providers, mut out, mut channel, mut floor) =
-        (None, Vec::new(), None, "stable".to_string(), 0u64);
+Choose the newest release the providers serve that verifies against ROOT (signatures,
+threshold, expiry, arch, channel, floor), and download its artifacts into DIR, each checked
+against its signed SHA-256 while it streams (the stage-1 client, on a host). Prints the
+same PHASE-EVENT lines as the init (release.verified, artifacts.verified or fallback).
+  --channel NAME             release channel (default stable)
+  --floor N                  refuse releases older than version N (default 0)
+  --idle-secs S              leave a provider silent for S seconds (default 10)
+  --min-rate BYTES_PER_S     leave a provider slower than this (default 32768) ...
+  --rate-window-secs S       ... over any window of S seconds (default 10)
+  --total-secs S             bound on the whole download
+  --metadata-secs S          bound on all metadata requests together (stage 1: 60)
+A provider left is replaced by the next, which resumes with Range (docs/network.md).";
+
+struct Opts {
+    root: PathBuf,
+    providers: Vec<Url>,
+    out: PathBuf,
+    channel: String,
+    floor: u64,
+    limits: Limits,
+    metadata: Option<Duration>,
+}
+
+fn parse(args: crate::cli::Args) -> Result<Parsed<Opts>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let (mut root, mut providers, mut out) = (None, Vec::new(), None);
+    let (mut channel, mut floor) = ("stable".to_string(), 0u64);
     let mut limits = Limits::default();
     let mut metadata = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next();
-        let secs = |v: Option<&String>| {
-            v.and_then(|s| s.parse::<u64>().ok())
-                .map(Duration::from_secs)
-        };
-        match (a.as_str(), v) {
-            ("--root", Some(v)) => root = Some(PathBuf::from(v)),
-            ("--provider", Some(v)) => match Url::parse(v) {
-                Ok(u) => providers.push(u),
-                Err(e) => {
-                    eprintln!("phase fetch: {v}: {e}");
-                    return 2;
-                }
-            },
-            ("--out", Some(v)) => out = Some(PathBuf::from(v)),
-            ("--channel", Some(v)) => channel = v.clone(),
-            ("--floor", Some(v)) => floor = v.parse().unwrap_or(u64::MAX),
-            ("--idle-secs", v) if secs(v).is_some() => limits.idle = secs(v).unwrap_or(limits.idle),
-            ("--total-secs", v) if secs(v).is_some() => {
-                limits.total = secs(v).unwrap_or(limits.total)
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("root") => root = Some(PathBuf::from(p.value()?)),
+            Long("provider") => providers.push(p.value()?.parse_with(Url::parse)?),
+            Long("out") => out = Some(PathBuf::from(p.value()?)),
+            Long("channel") => channel = p.value()?.string()?,
+            Long("floor") => floor = p.value()?.parse()?,
+            Long("idle-secs") => limits.idle = secs(&mut p)?,
+            Long("total-secs") => limits.total = secs(&mut p)?,
+            Long("metadata-secs") => metadata = Some(secs(&mut p)?),
+            Long("rate-window-secs") => {
+                limits.rate_window = Some(secs(&mut p)?)
+                    .filter(|s| !s.is_zero())
+                    .ok_or("--rate-window-secs must be positive")?
             }
-            ("--rate-window-secs", v) if secs(v).is_some_and(|s| !s.is_zero()) => {
-                limits.rate_window = secs(v).unwrap_or(limits.rate_window)
-            }
-            ("--metadata-secs", v) if secs(v).is_some() => {
-                metadata = secs(v);
-            }
-            ("--min-rate", Some(v)) if v.parse::<u64>().is_ok() => {
-                limits.min_rate = v.parse().unwrap_or(limits.min_rate)
-            }
-            _ => {
-                eprintln!("{USAGE}");
-                return 2;
-            }
+            Long("min-rate") => limits.min_rate = p.value()?.parse()?,
+            _ => return Err(arg.unexpected()),
         }
     }
-    let (Some(root_path), Some(out), false) = (root, out, providers.is_empty()) else {
-        eprintln!("{USAGE}");
-        return 2;
-    };
+    let root = root.ok_or("needs --root ROOT.json")?;
+    let out = out.ok_or("needs --out DIR")?;
+    if providers.is_empty() {
+        return Err("needs at least one --provider URL".into());
+    }
+    Ok(Parsed::Run(Opts {
+        root,
+        providers,
+        out,
+        channel,
+        floor,
+        limits,
+        metadata,
+    }))
+}
+
+fn secs(p: &mut lexopt::Parser) -> Result<Duration, lexopt::Error> {
+    use lexopt::ValueExt;
+    Ok(Duration::from_secs(p.value()?.parse()?))
+}
+
+pub fn run(args: crate::cli::Args) -> i32 {
+    crate::cli::parsed("fetch", USAGE, parse(args), |o| {
+        crate::log::init();
+        run_with(o)
+    })
+}
+
+fn run_with(o: Opts) -> i32 {
+    let Opts {
+        root: root_path,
+        providers,
+        out,
+        channel,
+        floor,
+        mut limits,
+        metadata,
+    } = o;
     let root = match std::fs::read(&root_path)
         .map_err(|e| e.to_string())
         .and_then(|b| {

@@ -43,21 +43,45 @@ fn executor(cache: Option<&Path>, metering: bool) -> Result<Executor, String> {
     .map_err(|e| e.to_string())
 }
 
-pub fn run(args: &[String]) -> i32 {
-    match bench(args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("phase job bench: {e}");
-            1
+const USAGE: &str = "\
+Usage: phase job bench JOBS_DIR [NATIVE_SIEVE]
+
+Measure the executor in-process with JOBS_DIR/{hello,noop,sieve}.wasm (out/jobs): first run
+(compile) vs disk-cached vs warm hello.wasm; a warm no-op job from request to signed receipt
+(median, p99 of 1,000); sieve in the executor vs NATIVE_SIEVE (a native build of it); with vs
+without fuel and epoch metering. Prints the figures `make bench` reports (docs/bench.md).";
+
+fn parse(args: crate::cli::Args) -> Result<crate::cli::Parsed<Vec<PathBuf>>, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut paths = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(crate::cli::Parsed::Help),
+            Value(v) if paths.len() < 2 => paths.push(PathBuf::from(v)),
+            _ => return Err(arg.unexpected()),
         }
     }
+    if paths.is_empty() {
+        return Err("needs JOBS_DIR".into());
+    }
+    Ok(crate::cli::Parsed::Run(paths))
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
-    let dir = PathBuf::from(
-        args.first()
-            .ok_or("usage: phase job bench JOBS_DIR [NATIVE_SIEVE]")?,
-    );
+pub fn run(args: crate::cli::Args) -> i32 {
+    crate::cli::parsed("job bench", USAGE, parse(args), |paths| {
+        match bench(&paths) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("phase job bench: {e}");
+                1
+            }
+        }
+    })
+}
+
+fn bench(args: &[PathBuf]) -> Result<(), String> {
+    let dir = args.first().ok_or("needs JOBS_DIR")?;
     let load = |name: &str| -> Result<Arc<[u8]>, String> {
         let p = dir.join(format!("{name}.wasm"));
         std::fs::read(&p)

@@ -4,14 +4,37 @@
 
 use super::executor::{Executor, ExecutorConfig, Finished, JobSpec};
 use super::receipt::{self, JobRequest};
+use crate::cli::{parsed, subcommand, usage_error, Args, Parsed, Sub};
 use phase_release::hex;
 use phase_release::receipt::{self as doc, Limits, Outcome, OutputCheck};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+const JOB_SUBS: &[Sub] = &[
+    Sub {
+        name: "run",
+        synopsis: "--local MODULE.wasm [OPTIONS] [-- ARGS...]",
+        about: "run a job in this process; print its output; sign a receipt",
+        run: run_job,
+    },
+    Sub {
+        name: "bench",
+        synopsis: "JOBS_DIR [NATIVE_SIEVE]",
+        about: "the executor's figures for make bench",
+        run: super::bench::run,
+    },
+];
+
+const RECEIPT_SUBS: &[Sub] = &[Sub {
+    name: "verify",
+    synopsis: "RECEIPT --module MODULE.wasm [OPTIONS] [-- ARGS...]",
+    about: "check a receipt's signature, module, input and output",
+    run: verify_cmd,
+}];
+
 pub const JOB_USAGE: &str = "\
-usage: phase job run --local MODULE.wasm [OPTIONS] [-- ARGS...]
+Usage: phase job run --local MODULE.wasm [OPTIONS] [-- ARGS...]
   Runs the job in this process: stdin is piped to it, its stdout/stderr are printed, and
   phase exits with its exit code (125 if it did not exit: trap, out_of_fuel, timeout,
   memory_limit, output_truncated; 126 if it was refused or the module is invalid).
@@ -31,7 +54,7 @@ usage: phase job run --local MODULE.wasm [OPTIONS] [-- ARGS...]
                          wall_us, memory_peak_bytes, compiled (fresh|disk_cache|warm|no)";
 
 pub const RECEIPT_USAGE: &str = "\
-usage: phase receipt verify RECEIPT --module MODULE.wasm [OPTIONS] [-- ARGS...]
+Usage: phase receipt verify RECEIPT --module MODULE.wasm [OPTIONS] [-- ARGS...]
   Checks the receipt's DSSE signature (by the node key it names, or --node) and that it
   is about this module, these ARGS, env and stdin, and this output. Job identity and
   limits not given are taken from the receipt. Prints one JSON line; exit 0 if verified,
@@ -93,69 +116,62 @@ struct LimitOpts {
     stderr_bytes: Option<u64>,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
+fn parse(args: Args) -> Result<Parsed<Opts>, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut o = Opts::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--" {
-            o.args = it.by_ref().cloned().collect();
-            break;
+    let mut p = lexopt::Parser::from_args(args);
+    loop {
+        // Everything after `--` is the job's own ARGS, kept apart from positionals.
+        if let Some(mut raw) = p.try_raw_args() {
+            if raw.peek().is_some_and(|a| a == "--") {
+                raw.next();
+                o.args = raw
+                    .map(|a| a.into_string().map_err(lexopt::Error::NonUnicodeValue))
+                    .collect::<Result<_, _>>()?;
+                break;
+            }
         }
-        let flag = match a.as_str() {
-            "--local" => {
-                o.local = true;
-                continue;
-            }
-            "--summary" => {
-                o.summary = true;
-                continue;
-            }
-            "--reexec" => {
-                o.reexec = true;
-                continue;
-            }
-            f if f.starts_with("--") => f,
-            _ => {
-                o.positional.push(a.clone());
-                continue;
-            }
-        };
-        let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{flag}: {v:?} is not a number"))
-        };
-        let key32 =
-            |v: &str| hex::decode::<32>(v).ok_or_else(|| format!("{flag}: not 32 bytes of hex"));
-        match flag {
-            "--module" => o.module = Some(v.into()),
-            "--state-dir" => o.state_dir = Some(v.into()),
-            "--key" => o.key = Some(v.into()),
-            "--receipt" => o.receipt = Some(v.into()),
-            "--env" => {
+        let Some(arg) = p.next()? else { break };
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("local") => o.local = true,
+            Long("summary") => o.summary = true,
+            Long("reexec") => o.reexec = true,
+            Long("module") => o.module = Some(p.value()?.into()),
+            Long("state-dir") => o.state_dir = Some(p.value()?.into()),
+            Long("key") => o.key = Some(p.value()?.into()),
+            Long("receipt") => o.receipt = Some(p.value()?.into()),
+            Long("env") => {
+                let v = p.value()?.string()?;
                 let (k, val) = v
                     .split_once('=')
                     .ok_or_else(|| format!("--env {v:?}: expected K=V"))?;
                 o.env.push((k.into(), val.into()));
             }
-            "--job-id" => o.job_id = Some(v.clone()),
-            "--nonce" => o.nonce = Some(v.clone()),
-            "--requester" => o.requester = Some(hex::encode(&key32(v)?)),
-            "--seed" => o.seed = Some(key32(v)?),
-            "--clock-start-ns" => o.clock_start_ns = Some(num(v)?),
-            "--fuel" => o.limits.fuel = Some(num(v)?),
-            "--memory-bytes" => o.limits.memory_bytes = Some(num(v)?),
-            "--timeout-ms" => o.limits.timeout_ms = Some(num(v)?),
-            "--stdout-bytes" => o.limits.stdout_bytes = Some(num(v)?),
-            "--stderr-bytes" => o.limits.stderr_bytes = Some(num(v)?),
-            "--stdin" => o.stdin = Some(v.into()),
-            "--stdout" => o.stdout = Some(v.into()),
-            "--stderr" => o.stderr = Some(v.into()),
-            "--node" => o.node = Some(key32(v)?),
-            other => return Err(format!("unknown option {other}")),
+            Long("job-id") => o.job_id = Some(p.value()?.string()?),
+            Long("nonce") => o.nonce = Some(p.value()?.string()?),
+            Long("requester") => o.requester = Some(hex::encode(&p.value()?.parse_with(key32)?)),
+            Long("seed") => o.seed = Some(p.value()?.parse_with(key32)?),
+            Long("clock-start-ns") => o.clock_start_ns = Some(p.value()?.parse()?),
+            Long("fuel") => o.limits.fuel = Some(p.value()?.parse()?),
+            Long("memory-bytes") => o.limits.memory_bytes = Some(p.value()?.parse()?),
+            Long("timeout-ms") => o.limits.timeout_ms = Some(p.value()?.parse()?),
+            Long("stdout-bytes") => o.limits.stdout_bytes = Some(p.value()?.parse()?),
+            Long("stderr-bytes") => o.limits.stderr_bytes = Some(p.value()?.parse()?),
+            Long("stdin") => o.stdin = Some(p.value()?.into()),
+            Long("stdout") => o.stdout = Some(p.value()?.into()),
+            Long("stderr") => o.stderr = Some(p.value()?.into()),
+            Long("node") => o.node = Some(p.value()?.parse_with(key32)?),
+            Value(v) => o.positional.push(v.string()?),
+            _ => return Err(arg.unexpected()),
         }
     }
-    Ok(o)
+    Ok(Parsed::Run(o))
+}
+
+/// A 32-byte value in hex (keys, seeds).
+fn key32(v: &str) -> Result<[u8; 32], String> {
+    hex::decode::<32>(v).ok_or_else(|| format!("{v:?} is not 32 bytes of hex"))
 }
 
 fn read_limited(path: &Path, max: usize) -> Result<Vec<u8>, String> {
@@ -203,36 +219,44 @@ fn summary_line(done: &Finished) -> String {
 }
 
 /// `phase job ...`
-pub fn job(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{JOB_USAGE}");
-        return 0;
-    }
-    if args.first().map(String::as_str) == Some("bench") {
-        return super::bench::run(&args[1..]);
-    }
-    if args.first().map(String::as_str) != Some("run") {
-        eprintln!("{JOB_USAGE}");
-        return 2;
-    }
-    let o = match parse(&args[1..]) {
-        Ok(o) if o.local && o.positional.len() == 1 => o,
-        Ok(_) => {
-            eprintln!("phase job run: only --local with one MODULE is supported\n{JOB_USAGE}");
-            return 2;
+pub fn job(args: Args) -> i32 {
+    subcommand(
+        "job",
+        "WASM jobs (wasm32-wasip1) with every limit enforced, and their signed receipts\n\
+         (docs/jobs.md).",
+        JOB_SUBS,
+        args,
+    )
+}
+
+/// `phase receipt ...`
+pub fn receipt(args: Args) -> i32 {
+    subcommand(
+        "receipt",
+        "Job receipts: DSSE envelopes signed by the node that ran the job (docs/jobs.md).",
+        RECEIPT_SUBS,
+        args,
+    )
+}
+
+/// `phase job run`
+fn run_job(args: Args) -> i32 {
+    parsed("job run", JOB_USAGE, parse(args), |o| {
+        if !(o.local && o.positional.len() == 1) {
+            return usage_error(
+                "job run",
+                JOB_USAGE,
+                "only --local with one MODULE is supported",
+            );
         }
-        Err(e) => {
-            eprintln!("phase job run: {e}\n{JOB_USAGE}");
-            return 2;
+        match run_local(&o) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("phase job run: {e}");
+                1
+            }
         }
-    };
-    match run_local(&o) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("phase job run: {e}");
-            1
-        }
-    }
+    })
 }
 
 fn run_local(o: &Opts) -> Result<i32, String> {
@@ -306,42 +330,30 @@ fn run_local(o: &Opts) -> Result<i32, String> {
     })
 }
 
-/// `phase receipt ...`
-pub fn receipt_cmd(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{RECEIPT_USAGE}");
-        return 0;
-    }
-    if args.first().map(String::as_str) != Some("verify") {
-        eprintln!("{RECEIPT_USAGE}");
-        return 2;
-    }
-    let o = match parse(&args[1..]) {
-        Ok(o) if o.positional.len() == 1 && o.module.is_some() => o,
-        Ok(_) => {
-            eprintln!(
-                "phase receipt verify: one RECEIPT and --module are required\n{RECEIPT_USAGE}"
+/// `phase receipt verify`
+fn verify_cmd(args: Args) -> i32 {
+    parsed("receipt verify", RECEIPT_USAGE, parse(args), |o| {
+        if !(o.positional.len() == 1 && o.module.is_some()) {
+            return usage_error(
+                "receipt verify",
+                RECEIPT_USAGE,
+                "one RECEIPT and --module are required",
             );
-            return 2;
         }
-        Err(e) => {
-            eprintln!("phase receipt verify: {e}\n{RECEIPT_USAGE}");
-            return 2;
+        match verify(&o) {
+            Ok(line) => {
+                println!("{line}");
+                0
+            }
+            Err((reason, msg)) => {
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "reason": reason, "error": msg})
+                );
+                1
+            }
         }
-    };
-    match verify(&o) {
-        Ok(line) => {
-            println!("{line}");
-            0
-        }
-        Err((reason, msg)) => {
-            println!(
-                "{}",
-                serde_json::json!({"verified": false, "reason": reason, "error": msg})
-            );
-            1
-        }
-    }
+    })
 }
 
 type Failure = (&'static str, String);
