@@ -119,7 +119,7 @@ release-next:
 	    --file etc/phase/kernel.sha256=$(NEXT)/kernel.sha256 \
 	    --file etc/phase/bootstrap-peers=$(OUT)/bootstrap-peers \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(NEXT)/initramfs.img && \
-	  $(OUT)/phase-image rootfs --init $(OUT)/phase --modules-dir $(NKDIR)/lib/modules/$$rel \
+	  $(OUT)/phase-image rootfs --init $(OUT)/phase-node --modules-dir $(NKDIR)/lib/modules/$$rel \
 	    --initramfs-modules initramfs/modules.txt --tree rootfs --version $(NEXT_VERSION) \
 	    --progress-every 100000 -o $(NEXT)/rootfs.squashfs
 	@rm -rf $(OUT)/release-next

@@ -140,6 +140,10 @@ pub enum Event {
         kernel: String,
         /// The version of the release whose rootfs this is (from the handover).
         release: Option<u64>,
+        /// The address stage 1 configured or carried across a kexec (CIDR), if any.
+        addr: Option<String>,
+        /// How many DHT bootstrap peers stage 1 handed over.
+        bootstrap_peers: usize,
     },
     /// Stage 1 staged a verified release's kernel and is about to reboot into it.
     #[serde(rename = "kexec.start")]

@@ -44,6 +44,7 @@ mod discover;
 mod events;
 mod fetch;
 mod grow;
+mod handover;
 mod kexec;
 mod kmod;
 mod log;

@@ -9,11 +9,15 @@
 pub const CARRY_DIR: &str = "/phase-carry";
 /// The same directory as named inside the carry archive (no leading slash).
 pub const CARRY_ARCHIVE_DIR: &str = "phase-carry";
+/// The carry archive's release directory (every file of the release, served by stage 2).
+pub const CARRY_RELEASE: &str = "release";
+/// The carry archive's typed handover (`handover::Carry`), beside the release directory.
+pub const CARRY_JSON: &str = "carry.json";
 /// The verified metadata in the carry (and in a downloaded release directory).
 pub const RELEASE_JSON: &str = "release.json";
 /// The next kernel's initramfs with the carry appended, while it is being loaded.
 pub const KEXEC_INITRAMFS: &str = "/run/phase/kexec-initramfs.img";
-/// The typed handover stage 1 writes before exec'ing stage 2 (`boot::carry::Handover`).
-pub const HANDOVER: &str = "/run/phase/handover.json";
+/// The typed handover stage 1 writes before exec'ing stage 2 (`handover::Carry`).
+pub const CARRY: &str = "/run/phase/carry.json";
 /// The kernel this initramfs was built for: SHA-256 of the bzImage (written by the build).
 pub const KERNEL_SHA: &str = "/etc/phase/kernel.sha256";

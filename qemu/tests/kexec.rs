@@ -3,7 +3,7 @@
 //! another Debian kernel) by a provider on 127.0.0.1, reached through QEMU user
 //! networking (`restrict=on`, one guestfwd).
 
-use phase_qemu::{artifact, tempdir, Boot, Vm};
+use phase_qemu::{artifact, tempdir, Boot, Firmware, Vm};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,16 +65,22 @@ fn kernel_release(version_file: &str) -> String {
 
 /// Boot N (from `disk`, or diskless) with the provider on `port`, until init.ready.
 fn boot(disk: Option<&Path>, port: u16, extra: &str) -> Boot {
+    vm(disk, port, "init.ready", extra).run().unwrap()
+}
+
+/// N (from `disk`, or diskless) with the provider on `port`, powering off after `until`.
+fn vm(disk: Option<&Path>, port: u16, until: &str, extra: &str) -> Vm {
     let mut vm = Vm::default_artifacts()
         .user_net_to(port)
-        .append("phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready")
+        .append("phase.provider=http://10.0.2.100:8080/")
+        .append(&format!("phase.poweroff={until}"))
         .append(extra)
-        // Two boots and a ~115 MB download under TCG.
+        // Two boots and a ~125 MB download under TCG.
         .timeout(Duration::from_secs(300));
     if let Some(d) = disk {
         vm = vm.disk(d);
     }
-    vm.run().unwrap()
+    vm
 }
 
 /// The kexec happened and stage 2 runs release N+1 on N+1's kernel, from the carry.
@@ -119,7 +125,9 @@ fn assert_upgraded(b: &Boot, from: Option<u64>) {
         "trust.ready",
         "rootfs.verified",
         "rootfs.mounted",
+        "net.up",
         "stage2.start",
+        "provider.announced",
         "init.ready",
     ]
     .into_iter()
@@ -135,12 +143,7 @@ fn assert_upgraded(b: &Boot, from: Option<u64>) {
         "out of order after kexec.start:\n{}",
         b.explain()
     );
-    for n in [
-        "net.up",
-        "provider.found",
-        "release.verified",
-        "artifacts.verified",
-    ] {
+    for n in ["provider.found", "release.verified", "artifacts.verified"] {
         assert!(
             !after.contains(&n),
             "{n} after kexec.start:\n{}",
@@ -157,6 +160,42 @@ fn assert_upgraded(b: &Boot, from: Option<u64>) {
     assert_eq!(s.fields["release"], 2, "{}", s.fields);
     assert_eq!(b.expect("init.ready").fields["stage"], 2);
     assert!(b.event("verify.failed").is_none(), "{}", b.explain());
+    // The network crossed the kexec: the new kernel's init configured the address the
+    // old one had leased, with no DHCP exchange, and handed it and the bootstrap list on
+    // to stage 2, which serves release N+1 there and announces it.
+    let ups = b.all("net.up");
+    assert_eq!(ups.len(), 2, "{}", b.explain());
+    let addr = ups[0].str("addr").unwrap();
+    assert_eq!(ups[0].str("method"), Some("dhcp"), "{}", ups[0].fields);
+    assert_eq!(
+        (ups[1].str("method"), ups[1].str("addr")),
+        (Some("carried"), Some(addr)),
+        "{}",
+        ups[1].fields
+    );
+    assert_eq!(s.str("addr"), Some(addr), "{}", s.fields);
+    assert_eq!(s.fields["bootstrap_peers"], 1, "{}", s.fields);
+    let a = b.expect("provider.announced");
+    let ip = addr.split('/').next().unwrap();
+    assert_eq!(
+        (a.str("how"), a.str("url"), &a.fields["version"]),
+        (
+            Some("mdns"),
+            Some(format!("http://{ip}:8080/").as_str()),
+            &serde_json::json!(2)
+        ),
+        "{}",
+        a.fields
+    );
+    // The provider and the lease keeper run (the DHT task may fail: no bootstrap peer is
+    // reachable from QEMU's restricted network).
+    for t in b.all("task.failed") {
+        assert!(
+            !matches!(t.str("task"), Some("provider" | "dhcp")),
+            "{}",
+            b.explain()
+        );
+    }
 }
 
 /// `trusted-state.json` on the disk's state partition (debugfs reads the ext4).
@@ -197,12 +236,17 @@ fn trusted_state(disk: &Path, dir: &Path) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
+/// Under OVMF (UEFI): the new kernel starts from kexec with the firmware's tables handed
+/// on. (The diskless upgrade below boots SeaBIOS.)
 #[test]
 fn disk_boot_upgrades_by_kexec_to_the_provider_release() {
     let dir = tempdir("kexec-disk");
     let disk = disk_copy(&dir);
     let (_s, port) = serve(&artifact("release-next"));
-    let b = boot(Some(&disk), port, "");
+    let b = vm(Some(&disk), port, "init.ready", "")
+        .firmware(Firmware::Uefi)
+        .run()
+        .unwrap();
     assert_upgraded(&b, Some(1));
     // Stage 1 verified N locally first.
     assert_eq!(b.all("rootfs.mounted")[0].fields["release"], 1);
@@ -215,7 +259,33 @@ fn diskless_boot_kexecs_and_mounts_the_carried_rootfs() {
     let (_s, port) = serve(&artifact("release-next"));
     let b = boot(None, port, "");
     assert_upgraded(&b, None);
-    assert_eq!(b.all("net.up").len(), 1, "{}", b.explain());
+}
+
+/// `phase.poweroff=kexec.start`: the machine powers off right after the new kernel is
+/// staged (the point a test or benchmark stops at), and never starts it.
+#[test]
+fn poweroff_at_kexec_start_stops_before_the_new_kernel() {
+    let (_s, port) = serve(&artifact("release-next"));
+    let b = vm(None, port, "kexec.start", "").run().unwrap();
+    b.assert_clean_poweroff();
+    b.assert_order(&["artifacts.verified", "kexec.start", "shutdown"]);
+    assert_eq!(b.expect("kexec.start").fields["to"], 2);
+    let names = b.names();
+    let at = names.iter().position(|n| *n == "kexec.start").unwrap();
+    assert!(
+        names[at + 1..]
+            .iter()
+            .all(|n| matches!(*n, "step.done" | "shutdown")),
+        "{}",
+        b.explain()
+    );
+    assert_eq!(b.all("init.start").len(), 1, "{}", b.explain());
+    assert_eq!(
+        b.expect("shutdown").str("reason"),
+        Some("phase.poweroff"),
+        "{}",
+        b.explain()
+    );
 }
 
 /// N+1 with one flipped byte in its kernel: no kexec, and release N boots from the disk.

@@ -1,19 +1,24 @@
-//! Both ends of the handover between boots and stages.
+//! The carry step: what this boot starts with besides its initramfs's own files.
 //!
-//! - [`run`] (the `carry` step, stage 1 after a kexec, `phase.stage=2`): the previous
-//!   kernel's init appended the release it verified to this initramfs (`/phase-carry`).
-//!   Nothing carried is trusted as such: the carried root chain is walked again from this
-//!   initramfs's own baked-in anchor and the metadata verified against where it ends, its kernel must be the one this initramfs was built
-//!   for, the verity tree's SHA-256 must match and dm-verity checks the rootfs (or, without
-//!   dm-verity, the whole rootfs is hashed against its signed SHA-256). Then the rootfs is
-//!   mounted and the boot goes straight to the handoff: no network, no second download.
-//! - [`Handover`]: the one typed value stage 1 writes before exec'ing stage 2 and stage 2
-//!   reads once.
+//! Every boot: the DHT bootstrap list baked into the initramfs. After a kexec
+//! (`phase.stage=2`), the previous kernel's init appended to this initramfs the release
+//! it verified (`/phase-carry/release/`, every file of it) and its handover
+//! (`/phase-carry/carry.json`, a `handover::Carry`: network, DHCP lease, bootstrap list).
+//! Nothing carried is trusted as such: the carried root chain is walked again from this
+//! initramfs's own baked-in anchor and the metadata verified against where it ends, its
+//! kernel must be the one this initramfs was built for, the verity tree's SHA-256 must
+//! match and dm-verity checks the rootfs (or, without dm-verity, the whole rootfs is
+//! hashed against its signed SHA-256). Then the rootfs is mounted and the boot goes
+//! straight to the handoff: no discovery, no second download. The carried network is
+//! configured by the network step (no DHCP exchange), and once the kernel and initramfs
+//! files check against their signed hashes the release directory is bound read-only at
+//! `fetch::RELEASE_DIR`, where stage 2 serves it to peers.
 
 use super::local::{assemble, fail, teardown, verity_params, wait_for};
 use super::{Boot, StepError};
 use crate::config::Stage;
 use crate::events::Event;
+use crate::handover::{carried_lease, merge_bootstrap, Carry, Stamp};
 use crate::kexec::decide::Offer;
 use crate::paths;
 use phase_release::doc::Release;
@@ -23,39 +28,33 @@ use std::path::Path;
 /// The dm-verity device over the carried rootfs.
 const DM_NAME: &str = "phase-carried";
 
-/// What stage 1 tells stage 2 (written to `paths::HANDOVER` just before the switch).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Handover {
-    /// The version of the verified release whose rootfs stage 2 runs.
-    pub release: u64,
-}
-
-impl Handover {
-    pub fn write(&self) {
-        let _ = std::fs::create_dir_all("/run/phase");
-        if let Err(e) = serde_json::to_vec(self)
-            .map_err(|e| e.to_string())
-            .and_then(|b| std::fs::write(paths::HANDOVER, b).map_err(|e| e.to_string()))
-        {
-            tracing::warn!("{}: {e}", paths::HANDOVER);
-        }
-    }
-    /// Read once by stage 2; `None` (logged) if stage 1 wrote none.
-    pub fn read() -> Option<Handover> {
-        let b = std::fs::read(paths::HANDOVER)
-            .map_err(|e| tracing::warn!("{}: {e}", paths::HANDOVER))
-            .ok()?;
-        serde_json::from_slice(&b)
-            .map_err(|e| tracing::warn!("{}: {e}", paths::HANDOVER))
-            .ok()
-    }
-}
-
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
-    let dir = Path::new(paths::CARRY_DIR);
+    let own = std::fs::read_to_string(super::discover::BOOTSTRAP_PATH).unwrap_or_default();
+    boot.bootstrap = merge_bootstrap(&own, &[]);
     if boot.config.stage != Stage::Two {
         return Ok(());
     }
+    let carried = Path::new(paths::CARRY_DIR);
+    let handover = carried.join(paths::CARRY_JSON).display().to_string();
+    match Carry::read(&handover) {
+        Ok(c) => {
+            boot.bootstrap = merge_bootstrap(&own, &c.bootstrap);
+            let now = Stamp::now();
+            boot.carried_net = c.net.map(|mut n| {
+                n.lease = n.lease.and_then(|h| carried_lease(&h, &c.written, &now));
+                n
+            });
+        }
+        Err(e) => {
+            tracing::warn!("{e}; no network carried across the kexec");
+            boot.events.emit(Event::Fallback {
+                step: "carry handover".into(),
+                reason: e.reason().into(),
+            });
+        }
+    }
+    let dir = carried.join(paths::CARRY_RELEASE);
+    let dir = dir.as_path();
     let meta = dir.join(paths::RELEASE_JSON);
     let artifact = meta.display().to_string();
     if !meta.exists() {
@@ -165,6 +164,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         device,
         release: rel.version,
     });
+    serve_from(boot, dir, &rel);
     boot.root = Some(Offer {
         version: rel.version,
         kernel_sha256: rel.artifacts.kernel.sha256.clone(),
@@ -240,4 +240,40 @@ fn verified_device(
         root_hash: rootfs.sha256.clone(),
     });
     Ok(dev)
+}
+
+/// Bind the carried release directory read-only where stage 2 serves from, once the
+/// files not checked on the way to the mount (kernel, initramfs) match their signed
+/// hashes. A failure costs only the serving: `verify.failed` or a `fallback`, logged.
+fn serve_from(boot: &Boot, dir: &Path, rel: &Release) {
+    for (what, a) in [
+        ("kernel", &rel.artifacts.kernel),
+        ("initramfs", &rel.artifacts.initramfs),
+    ] {
+        let path = dir.join(super::handoff::base_name(&a.path));
+        let checked = std::fs::File::open(&path)
+            .map_err(|e| ("carry_unreadable", format!("{}: {e}", path.display())))
+            .and_then(|f| {
+                phase_release::stream::verify_reader(what, a, f).map_err(|e| match &e {
+                    phase_release::stream::StreamError::Trust(t) => (t.reason(), e.to_string()),
+                    phase_release::stream::StreamError::Io(_) => {
+                        ("carry_unreadable", e.to_string())
+                    }
+                })
+            });
+        if let Err((reason, message)) = checked {
+            let _ = fail(boot, what, reason, message.clone());
+            tracing::warn!("{message}; this node will not serve its release");
+            return;
+        }
+    }
+    if let Err(e) =
+        crate::sys::mount::bind_readonly(&dir.display().to_string(), super::fetch::RELEASE_DIR)
+    {
+        tracing::warn!("{e}; this node will not serve its release");
+        boot.events.emit(Event::Fallback {
+            step: "carry serve".into(),
+            reason: "bind_failed".into(),
+        });
+    }
 }

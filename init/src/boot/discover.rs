@@ -10,22 +10,11 @@ use std::time::Instant;
 
 /// Bootstrap peers for the DHT, baked into the initramfs (one multiaddr per line).
 pub const BOOTSTRAP_PATH: &str = "/etc/phase/bootstrap-peers";
-/// The same list carried into stage 2 (the handoff copies it; the initramfs is freed).
-pub const BOOTSTRAP_RUN: &str = "/run/phase/bootstrap-peers";
-
-/// The bootstrap list: the initramfs's in stage 1, the copy in /run in stage 2.
-pub fn bootstrap_list() -> String {
-    std::fs::read_to_string(BOOTSTRAP_PATH)
-        .or_else(|_| std::fs::read_to_string(BOOTSTRAP_RUN))
-        .unwrap_or_default()
-}
 
 /// Candidates from every discovery method the mode allows, in fetch order.
 pub async fn candidates(boot: &Boot) -> Vec<Candidate> {
-    let bootstrap = bootstrap_list();
-    let have_peers = bootstrap
-        .lines()
-        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let bootstrap = boot.bootstrap.join("\n");
+    let have_peers = !boot.bootstrap.is_empty();
     let plan = discover::plan(boot.config.mode, have_peers);
     let mut found = Vec::new();
     if plan.lan {

@@ -55,6 +55,23 @@ pub const PSEUDO: &[Mount] = &[
 /// the kernel log and say where we are.
 pub fn stage2(boot: &mut Boot) -> Result<(), StepError> {
     attach_kmsg(boot);
+    // What stage 1 handed over, read once: the release, the network, the bootstrap list.
+    let carry = crate::handover::Carry::read(crate::paths::CARRY)
+        .map_err(|e| {
+            tracing::warn!("{e}; stage 2 starts with no network or bootstrap peers");
+            boot.events.emit(Event::Fallback {
+                step: "stage2".into(),
+                reason: e.reason().into(),
+            });
+        })
+        .unwrap_or_default();
+    boot.bootstrap = carry.bootstrap;
+    boot.net = carry.net.map(|n| super::network::Up {
+        iface: n.iface,
+        config: n.config,
+        method: "carried",
+        lease: n.lease,
+    });
     let exe = std::fs::read_link("/proc/self/exe")
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -88,7 +105,12 @@ pub fn stage2(boot: &mut Boot) -> Result<(), StepError> {
             .release()
             .to_string_lossy()
             .into_owned(),
-        release: super::carry::Handover::read().map(|h| h.release),
+        release: carry.release,
+        addr: boot
+            .net
+            .as_ref()
+            .map(|n| format!("{}/{}", n.config.addr, n.config.prefix)),
+        bootstrap_peers: boot.bootstrap.len(),
     });
     Ok(())
 }

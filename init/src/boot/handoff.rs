@@ -1,22 +1,23 @@
 //! The end of stage 1, one of two ways.
 //!
 //! - [`run`] (the `handoff` step): switch root into the verified rootfs assembled at
-//!   `NEW_ROOT`: write the typed handover, move the pseudo filesystems, free the
+//!   `NEW_ROOT`: write the typed handover (`handover::Carry`: release, network, DHCP
+//!   lease, bootstrap list), move the pseudo filesystems, free the
 //!   initramfs, make the rootfs `/`, and exec its own `phase` (read through dm-verity) as
 //!   PID 1 for stage 2. Before the initramfs is freed every failure falls back to it;
 //!   after, an exec failure continues stage 2 in this process.
 //! - [`kexec`] (called by the fetch step once `kexec::decide::handoff` chose it): append
-//!   the carry archive (verified metadata, root chain, rootfs and verity files) to the new
+//!   the carry archive (every file of the release, and the `Carry`) to the new
 //!   release's verified initramfs, check memory, `kexec_file_load` its verified kernel with
 //!   the signed command line plus the allowlist, then sync, unmount and reboot into it.
 //!   Every failure before the reboot is a named `fallback`, and the boot goes on with
 //!   what verified locally.
 
-use super::carry::Handover;
 use super::local::NEW_ROOT;
 use super::{Boot, StepError};
 use crate::events::Event;
 use crate::fetch::release::Choice;
+use crate::handover::{Carry, Stamp};
 use crate::kexec::{cmdline, image, KexecError};
 use crate::paths;
 use crate::sys::root;
@@ -32,21 +33,10 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     // No module load may be cut short by the exec.
     super::modules::settle_all(boot);
-    // Stage 2 announces with the initramfs's DHT bootstrap list; the initramfs is about
-    // to be freed, /run moves along.
-    if let Err(e) = std::fs::copy(
-        super::discover::BOOTSTRAP_PATH,
-        super::discover::BOOTSTRAP_RUN,
-    ) {
-        tracing::info!(
-            "{}: {e}; stage 2 has no DHT bootstrap peers",
-            super::discover::BOOTSTRAP_PATH
-        );
+    // Everything stage 2 needs from this stage, in one typed value; /run moves along.
+    if let Err(e) = carry(boot, Some(root.version)).write(paths::CARRY) {
+        tracing::warn!("{e}; stage 2 starts with no network or bootstrap peers");
     }
-    Handover {
-        release: root.version,
-    }
-    .write();
     if let Err(e) = root::move_pseudo(NEW_ROOT) {
         // Put back what moved, so the initramfs keeps working.
         for m in root::MOVED {
@@ -57,7 +47,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             message: e,
         });
     }
-    let freed = root::free_initramfs();
+    // A release carried across kexec stays: stage 2 serves it from there.
+    let freed = root::free_initramfs(&[paths::CARRY_DIR]);
     tracing::info!(
         "freed {} KiB of initramfs; switching root to {NEW_ROOT}",
         freed / 1024
@@ -78,6 +69,21 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         reason: "exec_failed".into(),
     });
     Ok(())
+}
+
+/// The handover of this boot: the network it configured, its bootstrap list.
+fn carry(boot: &Boot, release: Option<u64>) -> Carry {
+    Carry {
+        release,
+        net: boot.net.as_ref().map(|up| crate::handover::Net {
+            iface: up.iface.clone(),
+            config: up.config.clone(),
+            method: up.method.to_string(),
+            lease: up.lease.clone(),
+        }),
+        bootstrap: boot.bootstrap.clone(),
+        written: Stamp::now(),
+    }
 }
 
 fn io(what: impl std::fmt::Display, e: impl std::fmt::Display) -> KexecError {
@@ -153,7 +159,7 @@ fn stage(boot: &Boot, choice: &Choice, dir: &Path) -> Result<Staged, KexecError>
     let line = cmdline::next(&rel.cmdline, running.trim())?;
     let c_line = std::ffi::CString::new(line.clone())
         .map_err(|_| io("the new command line", "contains a NUL byte"))?;
-    let carried_bytes = write_initramfs(choice, dir)?;
+    let carried_bytes = write_initramfs(boot, choice, dir)?;
     let initramfs =
         std::fs::File::open(paths::KEXEC_INITRAMFS).map_err(|e| io(paths::KEXEC_INITRAMFS, e))?;
     let initramfs_bytes = initramfs.metadata().map(|m| m.len()).unwrap_or(0);
@@ -173,7 +179,6 @@ fn stage(boot: &Boot, choice: &Choice, dir: &Path) -> Result<Staged, KexecError>
     );
     crate::sys::kexec::file_load(&kernel, &initramfs, &c_line)
         .map_err(|errno| KexecError::Load { errno })?;
-    let _ = boot;
     Ok(Staged {
         to_kernel,
         carried_bytes,
@@ -181,11 +186,14 @@ fn stage(boot: &Boot, choice: &Choice, dir: &Path) -> Result<Staged, KexecError>
     })
 }
 
-/// The new release's initramfs (verified on download), then the carry archive: its
-/// metadata, the root chain, the rootfs and its verity tree. Each large file is moved
-/// into the archive and deleted behind it, so RAM holds it about once. Returns the bytes
-/// of the carry archive.
-fn write_initramfs(choice: &Choice, dir: &Path) -> Result<u64, KexecError> {
+/// The new release's initramfs (verified on download), then the carry archive:
+/// `phase-carry/carry.json` (this boot's network and bootstrap list) and
+/// `phase-carry/release/`, every file of the release (metadata, root chain, kernel,
+/// initramfs, rootfs, verity tree) so that the next kernel mounts the rootfs and serves
+/// the whole release. Each large file is moved into the archive and deleted behind it,
+/// so RAM holds it about once (the kernel stays for the load). Returns the bytes of the
+/// carry archive.
+fn write_initramfs(boot: &Boot, choice: &Choice, dir: &Path) -> Result<u64, KexecError> {
     use phase_release::cpio;
     let rel = &choice.release;
     let out_path = paths::KEXEC_INITRAMFS;
@@ -205,23 +213,30 @@ fn write_initramfs(choice: &Choice, dir: &Path) -> Result<u64, KexecError> {
     w.write_all(&vec![0; cpio::pad_len(base)]).map_err(werr)?;
     let mtime = 0;
     let mut ino = 1;
-    w.write_all(&cpio::dir_header(
-        ino,
-        0o700,
-        mtime,
-        paths::CARRY_ARCHIVE_DIR,
-    ))
-    .map_err(werr)?;
-    let mut small: Vec<(String, Vec<u8>)> = vec![(
-        paths::RELEASE_JSON.into(),
-        choice.metadata.release_json.clone(),
-    )];
-    for (v, b) in &choice.metadata.chain {
-        small.push((format!("{v}.root.json"), b.clone()));
-    }
-    for (name, bytes) in small {
+    let release_dir = format!("{}/{}", paths::CARRY_ARCHIVE_DIR, paths::CARRY_RELEASE);
+    // The kernel's unpacker creates no parent directories: each comes first.
+    for d in [paths::CARRY_ARCHIVE_DIR, release_dir.as_str()] {
         ino += 1;
-        let archived = format!("{}/{name}", paths::CARRY_ARCHIVE_DIR);
+        w.write_all(&cpio::dir_header(ino, 0o700, mtime, d))
+            .map_err(werr)?;
+    }
+    // The release is not carried as a fact: the next kernel's init verifies it again.
+    let handover = carry(boot, None).to_bytes();
+    let mut small: Vec<(String, Vec<u8>)> = vec![
+        (
+            format!("{}/{}", paths::CARRY_ARCHIVE_DIR, paths::CARRY_JSON),
+            handover,
+        ),
+        (
+            format!("{release_dir}/{}", paths::RELEASE_JSON),
+            choice.metadata.release_json.clone(),
+        ),
+    ];
+    for (v, b) in &choice.metadata.chain {
+        small.push((format!("{release_dir}/{v}.root.json"), b.clone()));
+    }
+    for (archived, bytes) in small {
+        ino += 1;
         w.write_all(&cpio::file_header(
             ino,
             0o600,
@@ -234,20 +249,24 @@ fn write_initramfs(choice: &Choice, dir: &Path) -> Result<u64, KexecError> {
         w.write_all(&vec![0; cpio::pad_len(bytes.len() as u64)])
             .map_err(werr)?;
     }
-    let mut large = Vec::new();
+    // (release path, deleted once carried)
+    let mut large = vec![
+        (rel.artifacts.kernel.path.clone(), false),
+        (rel.artifacts.initramfs.path.clone(), true),
+    ];
     if let Some(r) = &rel.artifacts.rootfs {
-        large.push(r.path.clone());
+        large.push((r.path.clone(), true));
         if let Some(v) = &r.verity {
-            large.push(v.hash_path.clone());
+            large.push((v.hash_path.clone(), true));
         }
     }
-    for name in large {
+    for (name, delete) in large {
         let src = dir.join(&name);
         let mut f = std::fs::File::open(&src).map_err(|e| io(src.display(), e))?;
         let size = f.metadata().map_err(|e| io(src.display(), e))?.len();
         let size32 = u32::try_from(size).map_err(|_| io(src.display(), "over 4 GiB"))?;
         ino += 1;
-        let archived = format!("{}/{}", paths::CARRY_ARCHIVE_DIR, base_name(&name));
+        let archived = format!("{release_dir}/{}", base_name(&name));
         w.write_all(&cpio::file_header(ino, 0o400, mtime, size32, &archived))
             .map_err(werr)?;
         let copied = std::io::copy(&mut f, &mut w).map_err(werr)?;
@@ -256,7 +275,9 @@ fn write_initramfs(choice: &Choice, dir: &Path) -> Result<u64, KexecError> {
         }
         w.write_all(&vec![0; cpio::pad_len(size)]).map_err(werr)?;
         drop(f);
-        let _ = std::fs::remove_file(&src);
+        if delete {
+            let _ = std::fs::remove_file(&src);
+        }
     }
     w.write_all(&cpio::trailer()).map_err(werr)?;
     let n = w.n;

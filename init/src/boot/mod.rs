@@ -39,8 +39,9 @@ pub enum Step {
     Modules,
     /// The trust anchor baked into the initramfs; emits `trust.ready` or `verify.failed`.
     Trust,
-    /// After a kexec (`phase.stage=2`): re-verify the release carried in the initramfs and
-    /// mount its rootfs; emits `rootfs.verified`, `rootfs.mounted`.
+    /// The initramfs's bootstrap list; after a kexec (`phase.stage=2`): re-verify the
+    /// release carried in the initramfs and mount its rootfs, take the carried network;
+    /// emits `rootfs.verified`, `rootfs.mounted`.
     Carry,
     /// A local release on a boot medium: verified rootfs, overlay, state; emits
     /// `rootfs.verified`, `state.ready`, `rootfs.mounted`.
@@ -141,8 +142,13 @@ pub struct Boot {
     /// The verified release whose rootfs is assembled at `local::NEW_ROOT` (by the local,
     /// carry or fetch step); the handoff switches root into it.
     pub root: Option<crate::kexec::decide::Offer>,
-    /// The configured interface, if the network step ran.
+    /// The configured interface, if the network step ran (in stage 2: the carried one).
     pub net: Option<network::Up>,
+    /// After a kexec: the interface the previous kernel configured, for the network step.
+    pub carried_net: Option<crate::handover::Net>,
+    /// DHT bootstrap peers: the initramfs's list (plus the carried one after a kexec);
+    /// in stage 2 the carried list.
+    pub bootstrap: Vec<String>,
     /// Which stage this process runs (from its argv; `config.stage` is the command line's).
     pub stage: crate::config::Stage,
     /// Announcements to withdraw at shutdown (what, how), run before services stop.
@@ -195,6 +201,8 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage)
         trust: None,
         root: None,
         net: None,
+        carried_net: None,
+        bootstrap: Vec::new(),
         stage,
         withdraw: Vec::new(),
         modules: modules::Pending::default(),

@@ -110,7 +110,10 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     // The state partition's filesystems load while the local step verifies the release.
     // Network drivers only under the network step's own condition: private mode without
     // a provider URL never brings a link up, so they are not loaded at all.
-    let network_may_run = !boot.config.providers.is_empty() || boot.config.mode.allows_lan();
+    // After a kexec (`phase.stage=2`) the network the previous kernel had is carried.
+    let network_may_run = !boot.config.providers.is_empty()
+        || boot.config.mode.allows_lan()
+        || boot.config.stage == crate::config::Stage::Two;
     for need in [Need::State, Need::Network] {
         let wanted = kmod::wanted_for(&table, &wanted, need);
         if wanted.is_empty() || (need == Need::Network && !network_may_run) {

@@ -5,7 +5,6 @@
 //! goes on without a network.
 
 use super::{Boot, StepError};
-use crate::config::Stage;
 use crate::events::Event;
 use crate::net::dhcp::{self, Reply};
 use crate::net::ipconfig::IpParam;
@@ -28,9 +27,9 @@ pub struct Up {
     pub lease: Option<Held>,
 }
 
-/// A DHCP lease this machine holds, as carried from stage 1 into stage 2 in
-/// [`LEASE_FILE`] (/run moves into the rootfs with the switch).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// A DHCP lease this machine holds (carried into stage 2 and across a kexec in
+/// `handover::Carry`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
     pub iface: String,
     pub mac: [u8; 6],
@@ -38,10 +37,6 @@ pub struct Held {
     /// CLOCK_BOOTTIME (ms) when the lease was granted.
     pub obtained_ms: u64,
 }
-
-pub const LEASE_FILE: &str = "/run/phase/lease.json";
-/// The configured interface and address, for stage 2.
-pub const NET_FILE: &str = "/run/phase/net.json";
 
 #[derive(Debug)]
 pub struct NetError {
@@ -255,10 +250,13 @@ async fn dhcp_lease(i: &Iface) -> Result<dhcp::Lease, NetError> {
 }
 
 /// The boot step: skipped in private mode without a provider URL, and when `ip=off`.
+/// After a kexec it configures what the previous kernel carried, without DHCP.
 pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
-    if boot.root.is_some() && (boot.config.providers.is_empty() || boot.config.stage == Stage::Two)
-    {
-        // Booting the local or carried release; the network comes up in stage 2. With
+    if let Some(net) = boot.carried_net.take() {
+        return carried(boot, net).await;
+    }
+    if boot.root.is_some() && boot.config.providers.is_empty() {
+        // Booting the local release; the network comes up in stage 2. With
         // `phase.provider=` a local release is still compared with the provider's.
         return Ok(());
     }
@@ -277,28 +275,58 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     match configure(&ip, true).await {
         Ok(up) => {
-            boot.events.emit(Event::NetUp {
-                iface: up.iface.clone(),
-                addr: format!("{}/{}", up.config.addr, up.config.prefix),
-                method: up.method.into(),
-                router: up.config.router.map(|r| r.to_string()),
-            });
-            if let Some(held) = &up.lease {
-                let _ = std::fs::create_dir_all("/run/phase");
-                if let Err(e) = serde_json::to_vec(held)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| std::fs::write(LEASE_FILE, b).map_err(|e| e.to_string()))
-                {
-                    tracing::warn!("{LEASE_FILE}: {e}; the lease will not be renewed");
-                }
+            up_event(boot, up);
+            Ok(())
+        }
+        Err(e) => Err(StepError {
+            reason: e.reason,
+            message: e.message,
+        }),
+    }
+}
+
+/// `net.up`, and the interface kept for the rest of the boot (and carried on).
+fn up_event(boot: &mut Boot, up: Up) {
+    boot.events.emit(Event::NetUp {
+        iface: up.iface.clone(),
+        addr: format!("{}/{}", up.config.addr, up.config.prefix),
+        method: up.method.into(),
+        router: up.config.router.map(|r| r.to_string()),
+    });
+    boot.net = Some(up);
+}
+
+/// After a kexec: the address, route and DNS the previous kernel's init configured, on
+/// the interface with the lease's MAC (interface names are the kernel's and may differ),
+/// and the lease kept from there (`net.up {method: carried}`). A carried lease that
+/// expired on the way (`handover::carried_lease`) means asking DHCP again.
+async fn carried(boot: &mut Boot, net: crate::handover::Net) -> Result<(), StepError> {
+    super::modules::settle(boot, crate::kmod::Need::Network);
+    let device = net
+        .lease
+        .as_ref()
+        .and_then(|h| ifaces().into_iter().find(|i| i.mac == h.mac))
+        .map(|i| i.name)
+        .unwrap_or_else(|| net.iface.clone());
+    let dhcp_lost = net.method == "dhcp" && net.lease.is_none();
+    let ip = if dhcp_lost {
+        tracing::warn!("the carried DHCP lease expired; asking again on {device}");
+        IpParam::Dhcp {
+            device: Some(device),
+        }
+    } else {
+        IpParam::Static {
+            device: Some(device),
+            config: net.config.clone(),
+        }
+    };
+    match configure(&ip, true).await {
+        Ok(mut up) => {
+            if !dhcp_lost {
+                up.method = "carried";
+                up.lease = net.lease;
             }
-            // Stage 2 announces the release it serves at this address.
-            let _ = std::fs::create_dir_all("/run/phase");
-            let note = serde_json::json!({"iface": up.iface, "addr": up.config.addr.to_string()});
-            if let Err(e) = std::fs::write(NET_FILE, note.to_string()) {
-                tracing::warn!("{NET_FILE}: {e}; this node will not announce what it serves");
-            }
-            boot.net = Some(up);
+            up_event(boot, up);
             Ok(())
         }
         Err(e) => Err(StepError {
@@ -384,7 +412,6 @@ pub async fn keep_lease(
         };
         held.lease = l;
         held.obtained_ms = crate::sys::clock::boottime_ms();
-        let _ = serde_json::to_vec(&held).map(|b| std::fs::write(LEASE_FILE, b));
         events.emit(Event::NetRenewed {
             iface: held.iface.clone(),
             addr: held.lease.config.addr.to_string(),

@@ -5,11 +5,12 @@
 //! A node key for the DHT is created on first use in /var/lib/phase (persistent in
 //! internet mode) and signs the node's provider records.
 //!
-//! Only a diskless boot holds every file of its release (stage 1 fetched them into
-//! `/run/phase/release`); a node booted from a local medium does not serve yet.
+//! Only a node that fetched its release holds every file of it in `/run/phase/release`:
+//! a diskless boot (stage 1 downloaded them there), or any boot that came by kexec (the
+//! carried release, bound there read-only by the carry step); a node booted from a local
+//! medium does not serve yet. The address is the one stage 1 configured or carried.
 
 use super::fetch::RELEASE_DIR;
-use super::network::NET_FILE;
 use super::{Boot, StepError};
 use crate::events::Event;
 use crate::supervise::{task, RestartPolicy};
@@ -35,10 +36,14 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         reason: "no_release_summary",
         message,
     })?;
-    let addr = own_address().ok_or_else(|| StepError {
-        reason: "no_address",
-        message: format!("{NET_FILE}: no address to announce"),
-    })?;
+    let addr = boot
+        .net
+        .as_ref()
+        .map(|n| n.config.addr)
+        .ok_or_else(|| StepError {
+            reason: "no_address",
+            message: "no network was carried into stage 2: no address to announce".into(),
+        })?;
     let cfg = crate::provider::serve::Config::new(dir);
     boot.supervisor
         .spawn("provider", RestartPolicy::Forever, move || {
@@ -95,8 +100,7 @@ const RECORD_TTL_S: u64 = 3600;
 /// refreshed, so it expires.
 fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
     use crate::discover::dht::{self, DhtConfig};
-    let bootstrap = super::discover::bootstrap_list();
-    let peers = match dht::parse_bootstrap(&bootstrap) {
+    let peers = match dht::parse_bootstrap(&boot.bootstrap.join("\n")) {
         Ok(p) if !p.is_empty() => p,
         Ok(_) => {
             boot.events.emit(Event::Fallback {
@@ -106,7 +110,7 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
             return;
         }
         Err((line, why)) => {
-            tracing::warn!("{}:{line}: {why}", super::discover::BOOTSTRAP_PATH);
+            tracing::warn!("bootstrap entry {line}: {why}");
             boot.events.emit(Event::Fallback {
                 step: "announce dht".into(),
                 reason: "bad_bootstrap_list".into(),
@@ -172,10 +176,4 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
             }
         }),
     ));
-}
-
-/// The address stage 1 configured (see `network::NET_FILE`).
-fn own_address() -> Option<Ipv4Addr> {
-    let note: serde_json::Value = serde_json::from_slice(&std::fs::read(NET_FILE).ok()?).ok()?;
-    note["addr"].as_str()?.parse().ok()
 }

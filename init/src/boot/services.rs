@@ -55,11 +55,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
                 }
             })
         });
-    // A DHCP lease from stage 1 (this process or the one before the switch) is kept alive.
-    if let Some(held) = std::fs::read(super::network::LEASE_FILE)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<super::network::Held>(&b).ok())
-    {
+    // The DHCP lease of this boot (from stage 1, carried into stage 2) is kept alive.
+    if let Some(held) = boot.net.as_ref().and_then(|n| n.lease.clone()) {
         let events = boot.events.clone();
         boot.supervisor
             .spawn("dhcp", RestartPolicy::Forever, move || {

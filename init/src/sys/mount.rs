@@ -79,3 +79,15 @@ pub fn mount(m: &Mount) -> Result<Mounted, MountError> {
         }),
     }
 }
+
+/// `mkdir -p target`, `mount(source, target, NULL, MS_BIND, NULL)`, then
+/// `mount(NULL, target, NULL, MS_REMOUNT|MS_BIND|MS_RDONLY, NULL)`: `source` seen at
+/// `target`, read-only there.
+#[doc(alias = "MS_BIND")]
+pub fn bind_readonly(source: &str, target: &str) -> Result<(), String> {
+    std::fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+    rustix::mount::mount_bind(source, target)
+        .map_err(|e| format!("mount --bind {source} {target}: {e}"))?;
+    rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+        .map_err(|e| format!("mount -o remount,bind,ro {target}: {e}"))
+}

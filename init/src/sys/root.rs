@@ -21,12 +21,13 @@ pub fn move_pseudo(new_root: &str) -> Result<(), String> {
 }
 
 /// Delete the initramfs's files (it is RAM), staying on its device: mount points of other
-/// filesystems (the new root among them) are left alone.
-pub fn free_initramfs() -> u64 {
+/// filesystems (the new root among them) are left alone, and so are the `keep` paths
+/// (still in use through a bind mount).
+pub fn free_initramfs(keep: &[&str]) -> u64 {
     let Ok(root_dev) = std::fs::symlink_metadata("/").map(|m| m.dev()) else {
         return 0;
     };
-    fn walk(dir: &Path, dev: u64, freed: &mut u64) {
+    fn walk(dir: &Path, dev: u64, keep: &[&str], freed: &mut u64) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -35,11 +36,11 @@ pub fn free_initramfs() -> u64 {
             let Ok(md) = std::fs::symlink_metadata(&p) else {
                 continue;
             };
-            if md.dev() != dev {
+            if md.dev() != dev || keep.iter().any(|k| p == Path::new(k)) {
                 continue;
             }
             if md.is_dir() {
-                walk(&p, dev, freed);
+                walk(&p, dev, keep, freed);
                 let _ = std::fs::remove_dir(&p);
             } else {
                 *freed += md.len();
@@ -48,7 +49,7 @@ pub fn free_initramfs() -> u64 {
         }
     }
     let mut freed = 0;
-    walk(Path::new("/"), root_dev, &mut freed);
+    walk(Path::new("/"), root_dev, keep, &mut freed);
     freed
 }
 
