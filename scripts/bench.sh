@@ -30,3 +30,5 @@ echo "bench: hybrid image"
 echo "bench: jobs (WASM executor, in-process)"
 cargo build -q --release --locked --manifest-path "$top/jobs/Cargo.toml" --target-dir "$top/target/jobs" --bin sieve
 "$top/out/phase-node" job bench "$top/out/jobs" "$top/target/jobs/release/sieve"
+echo "bench: job protocol (/phase/job/1 over loopback: warm latency, fresh connection, sieve jobs/s)"
+"$top/out/phase-node" node bench --jobs-dir "$top/out/jobs"

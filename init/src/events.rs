@@ -208,7 +208,7 @@ pub enum Event {
     },
     /// The node's libp2p host listens and has joined (or tried to join) the network.
     // Emitted by the job node (feature `executor`; the initramfs's build has no node).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
     #[serde(rename = "node.ready")]
     NodeReady {
         peer_id: String,
@@ -217,9 +217,13 @@ pub enum Event {
         /// Peers in the routing table once bootstrap finished (0 without bootstrap peers).
         peers: usize,
     },
+    /// A job request was admitted and its job starts on the executor.
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    #[serde(rename = "job.start")]
+    JobStart { job_id: String, requester: String },
     /// A job request was answered: run (`outcome` is the receipt's outcome kind) or refused
     /// (`outcome` is `refused`, `reason` says why).
-    #[allow(dead_code)]
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
     #[serde(rename = "job.done")]
     JobDone {
         job_id: String,
@@ -279,6 +283,7 @@ impl Event {
             Event::ProviderFailover { .. } => "provider.failover",
             Event::FetchRetry { .. } => "fetch.retry",
             Event::NodeReady { .. } => "node.ready",
+            Event::JobStart { .. } => "job.start",
             Event::JobDone { .. } => "job.done",
             Event::Shutdown { .. } => "shutdown",
             Event::StepDone { .. } => "step.done",
@@ -544,6 +549,10 @@ mod tests {
                 peer_id: "12D3Koo".into(),
                 listen: vec![],
                 peers: 0,
+            },
+            Event::JobStart {
+                job_id: "j".into(),
+                requester: "ab".into(),
             },
             Event::JobDone {
                 job_id: "j".into(),

@@ -21,9 +21,13 @@
 //! - `mdns-sd`: DNS-SD over mDNS for LAN discovery and announcements (pure Rust, its own
 //!   small thread, no D-Bus/avahi needed); interoperates with avahi and Bonjour, which a
 //!   hand-written querier would have to prove case by case (probing, known answers, goodbyes).
-//! - `libp2p` (tcp, noise, yamux, kad, identify; no DNS, QUIC, TLS or relay) + `ed25519-dalek`:
-//!   provider discovery in `internet` mode needs a DHT that interoperates and survives
-//!   hostile peers; Kademlia + Noise is the standard, and the same node later carries jobs.
+//! - `libp2p` (tcp, noise, yamux, kad, identify, ping, request-response + cbor; no DNS, QUIC,
+//!   TLS or relay) + `ed25519-dalek`: provider discovery in `internet` mode needs a DHT that
+//!   interoperates and survives hostile peers; Kademlia + Noise is the standard, and the same
+//!   host carries the job protocol (src/p2p/; request-response is libp2p's own, with size
+//!   caps, and costs the initramfs's build little since it only composes it).
+//!   `serde_bytes` makes the job protocol's byte fields CBOR byte strings (a module as an
+//!   array of integers would double on the wire).
 //!   Its node key is an ed25519 key that also signs the provider records (ed25519-dalek, as
 //!   in `phase-release`). The largest dependency of the init: +2.0 MiB static (musl, release).
 //! - Feature `executor` (default; the rootfs's `/usr/lib/phase/phase` has it, the initramfs's
@@ -51,6 +55,7 @@ mod log;
 mod net;
 #[cfg(feature = "executor")]
 mod node;
+mod p2p;
 mod paths;
 mod provider;
 mod selftest;

@@ -82,6 +82,12 @@ pub const COMMANDS: &[Command] = &[
         run: job,
     },
     Command {
+        name: "node",
+        synopsis: "[--listen MULTIADDR]... [--bootstrap MULTIADDR]... [OPTIONS] | bench",
+        about: "run a job node on this host (libp2p host + executor); node.ready, job.done",
+        run: node,
+    },
+    Command {
         name: "receipt",
         synopsis: "verify RECEIPT --module MODULE.wasm [OPTIONS]",
         about: "verify a job receipt (signature, module, input, output; --reexec)",
@@ -255,6 +261,18 @@ fn job(args: Args) -> i32 {
     #[cfg(not(feature = "executor"))]
     {
         without_executor("job", args)
+    }
+}
+
+/// `phase node` (src/p2p/node_cli.rs), when the executor is built in.
+fn node(args: Args) -> i32 {
+    #[cfg(feature = "executor")]
+    {
+        crate::p2p::node_cli::node(args)
+    }
+    #[cfg(not(feature = "executor"))]
+    {
+        without_executor("node", args)
     }
 }
 

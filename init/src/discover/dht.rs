@@ -8,8 +8,11 @@
 //! coexist under one key. A client trusts nothing it gets back: [`Dht::lookup`] verifies every
 //! value with [`record::verify`] and reports what it rejected and why.
 //!
-//! The swarm runs as one tokio task (fine on the current-thread runtime of PID 1); [`Dht`] is
-//! a handle that talks to it over a channel. Every wait is bounded: a query by
+//! The swarm is the node's one libp2p host (`crate::p2p`: Kademlia, identify, ping and the job
+//! protocol in one composed behaviour); it runs as one tokio task (fine on the
+//! current-thread runtime of PID 1), and [`Dht`] is a handle that talks to it over a channel.
+//! Job requests that arrive go to the configured [`JobHandler`], each answered from its own
+//! task; [`Dht::submit`] sends one. Every wait is bounded: a query by
 //! `query_timeout` (Kademlia's own query timeout, plus a short grace on the handle side),
 //! listening by [`LISTEN_TIMEOUT`]. Dropping the handle, or [`Dht::shutdown`], stops the
 //! task and closes every connection.
@@ -19,12 +22,15 @@
 //! node's provider records, so `record.node` is the node's libp2p public key.
 
 use super::record::{self, ProviderRecord, Rejected, SignedRecord};
+use crate::p2p::wire::{JobRequest, JobResponse};
+use crate::p2p::{Behaviour, BehaviourEvent, JobHandler, SubmitError};
 use libp2p::futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, store::RecordStore};
+use libp2p::kad::{self, store::MemoryStore, store::RecordStore};
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,15 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The Kademlia protocol: a network of its own, apart from the IPFS DHT.
 pub const PROTOCOL: &str = "/phase-boot/kad/1.0.0";
-/// The identify protocol version peers announce.
-pub const IDENTIFY_VERSION: &str = "/phase-boot/1.0.0";
 /// How long [`start`] waits for every listener to report an address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`start`] collects interface addresses when told to listen on 0.0.0.0 or `::`.
 pub const INTERFACES_SETTLE: Duration = Duration::from_millis(200);
-/// How long a connection with nothing in flight stays open (libp2p's default is 10 s,
-/// which makes every query after a pause redial its peers).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest Kademlia message: a full record set ([`record::MAX_VALUE_BYTES`]) plus framing.
 /// libp2p's default (16 KiB) would silently drop large sets.
 pub const MAX_PACKET: usize = record::MAX_VALUE_BYTES + 16 * 1024;
@@ -70,6 +71,8 @@ pub struct DhtConfig {
     /// Filter inbound puts through [`record::merge`] (every honest node). `false` stores
     /// whatever arrives, unchecked: only tests use it, to play a malicious node.
     pub filter_inbound: bool,
+    /// Who answers job requests; none: this node only sends them.
+    pub jobs: Option<Arc<dyn JobHandler>>,
 }
 
 impl DhtConfig {
@@ -81,6 +84,7 @@ impl DhtConfig {
             query_timeout: Duration::from_secs(10),
             refresh: Duration::from_secs(10 * 60),
             filter_inbound: true,
+            jobs: None,
         }
     }
 }
@@ -143,12 +147,6 @@ impl DhtError {
     }
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    kad: kad::Behaviour<MemoryStore>,
-    identify: identify::Behaviour,
-}
-
 enum Command {
     Bootstrap(oneshot::Sender<Result<usize, DhtError>>),
     Announce(SignedRecord, oneshot::Sender<Result<(), DhtError>>),
@@ -162,6 +160,13 @@ enum Command {
         arch: String,
         now: u64,
         reply: oneshot::Sender<Lookup>,
+    },
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    Submit {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: Box<JobRequest>,
+        reply: oneshot::Sender<Result<JobResponse, SubmitError>>,
     },
     Shutdown,
 }
@@ -183,53 +188,20 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         .iter()
         .map(|a| split_peer(a).ok_or_else(|| DhtError::BootstrapAddr(a.clone())))
         .collect::<Result<Vec<_>, _>>()?;
-    let protocol = StreamProtocol::new(PROTOCOL);
-    let server = !cfg.listen.is_empty();
-    let filter = cfg.filter_inbound;
-    let query_timeout = cfg.query_timeout;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.key.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| DhtError::Transport(e.to_string()))?
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            let mut kc = kad::Config::new(protocol.clone());
-            kc.set_query_timeout(query_timeout)
-                .set_max_packet_size(MAX_PACKET)
-                .set_record_filtering(if filter {
-                    kad::StoreInserts::FilterBoth
-                } else {
-                    kad::StoreInserts::Unfiltered
-                });
-            let store = MemoryStore::with_config(
-                id,
-                MemoryStoreConfig {
-                    max_value_bytes: record::MAX_VALUE_BYTES + 1,
-                    // Keys (channel/arch sets) held at once: a peer putting records under
-                    // many invented channels fills this, not the node's memory.
-                    max_records: MAX_KEYS,
-                    ..Default::default()
-                },
-            );
-            let mut kad = kad::Behaviour::with_config(id, store, kc);
-            kad.set_mode(Some(if server {
-                kad::Mode::Server
-            } else {
-                kad::Mode::Client
-            }));
-            let identify = identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_VERSION.into(), key.public())
-                    .with_agent_version(format!("phase/{}", env!("CARGO_PKG_VERSION"))),
-            );
-            Behaviour { kad, identify }
-        })
-        .map_err(|e| DhtError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-        .build();
+    let mut swarm = crate::p2p::build_swarm(
+        &cfg.key,
+        &crate::p2p::SwarmOptions {
+            kad_protocol: StreamProtocol::new(PROTOCOL),
+            server: !cfg.listen.is_empty(),
+            filter_inbound: cfg.filter_inbound,
+            query_timeout: cfg.query_timeout,
+            max_packet: MAX_PACKET,
+            max_value_bytes: record::MAX_VALUE_BYTES + 1,
+            max_records: MAX_KEYS,
+            serve_jobs: cfg.jobs.is_some(),
+        },
+    )
+    .map_err(DhtError::Transport)?;
 
     let mut waiting = HashSet::new();
     for addr in &cfg.listen {
@@ -243,10 +215,14 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
     }
     let peer_id = *swarm.local_peer_id();
     let listen = Arc::new(Mutex::new(Vec::new()));
+    let (answered_tx, answered_rx) = mpsc::unbounded_channel();
     let mut node = Node {
         swarm,
         protocol: StreamProtocol::new(PROTOCOL),
         pending: HashMap::new(),
+        jobs: cfg.jobs.clone(),
+        answered: answered_tx,
+        submits: HashMap::new(),
         announcing: BTreeMap::new(),
         signing,
         filter_inbound: cfg.filter_inbound,
@@ -289,7 +265,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         }
     }
     let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(node.run(rx, cfg.refresh));
+    let task = tokio::spawn(node.run(rx, answered_rx, cfg.refresh));
     Ok(Dht {
         cmd: tx,
         peer_id,
@@ -368,6 +344,34 @@ impl Dht {
             .flatten()
     }
 
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    /// Send one job request to `peer` (dialled at `addrs` if not connected; an open
+    /// connection is reused) and wait for its answer, at most `timeout`.
+    pub async fn submit(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: JobRequest,
+        timeout: Duration,
+    ) -> Result<JobResponse, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.cmd
+                .send(Command::Submit {
+                    peer,
+                    addrs,
+                    request: Box::new(request),
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| SubmitError::Stopped)?;
+            rx.await.map_err(|_| SubmitError::Stopped)?
+        };
+        tokio::time::timeout(timeout, asked)
+            .await
+            .map_err(|_| SubmitError::Timeout(timeout))?
+    }
+
     /// Every provider of `channel`/`arch` the DHT knows, verified at `now` (unix seconds).
     pub async fn lookup(&self, channel: &str, arch: &str, now: u64) -> Result<Lookup, DhtError> {
         self.ask("lookup", |reply| Command::Lookup {
@@ -413,10 +417,23 @@ struct Node {
     filter_inbound: bool,
     bootstrap: Vec<(PeerId, Multiaddr)>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
+    /// Answers inbound job requests (none: inbound jobs are not accepted).
+    jobs: Option<Arc<dyn JobHandler>>,
+    /// Where a job's task sends its answer back to the swarm.
+    answered: mpsc::UnboundedSender<(ResponseChannel<JobResponse>, JobResponse)>,
+    /// Job requests this node sent, waiting for their answers.
+    submits: HashMap<OutboundRequestId, oneshot::Sender<Result<JobResponse, SubmitError>>>,
 }
 
+type Answered = (ResponseChannel<JobResponse>, JobResponse);
+
 impl Node {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, refresh: Duration) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut answered: mpsc::UnboundedReceiver<Answered>,
+        refresh: Duration,
+    ) {
         let now = tokio::time::Instant::now();
         let mut republish = tokio::time::interval_at(now + refresh, refresh);
         republish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -429,6 +446,11 @@ impl Node {
                     Some(c) => self.command(c),
                 },
                 ev = self.swarm.select_next_some() => self.event(ev),
+                Some((channel, response)) = answered.recv() => {
+                    if self.swarm.behaviour_mut().job.send_response(channel, response).is_err() {
+                        tracing::debug!("job: the requester left before the answer");
+                    }
+                }
                 _ = republish.tick() => self.republish(),
                 _ = prune.tick() => self.prune(),
             }
@@ -481,6 +503,19 @@ impl Node {
                 let key = record::record_key(channel, arch);
                 self.announcing.insert(key, signed.clone());
                 self.publish(&signed, Some(reply));
+            }
+            Command::Submit {
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .job
+                    .send_request_with_addresses(&peer, *request, addrs);
+                self.submits.insert(id, reply);
             }
             Command::StopAnnouncing(reply) => {
                 self.announcing.clear();
@@ -640,7 +675,58 @@ impl Node {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.kad_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Job(ev)) => self.job_event(ev),
             _ => {}
+        }
+    }
+
+    fn job_event(&mut self, ev: request_response::Event<JobRequest, JobResponse>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => match &self.jobs {
+                Some(h) => {
+                    let answer = h.handle(peer, request);
+                    let tx = self.answered.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send((channel, answer.await));
+                    });
+                }
+                // Inbound support is off without a handler; nothing to answer with.
+                None => drop(channel),
+            },
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.submits.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.submits.remove(&request_id) {
+                    let _ = reply.send(Err(SubmitError::from_outbound(&error, &peer)));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!("job: inbound from {peer} failed: {error}");
+            }
+            Event::ResponseSent { .. } => {}
         }
     }
 

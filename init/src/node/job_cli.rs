@@ -14,8 +14,8 @@ use std::sync::Arc;
 const JOB_SUBS: &[Sub] = &[
     Sub {
         name: "run",
-        synopsis: "--local MODULE.wasm [OPTIONS] [-- ARGS...]",
-        about: "run a job in this process; print its output; sign a receipt",
+        synopsis: "--local|--node MULTIADDR... MODULE.wasm [OPTIONS] [-- ARGS...]",
+        about: "run a job here (--local) or on nodes (--node); print its output; receipt",
         run: run_job,
     },
     Sub {
@@ -239,14 +239,18 @@ pub fn receipt(args: Args) -> i32 {
     )
 }
 
-/// `phase job run`
+/// `phase job run`: `--node` sends the job over the network (src/p2p/node_cli.rs).
 fn run_job(args: Args) -> i32 {
-    parsed("job run", JOB_USAGE, parse(args), |o| {
+    if args.iter().any(|a| a == "--node") {
+        return crate::p2p::node_cli::run_job(args);
+    }
+    let usage = format!("{JOB_USAGE}\n\n{}", crate::p2p::node_cli::RUN_USAGE);
+    parsed("job run", &usage, parse(args), |o| {
         if !(o.local && o.positional.len() == 1) {
             return usage_error(
                 "job run",
-                JOB_USAGE,
-                "only --local with one MODULE is supported",
+                &usage,
+                "--local or --node, and one MODULE, are required",
             );
         }
         match run_local(&o) {

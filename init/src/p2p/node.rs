@@ -1,0 +1,103 @@
+//! Starting the job node: node key, admission policy, executor, job server and the libp2p
+//! host, joined through the bootstrap peers, then `node.ready`. One function for `phase node`
+//! on a host and for stage 2 of a booted node, so both are the same node.
+
+use super::admission::{self, ConfigError};
+use super::identity::Identity;
+use super::serve::JobServer;
+use crate::discover::dht::{self, Dht, DhtConfig, DhtError};
+use crate::events::{Event, EventLog};
+use crate::node::executor::{Executor, ExecutorConfig};
+use libp2p::multiaddr::Protocol;
+use libp2p::Multiaddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a node is made of.
+#[derive(Debug, Clone)]
+pub struct NodeSetup {
+    pub identity: Identity,
+    /// Holds `node.json` (the policy override) and, with `disk_cache`, the compile cache.
+    pub state_dir: PathBuf,
+    /// An explicit policy file (else the state directory's, else the rootfs's).
+    pub config: Option<PathBuf>,
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join the DHT through (each ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    pub workers: Option<usize>,
+    pub queue: Option<usize>,
+    /// Keep compiled modules in `state_dir/cache` (not in private mode).
+    pub disk_cache: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node key: {0}")]
+    Key(DhtError),
+    #[error("admission policy: {0}")]
+    Config(#[from] ConfigError),
+    #[error("executor: {0}")]
+    Executor(String),
+    #[error("the node key is not ed25519")]
+    KeyType,
+    #[error("libp2p host: {0}")]
+    Host(DhtError),
+}
+
+impl NodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NodeError::Key(_) => "node_key",
+            NodeError::Config(e) => e.reason(),
+            NodeError::Executor(_) => "executor",
+            NodeError::KeyType => "key_type",
+            NodeError::Host(e) => e.reason(),
+        }
+    }
+}
+
+/// Start the node and report `node.ready` (peer id, listen addresses with the peer id, the
+/// routing table's size after bootstrap; a failed bootstrap is logged and leaves 0: peers
+/// may come later). The node runs until the returned host is shut down.
+pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeError> {
+    let key = setup.identity.load().map_err(NodeError::Key)?;
+    let policy = admission::load(setup.config.as_deref(), Some(&setup.state_dir))?;
+    let mut ec = ExecutorConfig {
+        cache_dir: setup.disk_cache.then(|| setup.state_dir.join("cache")),
+        ..ExecutorConfig::default()
+    };
+    if let Some(w) = setup.workers {
+        ec.workers = w.max(1);
+    }
+    if let Some(q) = setup.queue {
+        ec.queue = q;
+    }
+    let executor =
+        Executor::new(ec).map_err(|e| NodeError::Executor(format!("{} ({e})", e.reason())))?;
+    let server = JobServer::new(Arc::new(executor), &key, policy, Some(events.clone()))
+        .ok_or(NodeError::KeyType)?;
+    let mut cfg = DhtConfig::new(key);
+    cfg.listen = setup.listen;
+    cfg.bootstrap = setup.bootstrap.clone();
+    cfg.jobs = Some(Arc::new(server));
+    let host = dht::start(cfg).await.map_err(NodeError::Host)?;
+    let peers = if setup.bootstrap.is_empty() {
+        0
+    } else {
+        host.bootstrap().await.unwrap_or_else(|e| {
+            tracing::warn!("node: bootstrap failed ({}): {e}", e.reason());
+            0
+        })
+    };
+    let peer_id = host.peer_id();
+    events.emit(Event::NodeReady {
+        peer_id: peer_id.to_string(),
+        listen: host
+            .listen_addrs()
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string())
+            .collect(),
+        peers,
+    });
+    Ok(host)
+}
