@@ -2,7 +2,9 @@
 //!
 //! Event names are spelled only here. [`Event::line`] is pure; [`EventLog`] is the one writer
 //! (console, then `/dev/kmsg`) and also notices when the `phase.poweroff=` event has been
-//! written, so the boot runner can power off right after it.
+//! written, so the boot runner can power off right after it. It also keeps the timeline
+//! (the first [`TIMELINE_MAX`] events) and counts `job.done` by outcome for the status
+//! endpoint.
 
 use serde::Serialize;
 use std::io::Write;
@@ -174,6 +176,12 @@ pub enum Event {
     },
     #[serde(rename = "task.done")]
     TaskDone { task: String, runs: u32 },
+    /// A supervised task's next run started after a failure (or a success, for `Forever`).
+    #[serde(rename = "task.restarted")]
+    TaskRestarted { task: String, restarts: u32 },
+    /// At shutdown, in reverse start order: the task was stopped (`ms` it took).
+    #[serde(rename = "task.stopped")]
+    TaskStopped { task: String, ms: u64 },
     #[serde(rename = "panic")]
     Panic { thread: String, message: String },
     #[serde(rename = "selftest.child")]
@@ -276,6 +284,8 @@ impl Event {
             Event::InitReady { .. } => "init.ready",
             Event::TaskFailed { .. } => "task.failed",
             Event::TaskDone { .. } => "task.done",
+            Event::TaskRestarted { .. } => "task.restarted",
+            Event::TaskStopped { .. } => "task.stopped",
             Event::Panic { .. } => "panic",
             Event::SelftestChild { .. } => "selftest.child",
             Event::SelftestOrphans { .. } => "selftest.orphans",
@@ -320,6 +330,9 @@ pub enum ShutdownRequest {
     CtrlAltDel,
 }
 
+/// Events kept for the status endpoint's timeline; later ones are only counted.
+pub const TIMELINE_MAX: usize = 512;
+
 /// The one writer of events.
 pub struct EventLog {
     inner: Mutex<Inner>,
@@ -330,6 +343,20 @@ struct Inner {
     poweroff_after: Option<String>,
     emitted: Vec<&'static str>,
     shutdown: Option<UnboundedSender<ShutdownRequest>>,
+    timeline: Vec<serde_json::Value>,
+    omitted: u64,
+    jobs: std::collections::BTreeMap<String, u64>,
+}
+
+/// What the status endpoint reads back from the log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recorded {
+    /// The first [`TIMELINE_MAX`] events, each `{"event":..,"t_ms":..,fields}`.
+    pub timeline: Vec<serde_json::Value>,
+    /// Events after those.
+    pub omitted: u64,
+    /// `job.done` events by `outcome`.
+    pub jobs: std::collections::BTreeMap<String, u64>,
 }
 
 impl EventLog {
@@ -340,6 +367,9 @@ impl EventLog {
                 poweroff_after: None,
                 emitted: Vec::new(),
                 shutdown: None,
+                timeline: Vec::new(),
+                omitted: 0,
+                jobs: Default::default(),
             }),
         }
     }
@@ -386,10 +416,38 @@ impl EventLog {
             let _ = k.write_all(format!("<15>{line}\n").as_bytes());
         }
         g.emitted.push(event.name());
+        let mut value = serde_json::to_value(&event).unwrap_or_default();
+        if event.name() == "job.done" {
+            let outcome = value["outcome"].as_str().unwrap_or("unknown").to_string();
+            *g.jobs.entry(outcome).or_default() += 1;
+        }
+        if g.timeline.len() < TIMELINE_MAX {
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("t_ms".into(), t_ms.into());
+            }
+            g.timeline.push(value);
+        } else {
+            g.omitted += 1;
+        }
         if g.poweroff_after.as_deref() == Some(event.name()) {
             if let Some(tx) = &g.shutdown {
                 let _ = tx.send(ShutdownRequest::PoweroffAfterEvent);
             }
+        }
+    }
+}
+
+impl EventLog {
+    /// The timeline and job counts so far.
+    pub fn recorded(&self) -> Recorded {
+        let g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        Recorded {
+            timeline: g.timeline.clone(),
+            omitted: g.omitted,
+            jobs: g.jobs.clone(),
         }
     }
 }
@@ -460,6 +518,14 @@ mod tests {
             Event::TaskDone {
                 task: "t".into(),
                 runs: 1,
+            },
+            Event::TaskRestarted {
+                task: "t".into(),
+                restarts: 1,
+            },
+            Event::TaskStopped {
+                task: "t".into(),
+                ms: 1,
             },
             Event::Panic {
                 thread: "main".into(),

@@ -59,6 +59,7 @@ mod p2p;
 mod paths;
 mod provider;
 mod selftest;
+mod status;
 mod supervise;
 mod sys;
 mod uevent;

@@ -5,7 +5,9 @@
 //! - a child that leaves orphans behind: PID 1 reaps them, no zombie stays;
 //! - a supervised task that panics: it is restarted and its second run succeeds;
 //! - `panic-boot`: the boot sequence itself panics: the init logs it and reboots deliberately;
-//! - `sigterm`: once the init serves, a child sends it SIGTERM: it powers off in order.
+//! - `sigterm`: once the init serves, a child sends it SIGTERM: it powers off in order;
+//! - `kill-TASK`: the supervised task TASK's current run is aborted (`task.failed`
+//!   `killed`); the supervisor must restart it (`task.restarted`).
 //!
 //! The children are this same binary run as `phase selftest …` (see `cli`).
 
@@ -27,6 +29,11 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         match drill {
             Selftest::Faults => faults(boot).await?,
             Selftest::PanicBoot => panic!("selftest: deliberate panic in the boot sequence"),
+            Selftest::Kill(name) => {
+                if !boot.supervisor.health().kill(name) {
+                    return Err(fail(format!("kill-{name}: no task {name} is running")));
+                }
+            }
             // Sent by a child after a delay, so it lands while the init serves.
             Selftest::Sigterm => {
                 let mut cmd = Command::new("/proc/self/exe");

@@ -331,6 +331,10 @@ pub struct Vm {
     stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// QEMU's built-in TFTP root and boot file, for [`Vm::net_boot`].
     tftp: Option<(PathBuf, String)>,
+    /// `hostfwd` of user networking: (port on 127.0.0.1, guest port).
+    hostfwd: Vec<(u16, u16)>,
+    /// Human-monitor commands the test sends whenever it wants (see [`Vm::monitor_from`]).
+    monitor_rx: Option<std::sync::Arc<std::sync::Mutex<mpsc::Receiver<String>>>>,
 }
 
 impl Vm {
@@ -358,6 +362,8 @@ impl Vm {
             live: None,
             stop: None,
             tftp: None,
+            hostfwd: Vec::new(),
+            monitor_rx: None,
         }
     }
 
@@ -444,6 +450,20 @@ impl Vm {
         self
     }
 
+    /// With [`Vm::user_net_to`]: forward `127.0.0.1:host` on this machine to the guest's
+    /// TCP port `guest` (a `hostfwd`; loopback only).
+    pub fn hostfwd(mut self, host: u16, guest: u16) -> Vm {
+        self.hostfwd.push((host, guest));
+        self
+    }
+
+    /// Send each command received on `rx` to the QEMU monitor as it arrives (e.g.
+    /// `sendkey ctrl-alt-delete` once the test has done its part).
+    pub fn monitor_from(mut self, rx: mpsc::Receiver<String>) -> Vm {
+        self.monitor_rx = Some(std::sync::Arc::new(std::sync::Mutex::new(rx)));
+        self
+    }
+
     /// A virtio NIC on tap device `tap` of a test LAN (QEMU runs in the LAN's hub
     /// namespace): the guest is one more machine on the test bridge.
     pub fn on_lan(mut self, lan: &lan::Lan, tap: &str) -> Vm {
@@ -512,7 +532,13 @@ impl Vm {
             "1",
         ]);
         c.args(["-display", "none", "-no-reboot"]);
-        c.args(&self.net);
+        let mut net = self.net.clone();
+        if let Some(user) = net.iter_mut().find(|a| a.starts_with("user,")) {
+            for (host, guest) in &self.hostfwd {
+                user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            }
+        }
+        c.args(&net);
         c.args(["-device", "virtio-rng-pci"]);
         match self.firmware {
             Firmware::Bios => {}
@@ -570,7 +596,7 @@ impl Vm {
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         cmd.args(["-serial", "stdio", "-monitor"]);
-        if self.on_event.is_empty() {
+        if self.on_event.is_empty() && self.monitor_rx.is_none() {
             cmd.arg("none");
         } else {
             cmd.arg(format!("unix:{},server=on,wait=off", monitor.display()));
@@ -609,6 +635,11 @@ impl Vm {
                 stopped = true;
                 let _ = child.kill();
                 break;
+            }
+            if let Some(commands) = &self.monitor_rx {
+                while let Some(command) = commands.lock().ok().and_then(|r| r.try_recv().ok()) {
+                    send_monitor(&monitor, &command);
+                }
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {

@@ -17,6 +17,7 @@ mod modules;
 pub mod network;
 mod serve;
 mod services;
+mod status;
 mod trust;
 
 use crate::config::Config;
@@ -61,6 +62,8 @@ pub enum Step {
     Services,
     /// Stage 2: serve this node's release and announce it (not in private mode).
     Serve,
+    /// Stage 2: the status endpoint (`phase.status=`), supervised task `status`.
+    Status,
     /// Fault drills asked for with `phase.selftest=`.
     Selftest,
     /// Emits `init.ready`.
@@ -82,6 +85,7 @@ impl Step {
             Step::Stage2Start => "stage2",
             Step::Services => "services",
             Step::Serve => "serve",
+            Step::Status => "status",
             Step::Selftest => "selftest",
             Step::Ready => "ready",
         }
@@ -111,6 +115,7 @@ pub const STAGE2: &[Step] = &[
     Step::Cmdline,
     Step::Services,
     Step::Serve,
+    Step::Status,
     Step::Selftest,
     Step::Ready,
 ];
@@ -155,6 +160,8 @@ pub struct Boot {
     pub withdraw: Vec<(String, Withdraw)>,
     /// Modules still loading in the background (see `modules::settle`).
     pub modules: modules::Pending,
+    /// The node's libp2p peers, as the status endpoint shows them.
+    pub peers: crate::status::server::Peers,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
     shutdown_rx: UnboundedReceiver<ShutdownRequest>,
 }
@@ -174,6 +181,7 @@ impl Boot {
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
             Step::Serve => serve::run(self),
+            Step::Status => status::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
                 modules::settle_all(self);
@@ -206,6 +214,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage)
         stage,
         withdraw: Vec::new(),
         modules: modules::Pending::default(),
+        peers: Default::default(),
         shutdown_tx,
         shutdown_rx,
     };
@@ -338,7 +347,7 @@ mod tests {
         );
         assert_eq!(
             STAGE2.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["stage2", "cmdline", "services", "serve", "selftest", "ready"]
+            ["stage2", "cmdline", "services", "serve", "status", "selftest", "ready"]
         );
     }
 }

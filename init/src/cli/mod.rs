@@ -94,6 +94,12 @@ pub const COMMANDS: &[Command] = &[
         run: receipt,
     },
     Command {
+        name: "status",
+        synopsis: "[ADDR] [--json | --metrics]",
+        about: "read a node's status endpoint: tasks, restarts, jobs, peers, boot timeline",
+        run: crate::status::cli::run,
+    },
+    Command {
         name: "version",
         synopsis: "",
         about: "print the version",

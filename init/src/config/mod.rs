@@ -68,7 +68,12 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "phase.selftest",
         default: "(none)",
-        doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm",
+        doc: "comma list of fault drills run at boot: faults (crashing child, orphans, panicking task), panic-boot, sigterm, kill-node / kill-status / kill-provider (abort that supervised task's run; it must restart)",
+    },
+    KeyDoc {
+        name: "phase.status",
+        default: "auto",
+        doc: "the status endpoint (HTTP port 8090: /status JSON, /metrics Prometheus text; `phase status ADDR`): auto = on the node's address in internet and local modes (loopback without a network), none in private mode; on = also in private mode; off = none",
     },
     KeyDoc {
         name: "phase.fetch.attempts",
@@ -170,6 +175,28 @@ impl KexecPolicy {
     }
 }
 
+/// Whether the status endpoint listens (`phase.status=`); where is `status::bind`'s call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusSetting {
+    /// In internet and local modes, not in private mode.
+    #[default]
+    Auto,
+    /// In every mode.
+    On,
+    Off,
+}
+
+impl StatusSetting {
+    pub fn parse(s: &str) -> Option<StatusSetting> {
+        match s {
+            "auto" => Some(StatusSetting::Auto),
+            "on" => Some(StatusSetting::On),
+            "off" => Some(StatusSetting::Off),
+            _ => None,
+        }
+    }
+}
+
 /// A fault drill the init runs at boot when asked (`phase.selftest=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selftest {
@@ -179,7 +206,13 @@ pub enum Selftest {
     PanicBoot,
     /// After `init.ready`, a child sends SIGTERM to PID 1 (which must power off in order).
     Sigterm,
+    /// Abort the current run of the supervised task of this name (`kill-node`,
+    /// `kill-status`): the supervisor must restart it.
+    Kill(&'static str),
 }
+
+/// Tasks a `kill-TASK` drill may name.
+pub const KILLABLE_TASKS: &[&str] = &["node", "status", "provider"];
 
 /// The parsed command line. Fields hold typed values with the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +230,7 @@ pub struct Config {
     /// Whole fetches a diskless boot tries; 0 = no limit.
     pub fetch_attempts: u32,
     pub kexec: KexecPolicy,
+    pub status: StatusSetting,
     /// Standard keys the init reads but does not own.
     pub consoles: Vec<String>,
     pub ip: Option<String>,
@@ -217,6 +251,7 @@ impl Default for Config {
             selftest: Vec::new(),
             fetch_attempts: 4,
             kexec: KexecPolicy::default(),
+            status: StatusSetting::default(),
             consoles: Vec::new(),
             ip: None,
             quiet: false,
@@ -347,6 +382,10 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
                 Some(p) => cfg.kexec = p,
                 None => warnings.push(warn(WarningReason::InvalidValue(v))),
             },
+            ("phase.status", Some(v)) => match StatusSetting::parse(&v) {
+                Some(p) => cfg.status = p,
+                None => warnings.push(warn(WarningReason::InvalidValue(v))),
+            },
             ("phase.poweroff", Some(v)) => {
                 if valid_event_name(&v) {
                     cfg.poweroff = Some(v);
@@ -360,7 +399,17 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
             },
             ("phase.selftest", Some(v)) => {
                 for item in v.split(',').filter(|s| !s.is_empty()) {
+                    let kill = item
+                        .strip_prefix("kill-")
+                        .and_then(|t| KILLABLE_TASKS.iter().find(|k| **k == t));
                     match item {
+                        _ if kill.is_some() => {
+                            if let Some(t) = kill {
+                                if !cfg.selftest.contains(&Selftest::Kill(t)) {
+                                    cfg.selftest.push(Selftest::Kill(t))
+                                }
+                            }
+                        }
                         "faults" | "panic-boot" | "sigterm" => {
                             let drill = match item {
                                 "faults" => Selftest::Faults,

@@ -49,8 +49,8 @@ fn every_key_parses() {
     let (cfg, warnings) = parse(
         b"phase.mode=private phase.channel=beta-2 phase.provider=http://10.0.2.2:8080/ \
           phase.provider=https://x.example/r phase.stage=2 phase.poweroff=init.ready \
-          phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm ip=dhcp \
-          phase.fetch.attempts=0 phase.kexec=never",
+          phase.debug phase.shell=on phase.diskless phase.selftest=faults,sigterm,kill-node ip=dhcp \
+          phase.fetch.attempts=0 phase.kexec=never phase.status=on",
     );
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(cfg.fetch_attempts, 0);
@@ -67,9 +67,23 @@ fn every_key_parses() {
     assert_eq!(cfg.stage, Stage::Two);
     assert_eq!(cfg.poweroff.as_deref(), Some("init.ready"));
     assert!(cfg.debug && cfg.shell && cfg.diskless);
-    assert_eq!(cfg.selftest, vec![Selftest::Faults, Selftest::Sigterm]);
+    assert_eq!(
+        cfg.selftest,
+        vec![Selftest::Faults, Selftest::Sigterm, Selftest::Kill("node")]
+    );
+    let (drills, w) = parse(b"phase.selftest=kill-signals,kill-status");
+    assert_eq!(
+        (drills.selftest, w.len()),
+        (vec![Selftest::Kill("status")], 1)
+    );
     assert_eq!(cfg.ip.as_deref(), Some("dhcp"));
     assert_eq!(cfg.kexec, KexecPolicy::Never);
+    assert_eq!(cfg.status, StatusSetting::On);
+    for (v, want) in [("off", StatusSetting::Off), ("auto", StatusSetting::Auto)] {
+        assert_eq!(parse(format!("phase.status={v}").as_bytes()).0.status, want);
+    }
+    let (cfg, w) = parse(b"phase.status=0.0.0.0");
+    assert_eq!((cfg.status, w.len()), (StatusSetting::Auto, 1));
 }
 
 #[test]

@@ -306,7 +306,7 @@ async fn write_paced(
 
 /// Read until the blank line (bytes after it are ignored: one request per connection);
 /// `None` if the head exceeds the limit.
-async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn read_head(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(1024);
     let mut b = [0u8; 1024];
     loop {

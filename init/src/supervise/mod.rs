@@ -1,10 +1,14 @@
 //! EFFECT: in-process services as supervised tokio tasks. A task that panics or fails is
-//! restarted according to its [`RestartPolicy`] with backoff (decided by the pure
-//! [`policy::decide`]); PID 1 itself never goes down with it.
+//! restarted according to its [`RestartPolicy`] after a jittered exponential backoff
+//! (decided by the pure [`policy`]); PID 1 itself never goes down with it. Each task's
+//! health (state, restarts, last error, since) is kept in a [`health::Table`] for the
+//! status endpoint; [`Supervisor::stop`] stops tasks in reverse start order.
 
+pub mod health;
 pub mod policy;
 
 use crate::events::{Event, EventLog};
+pub use health::TaskState;
 pub use policy::{Decision, Outcome, RestartPolicy};
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +23,7 @@ type TaskFuture = Pin<Box<dyn Future<Output = TaskResult> + Send>>;
 /// The task table.
 pub struct Supervisor {
     events: Arc<EventLog>,
+    health: health::Table,
     tasks: Vec<(String, JoinHandle<()>)>,
 }
 
@@ -26,8 +31,14 @@ impl Supervisor {
     pub fn new(events: Arc<EventLog>) -> Self {
         Supervisor {
             events,
+            health: health::Table::default(),
             tasks: Vec::new(),
         }
+    }
+
+    /// The health table (shared: it stays current as tasks run).
+    pub fn health(&self) -> health::Table {
+        self.health.clone()
     }
 
     /// Run `make()` as task `name`, again and again as `policy` says.
@@ -36,41 +47,56 @@ impl Supervisor {
         F: Fn() -> TaskFuture + Send + Sync + 'static,
     {
         let events = self.events.clone();
+        let health = self.health.clone();
         let task = name.to_string();
         let handle = tokio::spawn(async move {
-            let mut runs: u32 = 0;
+            let mut jitter = policy::Jitter::from_entropy();
+            let (mut runs, mut failures) = (0u32, 0u32);
             loop {
-                runs += 1;
+                runs = runs.saturating_add(1);
+                let started = tokio::time::Instant::now();
                 // Aborting this loop (at shutdown) must stop the run too, not detach it.
                 let mut run = AbortOnDrop(tokio::spawn(make()));
+                health.running(&task, runs == 1, run.0.abort_handle());
+                if runs > 1 {
+                    events.emit(Event::TaskRestarted {
+                        task: task.clone(),
+                        restarts: runs - 1,
+                    });
+                }
                 let outcome = match (&mut run.0).await {
                     Ok(Ok(())) => Outcome::Success,
                     Ok(Err(e)) => Outcome::Error(e),
                     Err(j) if j.is_panic() => Outcome::Panic,
-                    Err(_) => Outcome::Cancelled,
+                    Err(_) => Outcome::Killed,
                 };
-                match policy::decide(policy, &outcome, runs) {
+                failures = policy::failures_after(failures, &outcome, started.elapsed());
+                let failed = (outcome != Outcome::Success).then(|| outcome.reason());
+                match policy::decide(policy, &outcome, failures, jitter.next_u64()) {
                     Decision::Restart(delay) => {
-                        events.emit(Event::TaskFailed {
-                            task: task.clone(),
-                            reason: outcome.reason(),
-                            restart_in_ms: Some(delay.as_millis() as u64),
-                        });
+                        health.ended(&task, TaskState::Backoff, failed.clone());
+                        if let Some(reason) = failed {
+                            events.emit(Event::TaskFailed {
+                                task: task.clone(),
+                                reason,
+                                restart_in_ms: Some(delay.as_millis() as u64),
+                            });
+                        }
                         tokio::time::sleep(delay).await;
                     }
-                    Decision::Stop if outcome == Outcome::Success => {
-                        events.emit(Event::TaskDone {
-                            task: task.clone(),
-                            runs,
-                        });
-                        return;
-                    }
                     Decision::Stop => {
-                        events.emit(Event::TaskFailed {
-                            task: task.clone(),
-                            reason: outcome.reason(),
-                            restart_in_ms: None,
-                        });
+                        health.ended(&task, TaskState::Done, failed.clone());
+                        match failed {
+                            None => events.emit(Event::TaskDone {
+                                task: task.clone(),
+                                runs,
+                            }),
+                            Some(reason) => events.emit(Event::TaskFailed {
+                                task: task.clone(),
+                                reason,
+                                restart_in_ms: None,
+                            }),
+                        }
                         return;
                     }
                 }
@@ -79,14 +105,24 @@ impl Supervisor {
         self.tasks.push((name.to_string(), handle));
     }
 
-    /// Stop every task (in reverse start order), waiting at most `bound` in all.
+    /// Stop every task in reverse start order (`task.stopped` for each), waiting at most
+    /// `bound` in all.
     pub async fn stop(&mut self, bound: Duration) {
         let deadline = tokio::time::Instant::now() + bound;
         while let Some((name, handle)) = self.tasks.pop() {
+            if handle.is_finished() {
+                continue; // done for good already (task.done / task.failed said so)
+            }
+            let started = crate::sys::clock::boottime_ms();
             handle.abort();
             if tokio::time::timeout_at(deadline, handle).await.is_err() {
                 tracing::warn!(task = %name, "did not stop within {bound:?}");
             }
+            self.health.ended(&name, TaskState::Stopped, None);
+            self.events.emit(Event::TaskStopped {
+                task: name,
+                ms: crate::sys::clock::boottime_ms().saturating_sub(started),
+            });
         }
     }
 }
@@ -107,3 +143,6 @@ where
 {
     Box::pin(f)
 }
+
+#[cfg(test)]
+mod tests;
