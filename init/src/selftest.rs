@@ -29,11 +29,7 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         match drill {
             Selftest::Faults => faults(boot).await?,
             Selftest::PanicBoot => panic!("selftest: deliberate panic in the boot sequence"),
-            Selftest::Kill(name) => {
-                if !boot.supervisor.health().kill(name) {
-                    return Err(fail(format!("kill-{name}: no task {name} is running")));
-                }
-            }
+            Selftest::Kill(name) => kill(boot, name).await?,
             // Sent by a child after a delay, so it lands while the init serves.
             Selftest::Sigterm => {
                 let mut cmd = Command::new("/proc/self/exe");
@@ -43,6 +39,22 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
                     .map_err(|e| fail(format!("spawn selftest term-init: {e}")))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Abort task `name`'s run once it has one (a task spawned by an earlier step may not
+/// have been polled yet).
+async fn kill(boot: &Boot, name: &str) -> Result<(), StepError> {
+    let health = boot.supervisor.health();
+    let deadline = tokio::time::Instant::now() + DRILL_BOUND;
+    while !health.kill(name) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail(format!(
+                "kill-{name}: no run of task {name} within {DRILL_BOUND:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }

@@ -59,11 +59,12 @@ impl StatusError {
     }
 }
 
-/// `ADDR`: `HOST:PORT`, or a bare port on loopback.
+/// `ADDR`: `HOST:PORT`, a bare port on loopback, or a host on the status port.
 fn target(arg: Option<&str>) -> String {
     match arg {
         None => format!("127.0.0.1:{}", super::STATUS_PORT),
         Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => format!("127.0.0.1:{p}"),
+        Some(h) if !h.contains(':') => format!("{h}:{}", super::STATUS_PORT),
         Some(a) => a.to_string(),
     }
 }
@@ -173,6 +174,8 @@ mod tests {
             (None, "127.0.0.1:8090"),
             (Some("18090"), "127.0.0.1:18090"),
             (Some("10.0.2.15:8090"), "10.0.2.15:8090"),
+            (Some("10.0.2.15"), "10.0.2.15:8090"),
+            (Some("node.lan:9000"), "node.lan:9000"),
         ];
         for (arg, want) in table {
             assert_eq!(target(arg), want);

@@ -72,6 +72,11 @@ impl Table {
         })
     }
 
+    /// `task` was spawned: listed now, so the table keeps the start order.
+    pub(super) fn register(&self, task: &str) {
+        self.update(task, |_| {})
+    }
+
     /// A run of `task` started (its first, or a restart).
     pub(super) fn running(&self, task: &str, first: bool, run: AbortHandle) {
         let now = crate::sys::clock::boottime_ms();
@@ -99,7 +104,7 @@ impl Table {
     }
 
     /// Abort `task`'s current run (it ends as `killed` and restarts under its policy).
-    /// False when no such task is running.
+    /// False when no such task has a run (unknown, not polled yet, or in backoff).
     pub fn kill(&self, task: &str) -> bool {
         self.with(|t| {
             match t

@@ -48,6 +48,7 @@ impl Supervisor {
     {
         let events = self.events.clone();
         let health = self.health.clone();
+        health.register(name);
         let task = name.to_string();
         let handle = tokio::spawn(async move {
             let mut jitter = policy::Jitter::from_entropy();
