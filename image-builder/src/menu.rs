@@ -7,8 +7,7 @@
 //! it changes nothing else.
 
 /// Where the ESP's files go (paths inside the FAT filesystem).
-pub const KERNEL: &str = "boot/vmlinuz";
-pub const INITRAMFS: &str = "boot/initramfs.img";
+pub use phase_layout::esp::{INITRAMFS, KERNEL};
 pub const GRUB_CFG: &str = "boot/grub/grub.cfg";
 pub const GRUBENV: &str = "boot/grub/grubenv";
 pub const TRUSTED_ROOT: &str = "phase/trusted-root.json";

@@ -21,6 +21,9 @@
 //! - `mdns-sd`: DNS-SD over mDNS for LAN discovery and announcements (pure Rust, its own
 //!   small thread, no D-Bus/avahi needed); interoperates with avahi and Bonjour, which a
 //!   hand-written querier would have to prove case by case (probing, known answers, goodbyes).
+//! - `fatfs` (std + alloc, no chrono): a disk-booted node reads its release's kernel and
+//!   initramfs back from the ESP to serve them, through a reader that refuses writes; no
+//!   mount, so no vfat/nls modules in the initramfs (the builder writes the ESP with it too).
 //! - `libp2p` (tcp, noise, yamux, kad, identify, ping, request-response + cbor; no DNS, QUIC,
 //!   TLS or relay) + `ed25519-dalek`: provider discovery in `internet` mode needs a DHT that
 //!   interoperates and survives hostile peers; Kademlia + Noise is the standard, and the same

@@ -21,3 +21,6 @@ pub const KEXEC_INITRAMFS: &str = "/run/phase/kexec-initramfs.img";
 pub const CARRY: &str = "/run/phase/carry.json";
 /// The kernel this initramfs was built for: SHA-256 of the bzImage (written by the build).
 pub const KERNEL_SHA: &str = "/etc/phase/kernel.sha256";
+/// A disk-booted node's release gathered for serving (`provider::medium`): the verified
+/// metadata, kernel, initramfs and verity tree, and a link to the verified rootfs device.
+pub const MEDIUM_RELEASE: &str = "/run/phase/medium-release";

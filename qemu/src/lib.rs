@@ -329,6 +329,8 @@ pub struct Vm {
     live: Option<mpsc::Sender<Event>>,
     /// Set by the test to stop the guest (QEMU is killed).
     stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Set by the test to shut the guest down in order (ctrl-alt-del at its console).
+    shutdown: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// QEMU's built-in TFTP root and boot file, for [`Vm::net_boot`].
     tftp: Option<(PathBuf, String)>,
     /// `hostfwd` of user networking: (port on 127.0.0.1, guest port).
@@ -361,6 +363,7 @@ impl Vm {
             netns: None,
             live: None,
             stop: None,
+            shutdown: None,
             tftp: None,
             hostfwd: Vec::new(),
             monitor_rx: None,
@@ -505,6 +508,13 @@ impl Vm {
         self
     }
 
+    /// When `flag` becomes true, press ctrl-alt-del at the guest's console (the init stops
+    /// its services, syncs and unmounts, then reboots, which ends QEMU: `-no-reboot`).
+    pub fn shutdown_when(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vm {
+        self.shutdown = Some(flag);
+        self
+    }
+
     /// When `event` appears, send `command` to the QEMU monitor (e.g.
     /// `sendkey ctrl-alt-delete`): how a test plays an operator at the console.
     pub fn on_event(mut self, event: &str, command: &str) -> Vm {
@@ -596,7 +606,7 @@ impl Vm {
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         cmd.args(["-serial", "stdio", "-monitor"]);
-        if self.on_event.is_empty() && self.monitor_rx.is_none() {
+        if self.on_event.is_empty() && self.monitor_rx.is_none() && self.shutdown.is_none() {
             cmd.arg("none");
         } else {
             cmd.arg(format!("unix:{},server=on,wait=off", monitor.display()));
@@ -625,8 +635,17 @@ impl Vm {
         });
         let deadline = started + self.timeout;
         let (mut console, mut events, mut timed_out) = (String::new(), Vec::new(), false);
-        let mut stopped = false;
+        let (mut stopped, mut shut_down) = (false, false);
         loop {
+            if !shut_down
+                && self
+                    .shutdown
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                shut_down = true;
+                send_monitor(&monitor, "sendkey ctrl-alt-delete");
+            }
             if self
                 .stop
                 .as_ref()

@@ -5,6 +5,7 @@
 //! persistent partition, or tmpfs in `private` mode). Emits `rootfs.verified`,
 //! `state.ready` and `rootfs.mounted`; any failure is `verify.failed` naming the artifact,
 //! the mounts are undone, and the boot stays on the initramfs (the `fallback` event).
+//! Once mounted, the release is gathered for serving in stage 2 (`boot/medium.rs`).
 
 use super::{Boot, StepError};
 use crate::events::Event;
@@ -72,7 +73,7 @@ pub fn verity_params(v: &Verity, data_dev: &str, hash_dev: &str) -> String {
     )
 }
 
-fn part_dev(disk: &str, n: u32) -> String {
+pub(super) fn part_dev(disk: &str, n: u32) -> String {
     // vda → vda1; nvme0n1 → nvme0n1p1
     if disk.ends_with(|c: char| c.is_ascii_digit()) {
         format!("/dev/{disk}p{n}")
@@ -304,6 +305,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         device: device.clone(),
         release: release.version,
     });
+    super::medium::gather_release(boot, &medium.disk, &medium.parts, &release, &bytes, &device);
     boot.root = Some(crate::kexec::decide::Offer {
         version: release.version,
         kernel_sha256: release.artifacts.kernel.sha256.clone(),

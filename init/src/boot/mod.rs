@@ -13,6 +13,7 @@ mod fetch;
 mod grow;
 mod handoff;
 mod local;
+mod medium;
 mod modules;
 pub mod network;
 mod serve;
@@ -180,7 +181,7 @@ impl Boot {
             Step::Handoff => handoff::run(self),
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
-            Step::Serve => serve::run(self),
+            Step::Serve => serve::run(self).await,
             Step::Status => status::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {

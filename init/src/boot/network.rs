@@ -264,6 +264,12 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         // Private mode without a provider URL: nothing to reach, nothing to discover.
         return Ok(());
     }
+    bring_up(boot).await
+}
+
+/// Links up, then DHCP or `ip=`: `net.up`, or the reason it failed. Also used by stage 2's
+/// serve step on a disk-booted node, which had no need of the network in stage 1.
+pub(super) async fn bring_up(boot: &mut Boot) -> Result<(), StepError> {
     // The network drivers have been loading since the modules step.
     super::modules::settle(boot, crate::kmod::Need::Network);
     let ip = match crate::net::ipconfig::parse(boot.config.ip.as_deref()) {

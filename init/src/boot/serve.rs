@@ -5,15 +5,21 @@
 //! A node key for the DHT is created on first use in /var/lib/phase (persistent in
 //! internet mode) and signs the node's provider records.
 //!
-//! Only a node that fetched its release holds every file of it in `/run/phase/release`:
-//! a diskless boot (stage 1 downloaded them there), or any boot that came by kexec (the
-//! carried release, bound there read-only by the carry step); a node booted from a local
-//! medium does not serve yet. The address is the one stage 1 configured or carried.
+//! What is served: the release of a node that fetched it, every file in `/run/phase/release`
+//! (a diskless boot: stage 1 downloaded them there; a boot that came by kexec: the carried
+//! release, bound there read-only by the carry step), else a disk-booted node's release as
+//! stage 1 gathered it from its medium (`paths::MEDIUM_RELEASE`, see `boot/medium.rs`). Every
+//! artifact is served with its signed size and SHA-256 (the disk's rootfs straight from its
+//! dm-verity device). The address is the one stage 1 configured or carried; a disk-booted
+//! node, which had no need of the network in stage 1, brings it up here.
 
 use super::fetch::RELEASE_DIR;
 use super::{Boot, StepError};
 use crate::events::Event;
+use crate::paths;
+use crate::provider::serve::Pinned;
 use crate::supervise::{task, RestartPolicy};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,29 +28,40 @@ use std::time::Duration;
 /// The TCP port every node serves its release on.
 pub const PROVIDER_PORT: u16 = 8080;
 
-pub fn run(boot: &mut Boot) -> Result<(), StepError> {
+pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
     let plan = crate::discover::announce_plan(boot.config.mode);
     if !plan.lan && !plan.dht {
         return Ok(()); // private mode
     }
-    let dir = Path::new(RELEASE_DIR);
-    if !dir.join("release.json").is_file() {
-        tracing::info!("no fetched release in {RELEASE_DIR}: this node serves nothing");
+    let Some(dir) = [RELEASE_DIR, paths::MEDIUM_RELEASE]
+        .into_iter()
+        .map(Path::new)
+        .find(|d| d.join(paths::RELEASE_JSON).is_file())
+    else {
+        tracing::info!(
+            "no verified release in {RELEASE_DIR} or {}: this node serves nothing",
+            paths::MEDIUM_RELEASE
+        );
         return Ok(());
-    }
-    let txt = crate::provider::announce::summary(dir).map_err(|message| StepError {
+    };
+    let release = crate::provider::announce::release(dir).map_err(|message| StepError {
         reason: "no_release_summary",
         message,
     })?;
+    let txt = crate::provider::announce::txt(&release);
+    if boot.net.is_none() {
+        network(boot).await?;
+    }
     let addr = boot
         .net
         .as_ref()
         .map(|n| n.config.addr)
         .ok_or_else(|| StepError {
             reason: "no_address",
-            message: "no network was carried into stage 2: no address to announce".into(),
+            message: "no network in stage 2: no address to announce".into(),
         })?;
-    let cfg = crate::provider::serve::Config::new(dir);
+    let mut cfg = crate::provider::serve::Config::new(dir);
+    cfg.pinned = pinned(&release);
     boot.supervisor
         .spawn("provider", RestartPolicy::Forever, move || {
             let cfg = cfg.clone();
@@ -176,4 +193,34 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
             }
         }),
     ));
+}
+
+/// Every file of a verified release, by name, with its signed size and SHA-256 (PURE).
+pub fn pinned(release: &phase_release::doc::Release) -> HashMap<String, Pinned> {
+    phase_release::artifact::files(release)
+        .into_iter()
+        .map(|(_, a)| {
+            (
+                a.path,
+                Pinned {
+                    len: a.size,
+                    sha256: a.sha256,
+                },
+            )
+        })
+        .collect()
+}
+
+/// A disk-booted node's network, brought up as stage 1 would (`boot/network.rs`), its
+/// DHCP lease kept for the life of the node.
+async fn network(boot: &mut Boot) -> Result<(), StepError> {
+    super::network::bring_up(boot).await?;
+    if let Some(held) = boot.net.as_ref().and_then(|n| n.lease.clone()) {
+        let events = boot.events.clone();
+        boot.supervisor
+            .spawn("dhcp", RestartPolicy::Forever, move || {
+                task(super::network::keep_lease(held.clone(), events.clone()))
+            });
+    }
+    Ok(())
 }

@@ -7,6 +7,21 @@ use std::path::Path;
 /// Channel, arch and version of the release in `dir`, for announcements. Read, not
 /// verified: clients verify the signed metadata; a wrong hint only costs them a request.
 pub fn summary(dir: &Path) -> Result<Txt, String> {
+    release(dir).map(|r| txt(&r))
+}
+
+/// What announcements say of `rel`.
+pub fn txt(rel: &Release) -> Txt {
+    Txt {
+        channel: rel.channel.clone(),
+        arch: rel.arch.clone(),
+        version: rel.version,
+        path: "/".into(),
+    }
+}
+
+/// The signed part of `dir/release.json`, parsed (not verified: see [`summary`]).
+pub fn release(dir: &Path) -> Result<Release, String> {
     let path = dir.join("release.json");
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.len() > MAX_METADATA_BYTES {
@@ -17,12 +32,5 @@ pub fn summary(dir: &Path) -> Result<Txt, String> {
     }
     let env: Envelope =
         serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let rel: Release =
-        serde_json::from_value(env.signed).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Txt {
-        channel: rel.channel,
-        arch: rel.arch,
-        version: rel.version,
-        path: "/".into(),
-    })
+    serde_json::from_value(env.signed).map_err(|e| format!("{}: {e}", path.display()))
 }

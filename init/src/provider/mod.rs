@@ -4,4 +4,5 @@
 pub mod announce;
 pub mod fair;
 pub mod http;
+pub mod medium;
 pub mod serve;

@@ -37,6 +37,17 @@ pub struct Config {
     /// A reader must take at least this many bytes per second over each `send_window`.
     pub min_send_rate: u64,
     pub send_window: Duration,
+    /// Files (by name in `root`) whose size and SHA-256 are known in advance.
+    pub pinned: HashMap<String, Pinned>,
+}
+
+/// A signed artifact this node verified before serving it: served with its signed size
+/// and its signed SHA-256 as ETag (never hashed here), and it may be a block device (a
+/// disk-booted node's rootfs, read through dm-verity; see [`super::medium`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    pub len: u64,
+    pub sha256: String,
 }
 
 impl Config {
@@ -52,6 +63,7 @@ impl Config {
             idle_timeout: Duration::from_secs(30),
             min_send_rate: 32 * 1024,
             send_window: Duration::from_secs(10),
+            pinned: HashMap::new(),
         }
     }
 }
@@ -76,6 +88,9 @@ pub async fn warm(cfg: &Config) -> Arc<EtagCache> {
     let etags: Arc<EtagCache> = Arc::new(Mutex::new(HashMap::new()));
     if let Ok(dir) = std::fs::read_dir(&cfg.root) {
         for e in dir.flatten() {
+            if cfg.pinned.contains_key(&*e.file_name().to_string_lossy()) {
+                continue;
+            }
             if let Ok(md) = e.metadata() {
                 if md.is_file() {
                     let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -179,24 +194,25 @@ async fn connection(
     }) else {
         return reply(&mut s, 404, &[], cfg).await;
     };
+    let pinned = path
+        .strip_prefix(&cfg.root)
+        .ok()
+        .and_then(|p| p.to_str())
+        .and_then(|n| cfg.pinned.get(n));
     let Ok(mut file) = tokio::fs::File::open(&path).await else {
         return reply(&mut s, 404, &[], cfg).await;
     };
     let md = file.metadata().await?;
-    if !md.is_file() {
-        return reply(&mut s, 404, &[], cfg).await;
-    }
-    let len = md.len();
-    let etag = format!(
-        "\"{}\"",
-        etag(
-            &path,
-            len,
-            md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            etags
-        )
-        .await?
-    );
+    use std::os::unix::fs::FileTypeExt;
+    let (len, hex) = match pinned {
+        Some(p) if md.is_file() || md.file_type().is_block_device() => (p.len, p.sha256.clone()),
+        None if md.is_file() => {
+            let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            (md.len(), etag(&path, md.len(), mtime, etags).await?)
+        }
+        _ => return reply(&mut s, 404, &[], cfg).await,
+    };
+    let etag = format!("\"{hex}\"");
     if req.if_none_match.as_deref() == Some(etag.as_str()) {
         return reply(&mut s, 304, &[("ETag", etag)], cfg).await;
     }
