@@ -241,9 +241,21 @@ fn boot_chain(
         ],
     );
     let early = menu::early_cfg(volume_id);
-    let x64 = grub::mkimage(&b.grub_dir, grub::Platform::EfiX64, &early)?;
-    let ia32 = grub::mkimage(&b.grub_dir, grub::Platform::EfiIa32, &early)?;
-    let core = grub::mkimage(&b.grub_dir, grub::Platform::Bios, &early)?;
+    let x64 = grub::mkimage(
+        &grub::Platform::EfiX64.module_dir(&b.grub_dir),
+        grub::Platform::EfiX64,
+        Some(&early),
+    )?;
+    let ia32 = grub::mkimage(
+        &grub::Platform::EfiIa32.module_dir(&b.grub_dir),
+        grub::Platform::EfiIa32,
+        Some(&early),
+    )?;
+    let core = grub::mkimage(
+        &grub::Platform::Bios.module_dir(&b.grub_dir),
+        grub::Platform::Bios,
+        Some(&early),
+    )?;
     if core.len() as u64 > BIOS_BOOT_SIZE {
         bail!(
             "core.img is {} bytes; the BIOS boot partition holds {BIOS_BOOT_SIZE}",

@@ -1,6 +1,8 @@
 //! GRUB for the three firmwares, built rootless: `grub-mkimage` makes the BIOS core.img
 //! and the x64/IA32 EFI loaders (byte-reproducible; `grub-mkstandalone` is not), each with
-//! the modules the menu needs embedded and an early config that finds the ESP. The BIOS
+//! the modules the menu needs embedded and an early config that finds the ESP, and the x64
+//! UEFI network loader of the netboot root (no early config: its prefix is on the TFTP
+//! server it came from). The BIOS
 //! boot chain is installed without `grub-bios-setup` (which wants a block device): the
 //! two patches below are what it does with `--no-rs-codes`, checked byte for byte
 //! (docs/disk-layout.md).
@@ -21,6 +23,9 @@ pub enum Platform {
     /// 32-bit UEFI (2006–2009 Intel Macs: 64-bit CPU, IA32 firmware): EFI/BOOT/BOOTIA32.EFI.
     /// Debian's kernel has EFI_MIXED and the EFI handover protocol, so it boots from here.
     EfiIa32,
+    /// 64-bit UEFI over the network (`grubnetx64.efi` of the netboot root): efinet, tftp and
+    /// http; reads `/grub/grub.cfg` from the TFTP server that served it.
+    NetX64,
 }
 
 /// Modules every image embeds: GPT, FAT, the menu, the Linux loader, the serial console,
@@ -46,6 +51,28 @@ const COMMON: &[&str] = &[
     "halt",
 ];
 
+/// Modules of the network loader: the EFI network stack, TFTP and HTTP, the menu and the
+/// Linux loader; no disk modules.
+const NET: &[&str] = &[
+    "efinet",
+    "tftp",
+    "http",
+    "net",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "gzio",
+    "efi_gop",
+    "efi_uga",
+    "sleep",
+    "reboot",
+    "halt",
+];
+
 impl Platform {
     /// grub-mkimage's `-O` format, also the module directory's name.
     pub fn format(self) -> &'static str {
@@ -53,12 +80,27 @@ impl Platform {
             Platform::Bios => "i386-pc",
             Platform::EfiX64 => "x86_64-efi",
             Platform::EfiIa32 => "i386-efi",
+            Platform::NetX64 => "x86_64-efi",
         }
+    }
+
+    /// Where the image looks for its `grub.cfg`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Platform::NetX64 => "/grub",
+            _ => "/boot/grub",
+        }
+    }
+
+    /// The module directory of this platform under `grub_dir` (e.g. /usr/lib/grub).
+    pub fn module_dir(self, grub_dir: &Path) -> PathBuf {
+        grub_dir.join(self.format())
     }
 
     pub fn modules(self) -> Vec<&'static str> {
         let mut m = COMMON.to_vec();
         match self {
+            Platform::NetX64 => return NET.to_vec(),
             Platform::Bios => m.push("biosdisk"),
             // The EFI framebuffer, for `gfxpayload=keep` (the IA32 Macs have no text mode).
             Platform::EfiX64 | Platform::EfiIa32 => m.extend(["efi_gop", "efi_uga"]),
@@ -70,15 +112,16 @@ impl Platform {
     fn package(self) -> &'static str {
         match self {
             Platform::Bios => "grub-pc-bin",
-            Platform::EfiX64 => "grub-efi-amd64-bin",
+            Platform::EfiX64 | Platform::NetX64 => "grub-efi-amd64-bin",
             Platform::EfiIa32 => "grub-efi-ia32-bin",
         }
     }
 }
 
-/// Run grub-mkimage for `platform` with `early_cfg` embedded; returns the image bytes.
-pub fn mkimage(grub_dir: &Path, platform: Platform, early_cfg: &str) -> Result<Vec<u8>> {
-    let mods = grub_dir.join(platform.format());
+/// Run grub-mkimage for `platform` with its modules from `module_dir` (e.g.
+/// /usr/lib/grub/x86_64-efi) and `early_cfg` embedded, if any; returns the image bytes.
+pub fn mkimage(module_dir: &Path, platform: Platform, early_cfg: Option<&str>) -> Result<Vec<u8>> {
+    let mods = module_dir;
     if !mods.join("moddep.lst").is_file() {
         bail!(
             "{}: no GRUB modules (install {} and grub-common: scripts/setup.sh)",
@@ -89,16 +132,15 @@ pub fn mkimage(grub_dir: &Path, platform: Platform, early_cfg: &str) -> Result<V
     let tmp = scratch(&format!("grub-{}", platform.format()))?;
     let cfg = tmp.join("early.cfg");
     let img = tmp.join("image");
-    std::fs::write(&cfg, early_cfg)?;
-    let out = std::process::Command::new("grub-mkimage")
-        .arg("-d")
-        .arg(&mods)
-        .args(["-O", platform.format(), "-p", "/boot/grub", "-c"])
-        .arg(&cfg)
-        .arg("-o")
-        .arg(&img)
-        .args(platform.modules())
-        .output();
+    let mut cmd = std::process::Command::new("grub-mkimage");
+    cmd.arg("-d")
+        .arg(mods)
+        .args(["-O", platform.format(), "-p", platform.prefix()]);
+    if let Some(early) = early_cfg {
+        std::fs::write(&cfg, early)?;
+        cmd.arg("-c").arg(&cfg);
+    }
+    let out = cmd.arg("-o").arg(&img).args(platform.modules()).output();
     let result = match out {
         Err(e) => Err(anyhow::anyhow!(
             "running grub-mkimage: {e} (install grub-common: scripts/setup.sh)"

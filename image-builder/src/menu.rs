@@ -1,10 +1,11 @@
-//! The boot menu, one for BIOS, UEFI x64 and UEFI IA32 (PURE): the early config embedded
-//! in each GRUB image (find the ESP by its volume serial, load the menu from it), and
-//! `boot/grub/grub.cfg` with the entries Internet (default), Local, Private and Debug.
-//! Each entry boots the ESP's kernel and initramfs with the release's signed command line
-//! plus its mode. The choice a test or an operator leaves in `boot/grub/grubenv`
-//! ([`phase_layout::grubenv`]) sets the default entry, the timeout and extra arguments;
-//! it changes nothing else.
+//! The boot menu, one list of entries (Internet (default), Local, Private, Debug) for every
+//! way Phase Boot starts: the disk's GRUB under BIOS, UEFI x64 and UEFI IA32 (the early
+//! config embedded in each image finds the ESP by its volume serial and loads
+//! `boot/grub/grub.cfg` from it), and the netboot menus (`netboot.rs`: iPXE and GRUB over
+//! TFTP), whose entries add `phase.diskless` (PURE). Each entry boots the base command line
+//! (the release's signed one on a disk) plus its mode. The choice a test or an operator
+//! leaves in `boot/grub/grubenv` ([`phase_layout::grubenv`]) sets the default entry, the
+//! timeout and extra arguments; it changes nothing else.
 
 /// Where the ESP's files go (paths inside the FAT filesystem).
 pub use phase_layout::esp::{INITRAMFS, KERNEL};
@@ -26,10 +27,22 @@ pub enum Entry {
     Debug,
 }
 
+/// Where a menu boots from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The disk's ESP: the release is on the disk.
+    Disk,
+    /// The network (PXE, iPXE): there is no local release, so `phase.diskless` tells the
+    /// init not to wait for a boot medium.
+    Network,
+}
+
 impl Entry {
+    /// The menu, default first (docs/cmdline.md explains the modes).
     pub const ALL: [Entry; 4] = [Entry::Internet, Entry::Local, Entry::Private, Entry::Debug];
 
-    /// The GRUB `--id`, which `default=` in grubenv names.
+    /// The GRUB `--id` and iPXE label, which `default=` in grubenv and `phase_default` in
+    /// site.ipxe name.
     pub fn id(self) -> &'static str {
         match self {
             Entry::Internet => "internet",
@@ -39,7 +52,7 @@ impl Entry {
         }
     }
 
-    fn title(self) -> &'static str {
+    pub fn title(self) -> &'static str {
         match self {
             Entry::Internet => "Phase Boot: internet (newest release from the LAN or the DHT)",
             Entry::Local => "Phase Boot: local (LAN only, never the internet)",
@@ -48,10 +61,11 @@ impl Entry {
         }
     }
 
-    /// The kernel command line (without grubenv's `phase_extra`), from the release's
-    /// signed words. Modes replace any `phase.mode` the release has; Debug drops `quiet`
-    /// and its own console choice for both consoles.
-    pub fn cmdline(self, release_words: &[&str]) -> String {
+    /// The kernel command line (without grubenv's `phase_extra` or the netboot site's
+    /// `phase_args`) from the base words (a disk's: the release's signed ones). Modes
+    /// replace any `phase.mode` of the base; Internet, Local and Private are `quiet`, Debug
+    /// is verbose with both consoles; a word is never repeated.
+    pub fn cmdline(self, base_words: &[&str], source: Source) -> String {
         let keep = |w: &&&str| {
             !w.starts_with("phase.mode=")
                 && !(self == Entry::Debug && (**w == "quiet" || w.starts_with("console=")))
@@ -61,7 +75,10 @@ impl Entry {
             Entry::Debug => vec!["console=tty0", "console=ttyS0,115200"],
             _ => vec!["console=tty0"],
         };
-        words.extend(release_words.iter().filter(keep));
+        words.extend(base_words.iter().filter(keep));
+        if self != Entry::Debug {
+            words.push("quiet");
+        }
         words.push(match self {
             Entry::Internet | Entry::Debug => "phase.mode=internet",
             Entry::Local => "phase.mode=local",
@@ -70,6 +87,16 @@ impl Entry {
         if self == Entry::Debug {
             words.push("phase.debug");
         }
+        if source == Source::Network {
+            words.push("phase.diskless");
+        }
+        // The first of each word stays where it is.
+        let mut seen: Vec<&str> = Vec::new();
+        words.retain(|w| {
+            let first = !seen.contains(w);
+            seen.push(w);
+            first
+        });
         words.join(" ")
     }
 }
@@ -128,7 +155,7 @@ pub fn grub_cfg(release_cmdline_words: &[&str]) -> String {
             "\nmenuentry '{}' --id {} {{\n\tlinux /{KERNEL} {} $phase_extra\n\tinitrd /{INITRAMFS}\n}}\n",
             e.title(),
             e.id(),
-            e.cmdline(release_cmdline_words)
+            e.cmdline(release_cmdline_words, Source::Disk)
         ));
     }
     s
@@ -141,22 +168,44 @@ mod tests {
     #[test]
     fn entries_carry_the_release_words_and_their_mode() {
         let w = release_words("console=ttyS0 quiet phase.mode=private foo=1").unwrap();
+        let disk = |e: Entry| e.cmdline(&w, Source::Disk);
         assert_eq!(
-            Entry::Internet.cmdline(&w),
+            disk(Entry::Internet),
             "console=tty0 console=ttyS0 quiet foo=1 phase.mode=internet"
         );
         assert_eq!(
-            Entry::Private.cmdline(&w),
+            disk(Entry::Private),
             "console=tty0 console=ttyS0 quiet foo=1 phase.mode=private"
         );
         assert_eq!(
-            Entry::Local.cmdline(&w),
+            disk(Entry::Local),
             "console=tty0 console=ttyS0 quiet foo=1 phase.mode=local"
         );
         assert_eq!(
-            Entry::Debug.cmdline(&w),
+            disk(Entry::Debug),
             "console=tty0 console=ttyS0,115200 foo=1 phase.mode=internet phase.debug"
         );
+    }
+
+    #[test]
+    fn network_entries_are_diskless_and_never_repeat_a_word() {
+        let base = ["console=tty0", "console=ttyS0,115200", "panic=10"];
+        let net = |e: Entry| e.cmdline(&base, Source::Network);
+        assert_eq!(
+            net(Entry::Internet),
+            "console=tty0 console=ttyS0,115200 panic=10 quiet phase.mode=internet phase.diskless"
+        );
+        assert_eq!(
+            net(Entry::Private),
+            "console=tty0 console=ttyS0,115200 panic=10 quiet phase.mode=private phase.diskless"
+        );
+        assert_eq!(
+            net(Entry::Debug),
+            "console=tty0 console=ttyS0,115200 panic=10 phase.mode=internet phase.debug phase.diskless"
+        );
+        for e in Entry::ALL {
+            assert!(!e.cmdline(&base, Source::Disk).contains("phase.diskless"));
+        }
     }
 
     #[test]
@@ -182,7 +231,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["internet", "local", "private", "debug"]);
         assert!(cfg.contains(
-            "\tlinux /boot/vmlinuz console=tty0 console=ttyS0 phase.mode=local $phase_extra\n\tinitrd /boot/initramfs.img\n"
+            "\tlinux /boot/vmlinuz console=tty0 console=ttyS0 quiet phase.mode=local $phase_extra\n\tinitrd /boot/initramfs.img\n"
         ));
     }
 

@@ -1,9 +1,9 @@
 //! `phase-image netboot`: the TFTP root a PXE server hands out (`out/netboot/`).
 //!
-//! One menu for every network client, entries Internet (default), Local, Private, Debug:
-//! `boot.ipxe` for iPXE (QEMU's ROM, or a BIOS PXE ROM chained into `undionly.kpxe`) and
-//! `grub/grub.cfg` for 64-bit UEFI clients, which load `grubnetx64.efi` (built here with
-//! `grub-mkimage`, prefix `/grub` on the TFTP server it came from). Each menu first reads
+//! One menu for every network client, the disk's entries (`menu.rs`: Internet (default),
+//! Local, Private, Debug), each with `phase.diskless`: `boot.ipxe` for iPXE (QEMU's ROM, or a BIOS PXE ROM chained into `undionly.kpxe`) and
+//! `grub/grub.cfg` for 64-bit UEFI clients, which load `grubnetx64.efi` (`grub.rs`,
+//! [`Platform::NetX64`]: prefix `/grub` on the TFTP server it came from). Each menu first reads
 //! a site file (`site.ipxe`, `grub/site.cfg`) where a farm sets its provider URL, default
 //! entry and timeout without touching the generated menus. `dnsmasq.conf.example` and
 //! README.md say how to serve it. The kernel and initramfs are copied as they are: the
@@ -13,62 +13,10 @@
 //! The texts are pure functions of the base command line (tested below); `write` copies
 //! and runs `grub-mkimage`, whose output is byte-reproducible.
 
-use anyhow::{bail, Context, Result};
+use crate::grub::{self, Platform};
+use crate::menu::{Entry, Source};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// One boot menu entry: its id (iPXE label), title, and the kernel words it adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub id: &'static str,
-    pub title: &'static str,
-    pub words: &'static str,
-}
-
-/// The menu, default first (docs/cmdline.md explains the modes).
-pub const ENTRIES: [Entry; 4] = [
-    Entry {
-        id: "internet",
-        title: "Phase Boot: Internet (LAN + DHT providers, persistent)",
-        words: "phase.mode=internet quiet",
-    },
-    Entry {
-        id: "local",
-        title: "Phase Boot: Local (LAN providers only)",
-        words: "phase.mode=local quiet",
-    },
-    Entry {
-        id: "private",
-        title: "Phase Boot: Private (provider URL only, writes nothing)",
-        words: "phase.mode=private quiet",
-    },
-    Entry {
-        id: "debug",
-        title: "Phase Boot: Debug (internet mode, verbose, serial + VGA)",
-        words: "phase.mode=internet phase.debug",
-    },
-];
-
-/// The GRUB modules embedded in the UEFI network loader.
-pub const GRUB_NET_MODULES: &[&str] = &[
-    "efinet",
-    "tftp",
-    "http",
-    "net",
-    "normal",
-    "configfile",
-    "linux",
-    "echo",
-    "test",
-    "serial",
-    "terminal",
-    "gzio",
-    "efi_gop",
-    "efi_uga",
-    "sleep",
-    "reboot",
-    "halt",
-];
 
 /// The UEFI x64 network loader's file name in the TFTP root.
 pub const GRUB_NET_EFI: &str = "grubnetx64.efi";
@@ -85,17 +33,17 @@ pub fn ipxe_script(base: &str) -> String {
          chain --autofree site.ipxe || echo Phase Boot: no site.ipxe, using the defaults\n\
          menu Phase Boot\n",
     );
-    for e in ENTRIES {
-        s.push_str(&format!("item {} {}\n", e.id, e.title));
+    for e in Entry::ALL {
+        s.push_str(&format!("item {} {}\n", e.id(), e.title()));
     }
     s.push_str(
         "choose --timeout ${phase_timeout} --default ${phase_default} phase_entry || goto ${phase_default}\n\
          goto ${phase_entry}\n",
     );
-    for e in ENTRIES {
+    for e in Entry::ALL {
         s.push_str(&format!(
             ":{}\nset phase_words {}\ngoto boot\n",
-            e.id,
+            e.id(),
             kernel_words(base, e)
         ));
     }
@@ -128,11 +76,11 @@ pub fn grub_cfg(base: &str) -> String {
          terminal_output serial console\n\
          source $prefix/site.cfg\n",
     );
-    for e in ENTRIES {
+    for e in Entry::ALL {
         s.push_str(&format!(
             "menuentry '{}' --id {} {{\n  linux /vmlinuz {} $phase_args\n  initrd /initramfs.img\n}}\n",
-            e.title,
-            e.id,
+            e.title(),
+            e.id(),
             kernel_words(base, e)
         ));
     }
@@ -146,9 +94,10 @@ pub const SITE_GRUB: &str =
 # set default=local                                       # internet, local, private or debug\n\
 # set timeout=2                                           # seconds (-1 waits forever)\n";
 
-/// The kernel words of one entry: the base command line, then the entry's own.
+/// The kernel words of one entry of a network menu.
 fn kernel_words(base: &str, e: Entry) -> String {
-    format!("{} {}", base.trim(), e.words).trim().to_string()
+    let words: Vec<&str> = base.split_whitespace().collect();
+    e.cmdline(&words, Source::Network)
 }
 
 /// `dnsmasq.conf.example`: PXE and TFTP from one dnsmasq, a boot file per client kind.
@@ -254,24 +203,8 @@ pub fn write(inputs: &Inputs, out: &Path) -> Result<Vec<PathBuf>> {
         written.push(out.join(name));
     }
     let efi = out.join(GRUB_NET_EFI);
-    let tmp = crate::temp_beside(&efi)?;
-    let o = Command::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-p", "/grub", "-d"])
-        .arg(&inputs.grub_efi_dir)
-        .arg("-o")
-        .arg(&tmp)
-        .args(GRUB_NET_MODULES)
-        .output()
-        .context("running grub-mkimage (grub-common; scripts/setup.sh installs it)")?;
-    if !o.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        bail!(
-            "grub-mkimage -O x86_64-efi -d {}: {}",
-            inputs.grub_efi_dir.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    std::fs::rename(&tmp, &efi).with_context(|| format!("renaming onto {}", efi.display()))?;
+    let image = grub::mkimage(&inputs.grub_efi_dir, Platform::NetX64, None)?;
+    crate::write_atomic(&efi, &image)?;
     written.push(efi);
     Ok(written)
 }
@@ -289,11 +222,12 @@ mod tests {
         let site = s.find("chain --autofree site.ipxe").unwrap();
         assert!(site < s.find("menu Phase Boot").unwrap());
         assert!(s.contains("set phase_default internet\n"));
-        for e in ENTRIES {
-            assert!(s.contains(&format!("item {} ", e.id)), "{}", e.id);
+        for e in Entry::ALL {
+            assert!(s.contains(&format!("item {} ", e.id())), "{}", e.id());
             assert!(s.contains(&format!(
-                ":{}\nset phase_words {BASE} {}\ngoto boot\n",
-                e.id, e.words
+                ":{}\nset phase_words {}\ngoto boot\n",
+                e.id(),
+                kernel_words(BASE, e)
             )));
         }
         // A timeout never strands a machine at the menu: the default entry is taken.
@@ -313,20 +247,25 @@ mod tests {
             .map(|r| r.trim_end_matches(" {"))
             .collect();
         assert_eq!(ids, ["internet", "local", "private", "debug"]);
-        for e in ENTRIES {
+        for e in Entry::ALL {
             assert!(s.contains(&format!(
-                "  linux /vmlinuz {BASE} {} $phase_args\n",
-                e.words
+                "  linux /vmlinuz {} $phase_args\n",
+                kernel_words(BASE, e)
             )));
         }
     }
 
     #[test]
-    fn only_the_debug_entry_is_verbose_and_private_is_private() {
-        let words = |id| ENTRIES.iter().find(|e| e.id == id).unwrap().words;
-        assert!(words("debug").contains("phase.debug") && !words("debug").contains("quiet"));
-        assert!(words("private").contains("phase.mode=private"));
-        assert_eq!(ENTRIES[0].id, "internet");
+    fn every_network_entry_is_diskless_only_debug_is_verbose() {
+        for e in Entry::ALL {
+            let w = kernel_words(BASE, e);
+            assert!(w.starts_with(BASE), "{w}");
+            assert!(w.ends_with(" phase.diskless"), "{w}");
+            assert_eq!(w.contains("phase.debug"), e == Entry::Debug, "{w}");
+            assert_eq!(w.contains("quiet"), e != Entry::Debug, "{w}");
+        }
+        assert!(kernel_words(BASE, Entry::Private).contains("phase.mode=private"));
+        assert_eq!(Entry::ALL[0], Entry::Internet);
     }
 
     #[test]

@@ -71,6 +71,14 @@ fn assert_netbooted(b: &Boot, mode: &str) {
         "init.ready",
     ]);
     assert_eq!(b.expect("provider.found").str("how"), Some("url"));
+    // Every network menu entry passes phase.diskless: no wait for a boot medium.
+    let w = b.expect("disk.waited");
+    assert_eq!(
+        (w.fields["bound_ms"].as_u64(), w.str("ended")),
+        (Some(0), Some("bound")),
+        "{}",
+        w.fields
+    );
     let ready = b.expect("init.ready");
     assert_eq!(ready.fields["stage"], 2, "{}", b.explain());
     assert_eq!(ready.str("mode"), Some(mode), "{}", b.explain());
