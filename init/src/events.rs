@@ -46,6 +46,28 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         provider: Option<String>,
     },
+    /// The background scrub read a block of the verified rootfs that dm-verity refused:
+    /// `verify.failed` with `source: scrub` and the block's byte `offset` in `device`
+    /// (its own variant so the boot-time `verify.failed` keeps its fields).
+    #[serde(rename = "verify.failed")]
+    ScrubFailed {
+        artifact: String,
+        reason: String,
+        source: String,
+        device: String,
+        offset: u64,
+    },
+    /// Stage 2 read the whole verified rootfs once (`phase.scrub`): `bytes` in `ms`;
+    /// `bad_blocks` that failed verification; `decision`: `keep_serving` or
+    /// `stop_serving` (the node keeps running either way).
+    #[serde(rename = "rootfs.scrubbed")]
+    RootfsScrubbed {
+        device: String,
+        bytes: u64,
+        ms: u64,
+        bad_blocks: u64,
+        decision: String,
+    },
     /// An interface is configured.
     #[serde(rename = "net.up")]
     NetUp {
@@ -265,6 +287,8 @@ impl Event {
             Event::ModulesLoaded { .. } => "modules.loaded",
             Event::TrustReady { .. } => "trust.ready",
             Event::VerifyFailed { .. } => "verify.failed",
+            Event::ScrubFailed { .. } => "verify.failed",
+            Event::RootfsScrubbed { .. } => "rootfs.scrubbed",
             Event::ProviderFound { .. } => "provider.found",
             Event::DiscoveryDone { .. } => "discovery.done",
             Event::ProviderAnnounced { .. } => "provider.announced",
@@ -556,6 +580,20 @@ mod tests {
                 artifact: "a".into(),
                 reason: "r".into(),
                 provider: None,
+            },
+            Event::ScrubFailed {
+                artifact: "rootfs".into(),
+                reason: "verity_mismatch".into(),
+                source: "scrub".into(),
+                device: "/dev/dm-0".into(),
+                offset: 4096,
+            },
+            Event::RootfsScrubbed {
+                device: "/dev/dm-0".into(),
+                bytes: 8192,
+                ms: 3,
+                bad_blocks: 0,
+                decision: "keep_serving".into(),
             },
             Event::ProviderFound {
                 url: "u".into(),

@@ -61,6 +61,7 @@ mod node;
 mod p2p;
 mod paths;
 mod provider;
+mod scrub;
 mod selftest;
 mod status;
 mod supervise;

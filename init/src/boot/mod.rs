@@ -16,6 +16,7 @@ mod local;
 mod medium;
 mod modules;
 pub mod network;
+mod scrub;
 mod serve;
 mod services;
 mod status;
@@ -65,6 +66,8 @@ pub enum Step {
     Serve,
     /// Stage 2: the status endpoint (`phase.status=`), supervised task `status`.
     Status,
+    /// Stage 2: read the whole verity device once in the background (`phase.scrub`).
+    Scrub,
     /// Fault drills asked for with `phase.selftest=`.
     Selftest,
     /// Emits `init.ready`.
@@ -87,6 +90,7 @@ impl Step {
             Step::Services => "services",
             Step::Serve => "serve",
             Step::Status => "status",
+            Step::Scrub => "scrub",
             Step::Selftest => "selftest",
             Step::Ready => "ready",
         }
@@ -117,6 +121,7 @@ pub const STAGE2: &[Step] = &[
     Step::Services,
     Step::Serve,
     Step::Status,
+    Step::Scrub,
     Step::Selftest,
     Step::Ready,
 ];
@@ -183,6 +188,7 @@ impl Boot {
             Step::Services => services::run(self),
             Step::Serve => serve::run(self).await,
             Step::Status => status::run(self),
+            Step::Scrub => scrub::run(self),
             Step::Selftest => crate::selftest::run(self).await,
             Step::Ready => {
                 modules::settle_all(self);
@@ -348,7 +354,7 @@ mod tests {
         );
         assert_eq!(
             STAGE2.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["stage2", "cmdline", "services", "serve", "status", "selftest", "ready"]
+            ["stage2", "cmdline", "services", "serve", "status", "scrub", "selftest", "ready"]
         );
     }
 }

@@ -25,6 +25,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The supervised tasks that serve and announce this node's release (stopped for good when
+/// the background scrub finds the rootfs's medium returning bad blocks).
+pub const SERVING_TASKS: &[&str] = &["provider", "dht"];
+
 /// The TCP port every node serves its release on.
 pub const PROVIDER_PORT: u16 = 8080;
 

@@ -80,6 +80,11 @@ pub const KEYS: &[KeyDoc] = &[
         default: "4",
         doc: "diskless boot: whole fetches (discovery, metadata, artifacts) tried before giving up, 5 s backoff doubling to 60 s; 0 = until one succeeds",
     },
+    KeyDoc {
+        name: "phase.scrub",
+        default: "on",
+        doc: "stage 2 reads the whole dm-verity rootfs once in the background (idle I/O priority, nice 19): on = at most 8 MiB/s, off, or a rate in MiB/s (1 to 1024)",
+    },
 ];
 
 /// What this node may do on the network and on disk (the mode table of the design).
@@ -197,6 +202,38 @@ impl StatusSetting {
     }
 }
 
+/// The background scrub of the verified rootfs (`phase.scrub=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scrub {
+    Off,
+    /// At most this many MiB read per second.
+    MibPerSec(u32),
+}
+
+impl Scrub {
+    /// `on`'s rate: well under a USB 2 stick's read speed, so boot-time reads keep the bus.
+    pub const DEFAULT_MIB_S: u32 = 8;
+    pub const MAX_MIB_S: u32 = 1024;
+
+    pub fn parse(s: &str) -> Option<Scrub> {
+        match s {
+            "on" => Some(Scrub::MibPerSec(Scrub::DEFAULT_MIB_S)),
+            "off" => Some(Scrub::Off),
+            n if n.bytes().all(|b| b.is_ascii_digit()) => match n.parse::<u32>() {
+                Ok(r) if (1..=Scrub::MAX_MIB_S).contains(&r) => Some(Scrub::MibPerSec(r)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Scrub::MibPerSec(Scrub::DEFAULT_MIB_S)
+    }
+}
+
 /// A fault drill the init runs at boot when asked (`phase.selftest=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selftest {
@@ -231,6 +268,7 @@ pub struct Config {
     pub fetch_attempts: u32,
     pub kexec: KexecPolicy,
     pub status: StatusSetting,
+    pub scrub: Scrub,
     /// Standard keys the init reads but does not own.
     pub consoles: Vec<String>,
     pub ip: Option<String>,
@@ -252,6 +290,7 @@ impl Default for Config {
             fetch_attempts: 4,
             kexec: KexecPolicy::default(),
             status: StatusSetting::default(),
+            scrub: Scrub::default(),
             consoles: Vec::new(),
             ip: None,
             quiet: false,
@@ -384,6 +423,10 @@ pub fn parse(raw: &[u8]) -> (Config, Vec<Warning>) {
             },
             ("phase.status", Some(v)) => match StatusSetting::parse(&v) {
                 Some(p) => cfg.status = p,
+                None => warnings.push(warn(WarningReason::InvalidValue(v))),
+            },
+            ("phase.scrub", Some(v)) => match Scrub::parse(&v) {
+                Some(s) => cfg.scrub = s,
                 None => warnings.push(warn(WarningReason::InvalidValue(v))),
             },
             ("phase.poweroff", Some(v)) => {

@@ -188,3 +188,23 @@ fn docs_list_every_key_with_its_default() {
         );
     }
 }
+
+#[test]
+fn scrub_values() {
+    let cases: &[(&str, Scrub, usize)] = &[
+        ("", Scrub::MibPerSec(Scrub::DEFAULT_MIB_S), 0),
+        ("phase.scrub=on", Scrub::MibPerSec(8), 0),
+        ("phase.scrub=off", Scrub::Off, 0),
+        ("phase.scrub=1", Scrub::MibPerSec(1), 0),
+        ("phase.scrub=1024", Scrub::MibPerSec(1024), 0),
+        ("phase.scrub=0", Scrub::MibPerSec(8), 1),
+        ("phase.scrub=1025", Scrub::MibPerSec(8), 1),
+        ("phase.scrub=+5", Scrub::MibPerSec(8), 1),
+        ("phase.scrub=fast", Scrub::MibPerSec(8), 1),
+        ("phase.scrub", Scrub::MibPerSec(8), 1),
+    ];
+    for (line, want, warns) in cases {
+        let (cfg, w) = parse(line.as_bytes());
+        assert_eq!((cfg.scrub, w.len()), (*want, *warns), "{line:?}: {w:?}");
+    }
+}

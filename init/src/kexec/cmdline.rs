@@ -14,6 +14,7 @@ pub const CARRIED_KEYS: &[&str] = &[
     "phase.poweroff",
     "phase.debug",
     "phase.kexec",
+    "phase.scrub",
 ];
 
 /// The x86 boot protocol's `cmdline_size` (COMMAND_LINE_SIZE - 1).

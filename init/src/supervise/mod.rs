@@ -106,6 +106,14 @@ impl Supervisor {
         self.tasks.push((name.to_string(), handle));
     }
 
+    /// A handle that stops task `name` for good (no restart), if it runs.
+    pub fn abort_handle(&self, name: &str) -> Option<tokio::task::AbortHandle> {
+        self.tasks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, h)| h.abort_handle())
+    }
+
     /// Stop every task in reverse start order (`task.stopped` for each), waiting at most
     /// `bound` in all.
     pub async fn stop(&mut self, bound: Duration) {

@@ -3,6 +3,7 @@
 
 pub mod blkdev;
 pub mod clock;
+pub mod direct;
 pub mod dm;
 pub mod kexec;
 pub mod loopdev;
