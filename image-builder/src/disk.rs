@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub const META_SIZE: u64 = ALIGN;
+pub const META_SIZE: u64 = phase_layout::meta::SIZE as u64;
 /// The BIOS boot partition: core.img (about 100 KiB) with room for GRUB's growth.
 pub const BIOS_BOOT_SIZE: u64 = ALIGN;
 
@@ -97,20 +97,39 @@ pub fn state_uuid(root_hash: &[u8; 32]) -> Guid {
     derive::guid("state-uuid", &[root_hash])
 }
 
-/// The release metadata zero padded to the meta partition (the init trims trailing NULs).
-pub fn meta_content(release_json: &[u8]) -> Result<Vec<u8>, String> {
-    if release_json.len() as u64 > META_SIZE {
-        return Err(format!(
-            "release.json is {} bytes; the meta partition holds {META_SIZE}",
-            release_json.len()
-        ));
+/// The meta partition (phase_layout::meta): the release metadata in its first slot, the
+/// root chain (`N.root.json`, ascending) in the next ones (PURE).
+pub fn meta_content(release_json: &[u8], roots: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+    phase_layout::meta::encode(release_json, roots).map_err(|e| e.to_string())
+}
+
+/// The release directory's `N.root.json` files, ascending by N; the newest
+/// `meta::MAX_ROOTS` when there are more (an anchor older than those cannot walk to the
+/// end anyway, whatever the disk carries).
+pub fn root_files(release_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut found: Vec<(u64, String)> = Vec::new();
+    let entries = std::fs::read_dir(release_dir)
+        .with_context(|| format!("reading {}", release_dir.display()))?;
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_suffix(".root.json")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            found.push((n, name));
+        }
     }
-    if release_json.contains(&0) {
-        return Err("release.json contains a NUL byte".into());
-    }
-    let mut v = release_json.to_vec();
-    v.resize(META_SIZE as usize, 0);
-    Ok(v)
+    found.sort();
+    let skip = found.len().saturating_sub(phase_layout::meta::MAX_ROOTS);
+    found
+        .into_iter()
+        .skip(skip)
+        .map(|(_, name)| {
+            let p = release_dir.join(&name);
+            let b = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            Ok((name, b))
+        })
+        .collect()
 }
 
 pub struct Inputs {
@@ -299,7 +318,8 @@ pub fn write(inp: &Inputs, out: &Path) -> Result<Written> {
     let release_path = inp.release_dir.join(crate::release::RELEASE_FILE);
     let release_json = std::fs::read(&release_path)
         .with_context(|| format!("reading {}", release_path.display()))?;
-    let meta = meta_content(&release_json).map_err(anyhow::Error::msg)?;
+    let roots = root_files(&inp.release_dir)?;
+    let meta = meta_content(&release_json, &roots).map_err(anyhow::Error::msg)?;
     let rootfs =
         std::fs::read(&inp.rootfs).with_context(|| format!("reading {}", inp.rootfs.display()))?;
     let hash =

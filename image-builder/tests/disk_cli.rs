@@ -155,9 +155,15 @@ fn disk_has_the_four_partitions_named_by_the_root_hash() {
         );
         &bytes[(start * 512) as usize..((start + size) * 512) as usize]
     };
+    // The meta partition: release.json in slot 0, the release's N.root.json files after it.
     let release = std::fs::read(rel.join("release.json")).unwrap();
-    assert_eq!(&region(0)[..release.len()], &release[..]);
-    assert!(region(0)[release.len()..].iter().all(|&b| b == 0));
+    let meta = phase_layout::meta::decode(region(0));
+    assert_eq!(meta.release, &release[..]);
+    let root1 = std::fs::read(rel.join("1.root.json")).unwrap();
+    assert_eq!(meta.roots, vec![&root1[..]]);
+    let slot = phase_layout::meta::SLOT;
+    assert!(region(0)[release.len()..slot].iter().all(|&b| b == 0));
+    assert!(region(0)[slot + root1.len()..].iter().all(|&b| b == 0));
     let rootfs = std::fs::read(&img).unwrap();
     assert_eq!(&region(1)[..rootfs.len()], &rootfs[..]);
     let tree = std::fs::read(&hash).unwrap();

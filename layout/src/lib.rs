@@ -10,6 +10,7 @@ pub mod esp;
 pub mod gpt;
 pub mod grubenv;
 mod guid;
+pub mod meta;
 pub mod part_type;
 
 pub use guid::Guid;

@@ -75,8 +75,25 @@ fn assert_stage2(b: &Boot) {
 fn boots_verified_rootfs_with_persistent_state() {
     let dir = tempdir("boot");
     let disk = disk_copy(&dir);
-    let b = boot_disk(&disk);
+    // On until the background scrub has read the whole rootfs (unpaced here).
+    let b = Vm::default_artifacts()
+        .disk(&disk)
+        .append("phase.scrub=1024 phase.poweroff=rootfs.scrubbed")
+        .run()
+        .unwrap();
     b.assert_clean_poweroff();
+    let s = b.expect("rootfs.scrubbed");
+    let size = std::fs::metadata(artifact("rootfs.squashfs"))
+        .unwrap()
+        .len();
+    assert_eq!(s.fields["bytes"], size, "{}", s.fields);
+    assert_eq!(s.fields["bad_blocks"], 0, "{}", s.fields);
+    assert_eq!(s.str("decision"), Some("keep_serving"), "{}", s.fields);
+    assert_eq!(
+        s.str("device"),
+        b.expect("rootfs.verified").str("device"),
+        "the dm-verity device is what is scrubbed"
+    );
     b.assert_order(&[
         "init.start",
         "trust.ready",
@@ -125,6 +142,62 @@ fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
     // Documented fallback: the initramfs keeps serving (stage 1).
     assert!(b.event("rootfs.mounted").is_none() && b.event("stage2.start").is_none());
     assert_eq!(b.expect("init.ready").fields["stage"], 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A byte flipped in the middle of the squashfs (kernel modules that are not in the
+/// initramfs: never read while booting) passes boot, dm-verity checking only what is read;
+/// the background scrub reads every block past the page cache and finds it.
+#[test]
+fn scrub_finds_a_block_boot_never_read_and_the_node_keeps_running() {
+    let dir = tempdir("scrub");
+    let disk = disk_copy(&dir);
+    let size = std::fs::metadata(artifact("rootfs.squashfs"))
+        .unwrap()
+        .len();
+    let in_rootfs = size / 2 + 100;
+    let at = partition_offset(&disk, "phase-root") + in_rootfs;
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[byte[0] ^ 0x01]).unwrap();
+    }
+    let b = Vm::default_artifacts()
+        .disk(&disk)
+        .append("phase.scrub=64 phase.poweroff=rootfs.scrubbed")
+        .run()
+        .unwrap();
+    // Boot was not disturbed: stage 2 on the verified rootfs, no fallback.
+    b.assert_order(&[
+        "rootfs.mounted",
+        "stage2.start",
+        "verify.failed",
+        "rootfs.scrubbed",
+    ]);
+    assert!(b.event("fallback").is_none(), "{}", b.explain());
+    let f = b.expect("verify.failed");
+    assert_eq!(
+        (f.str("source"), f.str("artifact"), f.str("reason")),
+        (Some("scrub"), Some("rootfs"), Some("verity_mismatch")),
+        "{}",
+        f.fields
+    );
+    assert_eq!(f.fields["offset"], in_rootfs / 4096 * 4096, "{}", f.fields);
+    let s = b.expect("rootfs.scrubbed");
+    assert_eq!(s.fields["bad_blocks"], 1, "{}", s.fields);
+    assert_eq!(s.fields["bytes"], size, "{}", s.fields);
+    assert_eq!(s.str("decision"), Some("stop_serving"), "{}", s.fields);
+    // The node kept running: it powered off in order, on request, after the verdict.
+    b.assert_clean_poweroff();
+    assert_eq!(b.expect("shutdown").str("reason"), Some("phase.poweroff"));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -410,5 +483,108 @@ fn removed_or_broken_state_partition_is_named_and_the_release_still_boots() {
         assert!(b.event("verify.failed").is_none(), "{}", b.explain());
         assert_stage2(&b);
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The root chain on the meta partition: root 2 (signed by the TEST root key) revokes both
+/// TEST release keys for one new key. A disk whose release directory carries `2.root.json`
+/// boots a release signed by the new key (the initramfs anchor alone would refuse it:
+/// `unknown_key`), and a disk carrying the same chain with a release signed by the revoked
+/// keys is refused, although the initramfs anchor alone would accept it.
+#[test]
+fn root_chain_on_the_meta_partition_is_walked_at_boot() {
+    let dir = tempdir("metachain");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/test");
+    let key = |n: &str| s(&keys.join(n));
+    phase_image(&["keygen", "--out-dir", &s(&dir), "--name", "new-release"]);
+    let root2 = dir.join("2.root.json");
+    phase_image(&[
+        "root",
+        "--previous",
+        &s(&artifact("trusted-root.json")),
+        "--root-key",
+        &key("TEST-root-1.pub"),
+        "--release-key",
+        &s(&dir.join("new-release.pub")),
+        "--expires-in-days",
+        "36500",
+        "--sign",
+        &key("TEST-root-1.key"),
+        "-o",
+        &s(&root2),
+    ]);
+    let (kernel, initrd, rootfs, verity) = (
+        s(&artifact("vmlinuz")),
+        s(&artifact("initramfs.img")),
+        s(&artifact("rootfs.squashfs")),
+        s(&artifact("rootfs.verity.json")),
+    );
+    // A disk with release `version` signed by `signers`, its directory carrying root 2.
+    let disk = |name: &str, version: &str, signers: &[String]| {
+        let rel = dir.join(format!("rel-{name}"));
+        let mut args = vec![
+            "release".to_string(),
+            "--root".into(),
+            s(&root2),
+            "--root-history".into(),
+            s(&artifact("trusted-root.json")),
+            "--version".into(),
+            version.into(),
+            "--expires-in-days".into(),
+            "36500".into(),
+            "--kernel".into(),
+            kernel.clone(),
+            "--initramfs".into(),
+            initrd.clone(),
+            "--rootfs".into(),
+            rootfs.clone(),
+            "--rootfs-verity".into(),
+            verity.clone(),
+            "--out-dir".into(),
+            s(&rel),
+        ];
+        for k in signers {
+            args.extend(["--sign".to_string(), k.clone()]);
+        }
+        // (The builder signs with whatever keys it is given; the init judges them.)
+        phase_image(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let img = dir.join(format!("{name}.img"));
+        phase_image(&[
+            "disk",
+            "--release-dir",
+            &s(&rel),
+            "--rootfs",
+            &rootfs,
+            "--verity",
+            &s(&artifact("rootfs.verity")),
+            "-o",
+            &s(&img),
+        ]);
+        img
+    };
+    let rotated = disk("rotated", "2", &[s(&dir.join("new-release.key"))]);
+    let b = boot_disk(&rotated);
+    b.assert_clean_poweroff();
+    assert!(b.event("verify.failed").is_none(), "{}", b.explain());
+    assert_eq!(
+        b.expect("rootfs.mounted").fields["release"],
+        2,
+        "{}",
+        b.explain()
+    );
+    assert_eq!(b.expect("init.ready").fields["stage"], 2);
+
+    let revoked = disk(
+        "revoked",
+        "3",
+        &[key("TEST-release-1.key"), key("TEST-release-2.key")],
+    );
+    let b = boot_disk(&revoked);
+    b.assert_clean_poweroff();
+    let f = b.expect("verify.failed");
+    assert_eq!(f.str("reason"), Some("unknown_key"), "{}", f.fields);
+    assert!(b.event("rootfs.mounted").is_none(), "{}", b.explain());
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
     let _ = std::fs::remove_dir_all(dir);
 }

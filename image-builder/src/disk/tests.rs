@@ -40,10 +40,19 @@ fn a_bootable_disk_starts_with_bios_boot_then_the_esp() {
 
 #[test]
 fn meta_is_padded_and_bounded() {
-    let m = meta_content(b"{\"x\":1}").unwrap();
+    let m = meta_content(b"{\"x\":1}", &[]).unwrap();
     assert_eq!(m.len() as u64, META_SIZE);
     assert_eq!(&m[..7], b"{\"x\":1}");
     assert!(m[7..].iter().all(|&b| b == 0));
-    assert!(meta_content(&vec![b' '; META_SIZE as usize + 1]).is_err());
-    assert!(meta_content(b"a\0b").is_err());
+    assert!(meta_content(&vec![b' '; META_SIZE as usize + 1], &[]).is_err());
+    assert!(meta_content(b"a\0b", &[]).is_err());
+    // The root chain follows in the next slots.
+    let roots = vec![("2.root.json".to_string(), b"{\"r\":2}".to_vec())];
+    let m = meta_content(b"{\"x\":1}", &roots).unwrap();
+    let slot = phase_layout::meta::SLOT;
+    assert_eq!(&m[slot..slot + 7], b"{\"r\":2}");
+    assert_eq!(
+        phase_layout::meta::decode(&m).roots,
+        vec![&b"{\"r\":2}"[..]]
+    );
 }

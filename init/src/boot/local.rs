@@ -205,7 +205,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             "no verified trust anchor: cannot trust the local release".into(),
         ));
     }
-    // Release metadata: capped read of the meta partition, trailing NULs trimmed.
+    // The meta partition (phase_layout::meta): release metadata, then the root chain;
+    // read whole (1 MiB), each slot's trailing NULs trimmed.
     let meta = medium
         .parts
         .iter()
@@ -214,10 +215,10 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         .unwrap_or(1);
     let meta_dev = part_dev(&medium.disk, meta);
     let artifact = format!("{meta_dev}:release.json");
-    let mut bytes = Vec::new();
+    let mut raw = Vec::new();
     if let Err(e) = std::fs::File::open(&meta_dev).and_then(|f| {
-        f.take(phase_release::doc::MAX_METADATA_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
+        f.take(phase_layout::meta::SIZE as u64)
+            .read_to_end(&mut raw)
     }) {
         return Err(fail(
             boot,
@@ -226,17 +227,17 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             format!("{meta_dev}: {e}"),
         ));
     }
-    while bytes.last() == Some(&0) {
-        bytes.pop();
-    }
+    let on_meta = phase_layout::meta::decode(&raw);
+    let bytes = on_meta.release.to_vec();
     // Verify with what is known before any writable disk is touched: the anchor, the
-    // initramfs floor, the state in RAM.
+    // rotations this disk carries, the initramfs floor, the state in RAM.
     let Some(trust) = boot.trust.as_mut() else {
         return Err(StepError {
             reason: "no_trust_anchor",
             message: "trust anchor vanished".into(),
         });
     };
+    walk_meta_roots(&mut trust.chain, &on_meta.roots, &meta_dev);
     let known = trust.store.load().unwrap_or_default();
     let policy = phase_release::verify::Policy {
         arch: std::env::consts::ARCH.into(),
@@ -311,6 +312,34 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         kernel_sha256: release.artifacts.kernel.sha256.clone(),
     });
     Ok(())
+}
+
+/// Walk the root chain on from where it is with the meta partition's root files, each
+/// verified as the next step (TUF order: the root first, then the release is judged with
+/// it). A file that does not verify ends the walk at the last root that did.
+fn walk_meta_roots(chain: &mut phase_release::chain::RootChain, roots: &[&[u8]], dev: &str) {
+    let from = chain.root.version;
+    if let Some(e) = chain.walk(|v| {
+        roots
+            .iter()
+            .find(|r| root_version(r) == Some(v))
+            .map(|r| r.to_vec())
+    }) {
+        tracing::warn!(
+            "{dev}: root chain ends at version {}: {e}",
+            chain.root.version
+        );
+    }
+    if chain.root.version > from {
+        tracing::info!("{dev}: root rotated {from} → {}", chain.root.version);
+    }
+}
+
+/// The `signed.version` a root file claims (PURE; only to pick the file for a step, which
+/// is then verified).
+fn root_version(bytes: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("signed")?.get("version")?.as_u64()
 }
 
 /// dm-verity over the rootfs partition, or a verified RAM copy if dm-verity is missing.
@@ -441,6 +470,13 @@ fn judge_with_state(
             "stored root chain ends at version {}: {e}",
             trust.chain.root.version
         );
+    }
+    // Every rotation reached (from this disk's meta partition or the state) is kept with
+    // the trusted state, so later boots start from it.
+    if !trust.chain.steps.is_empty() {
+        if let Err(e) = trust.store.save_root_chain(&trust.chain.steps) {
+            tracing::warn!("{e}; the root chain was not saved");
+        }
     }
     let now = trust.now.max(state.time);
     let policy = phase_release::verify::Policy {
@@ -690,6 +726,28 @@ mod tests {
         );
         assert_eq!(part_dev("vda", 2), "/dev/vda2");
         assert_eq!(part_dev("nvme0n1", 2), "/dev/nvme0n1p2");
+    }
+
+    #[test]
+    fn root_version_only_picks_a_file() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (
+                br#"{"signatures":[],"signed":{"_type":"root","version":2}}"#,
+                Some(2),
+            ),
+            (br#"{"signed":{"version":"2"}}"#, None),
+            (br#"{"version":2}"#, None),
+            (b"not json", None),
+            (b"", None),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                root_version(bytes),
+                *want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]
