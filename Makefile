@@ -130,8 +130,11 @@ release-next:
 	$(OUT)/phase-image sign --key $(TESTKEYS)/TEST-release-2.key $(OUT)/release-next/release.json
 	$(OUT)/phase-image verify --root $(OUT)/trusted-root.json $(OUT)/release-next
 
+# The whole story on this terminal (qemu/src/story.rs): the image boots release N under UEFI,
+# a provider of out/release-next is forwarded in, the guest kexecs into N+1 and powers off.
+# ARGS: more kernel words; KEEP=1: the guest keeps running, its console here (Ctrl-A X quits).
 run: build
-	target/release/phase-vm $(ARGS)
+	target/release/phase-run $(if $(KEEP),--keep) $(ARGS)
 
 lint: setup
 	cargo fmt --all -- --check

@@ -11,6 +11,7 @@
 pub mod chart;
 pub mod lan;
 pub mod provider;
+pub mod story;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

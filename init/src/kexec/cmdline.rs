@@ -38,12 +38,18 @@ pub fn next(signed: &str, running: &str) -> Result<String, KexecError> {
         if !CARRIED_KEYS.contains(&key.as_str()) {
             continue;
         }
+        let is_console = key == "console";
         let param = match value {
             // Quote a value with spaces the way the kernel's parser reads it back.
             Some(v) if v.contains(char::is_whitespace) => format!("{key}=\"{v}\""),
             Some(v) => format!("{key}={v}"),
             None => key,
         };
+        // The last `console=` becomes /dev/console, where the init writes its events: the
+        // running boot's consoles keep their order, after whatever the signed line says.
+        if is_console {
+            parts.retain(|p| *p != param);
+        }
         if !parts.contains(&param) {
             parts.push(param);
         }

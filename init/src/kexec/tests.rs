@@ -80,6 +80,10 @@ fn cmdline_table() {
         ("console=ttyS0 phase.stage=1", "", "console=ttyS0 phase.stage=2"),
         // What the signed line already says is not repeated.
         ("console=ttyS0", "console=ttyS0 console=tty0", "console=ttyS0 console=tty0 phase.stage=2"),
+        // The running consoles keep their order (the last is /dev/console): the image's
+        // menu puts the serial console last, after the release's own.
+        ("console=ttyS0 quiet", "console=tty0 console=ttyS0 quiet phase.mode=internet",
+         "quiet console=tty0 console=ttyS0 phase.mode=internet phase.stage=2"),
         // Everything after a bare `--` is init's argv, never carried.
         ("quiet", "phase.debug -- phase.mode=local", "quiet phase.debug phase.stage=2"),
         // A quoted value keeps its quotes.
