@@ -3,6 +3,8 @@
 //! 10.213.0.0/16 that exist only here): one honest, one serving a tampered kernel, one that
 //! stalls mid-transfer. The client must end with the honest bytes, report `verify.failed`
 //! for the tampered provider and fail over from the staller. Needs root and iproute2.
+//! Further providers: one that truncates, one that dribbles, six silent ones, and one on
+//! loopback that checks the artifacts are fetched at once after the first.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -410,4 +412,83 @@ fn silent_providers_first_cost_one_bound_not_one_each() {
             .any(|e| e["event"] == "provider.found" && e["url"] == good),
         "{text}"
     );
+}
+
+/// What the gated provider of [`artifacts_download_at_once_after_the_first`] saw.
+#[derive(Default)]
+struct Gate {
+    /// Artifact requests open now, and the most ever open at once.
+    open: usize,
+    most: usize,
+    /// Artifact requests in arrival order, with how many were open when each arrived.
+    order: Vec<(String, usize)>,
+}
+
+/// One provider on loopback that serves metadata at once but holds every artifact response
+/// except the smallest (`rootfs.verity`) until three artifact requests are open together
+/// (or 5 s passed, so a client that fetches one at a time still ends): the client must ask
+/// for the smallest artifact first and alone, then for the other three at once.
+#[test]
+fn artifacts_download_at_once_after_the_first() {
+    use std::sync::{Arc, Condvar, Mutex};
+    let release = top().join("out/release");
+    assert!(
+        release.join("release.json").exists(),
+        "run `make build` first"
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    let gate = Arc::new((Mutex::new(Gate::default()), Condvar::new()));
+    let seen = gate.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let (release, gate) = (release.clone(), gate.clone());
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split(' ').nth(1).unwrap_or("/").trim_start_matches('/');
+                let Ok(data) = std::fs::read(release.join(path)) else {
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                let artifact = !path.ends_with(".json");
+                if artifact {
+                    let (m, cv) = &*gate;
+                    let mut g = m.lock().unwrap();
+                    g.open += 1;
+                    g.most = g.most.max(g.open);
+                    let open = g.open;
+                    g.order.push((path.to_string(), open));
+                    cv.notify_all();
+                    if path != "rootfs.verity" {
+                        let _ = cv
+                            .wait_timeout_while(g, Duration::from_secs(5), |g| g.most < 3)
+                            .unwrap();
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    data.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&data);
+                if artifact {
+                    gate.0.lock().unwrap().open -= 1;
+                }
+            });
+        }
+    });
+    let (ok, _ev, text) = fetch("gate", &[&url], &[]);
+    assert!(ok, "{text}");
+    let g = seen.0.lock().unwrap();
+    assert_eq!(
+        g.order.first(),
+        Some(&("rootfs.verity".to_string(), 1)),
+        "{:?}",
+        g.order
+    );
+    assert_eq!(g.order.len(), 4, "{:?}", g.order);
+    assert_eq!(g.most, 3, "{:?}", g.order);
 }

@@ -1,6 +1,7 @@
 //! Verified fetch: release metadata and artifacts from HTTP providers, every byte checked
-//! as it arrives (size and SHA-256), resumed with Range after a stall or error, failed over
-//! to the next provider, and bounded in time. Nothing fetched is used unless it verified.
+//! as it arrives (size and SHA-256, on a verify thread fed by the connection: [`pipeline`]),
+//! resumed with Range after a stall or error, failed over to the next provider, and bounded
+//! in time. Nothing fetched is used unless it verified.
 //!
 //! Each provider must keep up a minimum rate over each window ([`pace`]), not only send a
 //! byte before the idle timeout, so a peer that dribbles costs one window at most.
@@ -16,6 +17,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod pace;
+pub mod pipeline;
 pub mod release;
 pub mod report;
 pub mod response;
@@ -25,6 +27,7 @@ use pace::Pace;
 use phase_release::doc::Artifact;
 use phase_release::stream::ArtifactVerifier;
 use phase_release::verify::TrustError;
+use pipeline::{Pipeline, Sink};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -168,7 +171,7 @@ impl Conn<'_> {
     }
 }
 
-/// `GET base/file` from `offset`, feeding body bytes to `sink` until `want` bytes arrived.
+/// `GET base/file` from `offset`, handing body bytes to `sink` until `want` bytes arrived.
 /// A body that ends before `want` bytes (or before its Content-Length) is `ShortBody`.
 /// Servers that ignore Range (200 with the whole file) are handled by skipping what we
 /// already have. Returns the bytes delivered to `sink`.
@@ -179,7 +182,7 @@ pub async fn get(
     want: Option<u64>,
     limits: &Limits,
     deadline: Instant,
-    sink: &mut (dyn FnMut(&[u8]) -> Result<(), TrustError> + Send),
+    sink: &mut impl Sink,
 ) -> Result<u64, FetchError> {
     let u = url.to_string() + file;
     let connect = tokio::time::timeout(limits.connect, TcpStream::connect(url.authority()));
@@ -219,7 +222,7 @@ pub async fn get(
             url: u.clone(),
             msg: e.to_string(),
         })?;
-    let mut buf = vec![0u8; 1024 * 1024];
+    let mut buf = vec![0u8; MAX_HEAD];
     let mut head = Vec::new();
     let (h, body_start) = loop {
         let n = c.read_some(&mut buf).await?;
@@ -253,7 +256,7 @@ pub async fn get(
             msg: "chunked responses are not supported".into(),
         });
     }
-    let mut skip = match (h.status, h.range_start) {
+    let skip = match (h.status, h.range_start) {
         (206, Some(start)) if start == offset => 0,
         (206, _) => {
             return Err(FetchError::Protocol {
@@ -264,47 +267,54 @@ pub async fn get(
         (200, _) => offset, // Range ignored: drop what we already have
         (status, _) => return Err(FetchError::Status { url: u, status }),
     };
+    let mut body = Body {
+        skip,
+        want,
+        delivered: 0,
+    };
     let body_len = h.content_length;
-    let (mut got, mut delivered) = (0u64, 0u64);
-    let mut feed =
-        |chunk: &[u8], skip: &mut u64, delivered: &mut u64| -> Result<bool, FetchError> {
-            let from = (*skip).min(chunk.len() as u64) as usize;
-            *skip -= from as u64;
-            let mut rest = &chunk[from..];
-            if let Some(w) = want {
-                let left = w.saturating_sub(*delivered) as usize;
-                rest = &rest[..rest.len().min(left)];
-            }
-            if !rest.is_empty() {
-                sink(rest).map_err(|err| FetchError::Verify {
-                    url: u.clone(),
-                    err,
-                })?;
-                *delivered += rest.len() as u64;
-            }
-            Ok(want.is_some_and(|w| *delivered >= w))
-        };
-    got += body_start.len() as u64;
-    if feed(&body_start, &mut skip, &mut delivered)? {
-        return Ok(delivered);
+    let mut got = body_start.len() as u64;
+    let range = body.next(body_start.len());
+    sink.take(body_start, range)
+        .map_err(|err| FetchError::Verify {
+            url: u.clone(),
+            err,
+        })?;
+    if body.complete() {
+        return Ok(body.delivered);
     }
     loop {
         if body_len.is_some_and(|l| got >= l) {
             break;
         }
-        let n = c.read_some(&mut buf).await?;
-        if n == 0 {
+        let mut buf = sink.buffer().await;
+        if buf.is_empty() {
+            buf = vec![0u8; MAX_HEAD]; // an empty buffer would read as the end of the body
+        }
+        let n = match c.read_some(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = sink.take(buf, 0..0);
+                return Err(e);
+            }
+        };
+        got += n as u64;
+        let range = body.next(n);
+        sink.take(buf, range).map_err(|err| FetchError::Verify {
+            url: u.clone(),
+            err,
+        })?;
+        if n == 0 || body.complete() {
             break;
         }
-        got += n as u64;
-        if feed(&buf[..n], &mut skip, &mut delivered)? {
-            return Ok(delivered);
-        }
+    }
+    if body.complete() {
+        return Ok(body.delivered);
     }
     match (want, body_len) {
-        (Some(w), _) if delivered < w => Err(FetchError::ShortBody {
+        (Some(w), _) if body.delivered < w => Err(FetchError::ShortBody {
             url: u,
-            got: offset + delivered,
+            got: offset + body.delivered,
             want: offset + w,
         }),
         (None, Some(l)) if got < l => Err(FetchError::ShortBody {
@@ -312,7 +322,34 @@ pub async fn get(
             got,
             want: l,
         }),
-        _ => Ok(delivered),
+        _ => Ok(body.delivered),
+    }
+}
+
+/// Which received bytes belong to the caller: the first `skip` are dropped (a server that
+/// ignored Range), and nothing past `want`.
+struct Body {
+    skip: u64,
+    want: Option<u64>,
+    delivered: u64,
+}
+
+impl Body {
+    /// The part of the next `n` received bytes (at the start of a buffer) to deliver.
+    fn next(&mut self, n: usize) -> std::ops::Range<usize> {
+        let from = self.skip.min(n as u64) as usize;
+        self.skip -= from as u64;
+        let mut to = n;
+        if let Some(w) = self.want {
+            let left = w.saturating_sub(self.delivered);
+            to = to.min(from.saturating_add(usize::try_from(left).unwrap_or(usize::MAX)));
+        }
+        self.delivered += (to - from) as u64;
+        from..to
+    }
+
+    fn complete(&self) -> bool {
+        self.want.is_some_and(|w| self.delivered >= w)
     }
 }
 
@@ -327,19 +364,9 @@ pub async fn small(
     if let Some(until) = limits.metadata_until {
         deadline = deadline.min(until);
     }
-    let mut out = Vec::new();
-    let mut sink = |c: &[u8]| {
-        if out.len() + c.len() > cap {
-            return Err(TrustError::Oversized {
-                size: out.len() + c.len(),
-                max: cap,
-            });
-        }
-        out.extend_from_slice(c);
-        Ok(())
-    };
+    let mut sink = pipeline::Collect::new(cap);
     get(url, file, 0, None, limits, deadline, &mut sink).await?;
-    Ok(out)
+    Ok(sink.out)
 }
 
 /// A provider left on the way to an artifact.
@@ -392,14 +419,14 @@ pub async fn artifact(
     };
 
     // The shared pass: each provider continues where the last one stopped.
-    let mut verifier = match job.reset() {
+    let mut pipe = match job.reset() {
         Ok(v) => v,
         Err(e) => return Err((report, e)),
     };
     let (mut offset, mut contributors, mut suspect) = (0u64, Vec::new(), false);
     for (i, p) in providers.iter().enumerate() {
         let started = Instant::now();
-        let (res, wrote) = job.run(p, offset, &mut verifier).await;
+        let (res, wrote) = job.run(p, offset, &mut pipe).await;
         offset += wrote;
         if wrote > 0 {
             contributors.push(i);
@@ -418,8 +445,12 @@ pub async fn artifact(
             }
         }
     }
+    let verdict = match pipe.finish().await {
+        Ok(v) => v,
+        Err(e) => return Err((report, e)),
+    };
     if offset == artifact.size && !suspect {
-        match verifier.finish() {
+        match verdict {
             Ok(()) => {
                 report.from = contributors
                     .iter()
@@ -451,14 +482,18 @@ pub async fn artifact(
         if out_of[i] {
             continue;
         }
-        let mut verifier = match job.reset() {
+        let mut pipe = match job.reset() {
             Ok(v) => v,
             Err(e) => return Err((report, e)),
         };
         let started = Instant::now();
-        let (res, _) = job.run(p, 0, &mut verifier).await;
+        let (res, _) = job.run(p, 0, &mut pipe).await;
+        let verdict = match pipe.finish().await {
+            Ok(v) => v,
+            Err(e) => return Err((report, e)),
+        };
         let res = res.and_then(|()| {
-            verifier.finish().map_err(|err| FetchError::Verify {
+            verdict.map_err(|err| FetchError::Verify {
                 url: p.to_string(),
                 err,
             })
@@ -495,59 +530,48 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// An empty output and a fresh verifier.
-    fn reset(&mut self) -> Result<ArtifactVerifier, FetchError> {
+    /// An empty output and a fresh verifier on its own worker.
+    fn reset(&mut self) -> Result<Pipeline, FetchError> {
         if self.out.set_len(0).is_err() || std::io::Seek::rewind(self.out).is_err() {
             return Err(FetchError::Output {
                 artifact: self.name.to_string(),
                 msg: "cannot be reset".into(),
             });
         }
-        ArtifactVerifier::new(self.name, self.artifact).map_err(|err| FetchError::Verify {
-            url: String::new(),
-            err,
-        })
+        let verifier =
+            ArtifactVerifier::new(self.name, self.artifact).map_err(|err| FetchError::Verify {
+                url: String::new(),
+                err,
+            })?;
+        Pipeline::start(self.name, verifier, self.out)
     }
 
-    /// Fetch from `offset` to the end from `p`, hashing then writing each chunk. Returns
-    /// the outcome and the bytes written (which count even when the attempt failed).
+    /// Fetch from `offset` to the end from `p` through `pipe` (hashed and written by its
+    /// worker). Returns the outcome and the bytes the worker took (which count even when
+    /// the attempt failed).
     async fn run(
         &mut self,
         p: &Url,
         offset: u64,
-        verifier: &mut ArtifactVerifier,
+        pipe: &mut Pipeline,
     ) -> (Result<(), FetchError>, u64) {
         let mut written = 0u64;
-        let mut write_failed = None;
-        let (out, progress, size) = (&mut *self.out, &mut *self.progress, self.artifact.size);
+        let (progress, size) = (&mut *self.progress, self.artifact.size);
+        let mut report = |done: u64| progress(offset + done, size);
         let res = {
-            // The file is in RAM or on local disk: write at once; the hash state carries
-            // over to the next provider.
-            let mut sink = |c: &[u8]| -> Result<(), TrustError> {
-                verifier.update(c)?;
-                if let Err(e) = std::io::Write::write_all(out, c) {
-                    write_failed = Some(e.to_string());
-                }
-                written += c.len() as u64;
-                progress(offset + written, size);
-                Ok(())
-            };
+            let mut sink = pipe.sink(&mut written, &mut report);
             get(
                 p,
                 &self.artifact.path,
                 offset,
-                Some(size - offset),
+                Some(size.saturating_sub(offset)),
                 self.limits,
                 self.deadline,
                 &mut sink,
             )
             .await
         };
-        if let Some(msg) = write_failed {
-            let e = FetchError::Output {
-                artifact: self.name.to_string(),
-                msg,
-            };
+        if let Err(e) = pipe.settle().await {
             return (Err(e), written);
         }
         (res.map(|_| ()), written)
@@ -556,5 +580,65 @@ impl Attempt<'_> {
     fn done(&mut self, report: Report) -> Report {
         let _ = std::io::Write::flush(self.out);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Body;
+
+    /// (what, skip, want, reads, the range delivered of each read)
+    type Case = (
+        &'static str,
+        u64,
+        Option<u64>,
+        &'static [usize],
+        &'static [(usize, usize)],
+    );
+
+    #[test]
+    fn body_ranges_skip_what_we_have_and_stop_at_want() {
+        let cases: &[Case] = &[
+            ("all of it", 0, None, &[10, 20], &[(0, 10), (0, 20)]),
+            (
+                "up to want",
+                0,
+                Some(25),
+                &[10, 20, 5],
+                &[(0, 10), (0, 15), (0, 0)],
+            ),
+            (
+                "Range ignored",
+                15,
+                Some(10),
+                &[10, 20],
+                &[(10, 10), (5, 15)],
+            ),
+            (
+                "skip past a read",
+                30,
+                None,
+                &[10, 10, 20],
+                &[(10, 10), (10, 10), (10, 20)],
+            ),
+            ("nothing wanted", 0, Some(0), &[8], &[(0, 0)]),
+        ];
+        for (what, skip, want, reads, ranges) in cases {
+            let mut b = Body {
+                skip: *skip,
+                want: *want,
+                delivered: 0,
+            };
+            let got: Vec<(usize, usize)> = reads
+                .iter()
+                .map(|&n| {
+                    let r = b.next(n);
+                    (r.start, r.end)
+                })
+                .collect();
+            assert_eq!(got, *ranges, "{what}");
+            let sum: usize = ranges.iter().map(|(a, z)| z - a).sum();
+            assert_eq!(b.delivered, sum as u64, "{what}");
+        }
     }
 }

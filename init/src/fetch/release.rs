@@ -11,6 +11,7 @@ use phase_release::chain::{RootChain, MAX_ROOT_STEPS};
 use phase_release::doc::{Artifact, Release, Root, MAX_METADATA_BYTES};
 use phase_release::verify::{self, Policy, TrustError};
 use std::path::Path;
+use std::sync::Mutex;
 
 /// What happened to one provider's metadata.
 #[derive(Debug)]
@@ -200,9 +201,20 @@ fn write_metadata(choice: &Choice, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Artifacts downloaded at once (each on its own connection and verify thread): below a
+/// provider's per-client connection cap (`provider::serve::Config::per_client`, 8), so a
+/// fetching node never crowds out its own metadata requests.
+pub const PARALLEL_ARTIFACTS: usize = 4;
+
 /// Download every file of `choice` into `dir`, verified, then its metadata (last: a
 /// directory with `release.json` is complete and servable). Calls `report` for each
 /// artifact. Returns the artifact bytes downloaded.
+///
+/// The smallest artifact goes first and alone: until one artifact has verified, a hostile
+/// provider at the head of the list costs one artifact's attempt, not one per artifact.
+/// The rest then download at once ([`PARALLEL_ARTIFACTS`]), each starting from the
+/// provider list as it stands then: a provider that failed on any artifact goes last.
+/// The first artifact that fails ends the download; every file not verified is removed.
 pub async fn download(
     choice: &Choice,
     dir: &Path,
@@ -210,34 +222,106 @@ pub async fn download(
     report: &mut (dyn FnMut(&str, &ArtifactResult) + Send),
     progress: &mut (dyn FnMut(&str, u64, u64) + Send),
 ) -> Result<u64, FetchError> {
+    use libp2p::futures::stream::{FuturesUnordered, StreamExt};
+    let mut files = files(&choice.release);
+    files.sort_by_key(|(_, a)| a.size);
+    let shared = Shared {
+        dir,
+        limits,
+        providers: Mutex::new(choice.providers.clone()),
+        report: Mutex::new(report),
+        progress: Mutex::new(progress),
+    };
+    let mut files = files.into_iter();
     let mut bytes = 0;
-    // A provider that failed on one artifact goes last for the next ones: a hostile
-    // provider costs one artifact's attempt, not one per artifact.
-    let mut providers = choice.providers.clone();
-    for (name, a) in files(&choice.release) {
-        let path = dir.join(&a.path);
-        let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Output {
-            artifact: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        let r = super::artifact(&name, &a, &providers, &mut f, limits, &mut |done, total| {
-            progress(&name, done, total)
-        })
-        .await;
-        report(&name, &r);
-        let rep = match &r {
-            Ok(rep) | Err((rep, _)) => rep,
+    if let Some((name, a)) = files.next() {
+        shared.one(&name, &a).await?;
+        bytes += a.size;
+    }
+    let mut waiting: Vec<(String, Artifact)> = files.rev().collect();
+    let mut running = FuturesUnordered::new();
+    // Files being written by the running downloads.
+    let mut open: Vec<String> = Vec::new();
+    loop {
+        while running.len() < PARALLEL_ARTIFACTS {
+            let Some((name, a)) = waiting.pop() else {
+                break;
+            };
+            open.push(a.path.clone());
+            let shared = &shared;
+            running.push(async move {
+                let r = shared.one(&name, &a).await;
+                (a.path, a.size, r)
+            });
+        }
+        let Some((path, size, r)) = running.next().await else {
+            break;
         };
-        providers.sort_by_key(|p| rep.failed(p));
-        if let Err((_, e)) = r {
-            let _ = tokio::fs::remove_file(&path).await;
+        open.retain(|p| *p != path);
+        if let Err(e) = r {
+            // The others stop where they are (dropping them closes their connections);
+            // nothing unverified stays behind.
+            drop(running);
+            for path in open {
+                let _ = std::fs::remove_file(dir.join(path));
+            }
             return Err(e);
         }
-        bytes += a.size;
+        bytes += size;
     }
     write_metadata(choice, dir).map_err(|e| FetchError::Output {
         artifact: dir.display().to_string(),
         msg: e.to_string(),
     })?;
     Ok(bytes)
+}
+
+/// Called with each artifact's outcome; called with each artifact's progress.
+type OnArtifact<'a> = &'a mut (dyn FnMut(&str, &ArtifactResult) + Send);
+type OnProgress<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
+
+/// What the artifacts of one download share: the provider order and the callbacks.
+struct Shared<'a> {
+    dir: &'a Path,
+    limits: &'a Limits,
+    providers: Mutex<Vec<Url>>,
+    report: Mutex<OnArtifact<'a>>,
+    progress: Mutex<OnProgress<'a>>,
+}
+
+impl Shared<'_> {
+    /// One artifact into its file, verified, or why not (its file removed).
+    async fn one(&self, name: &str, a: &Artifact) -> Result<(), FetchError> {
+        let path = self.dir.join(&a.path);
+        let mut f = std::fs::File::create(&path).map_err(|e| FetchError::Output {
+            artifact: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let providers = match self.providers.lock() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut progress = |done, total| {
+            if let Ok(mut p) = self.progress.lock() {
+                p(name, done, total)
+            }
+        };
+        let r = super::artifact(name, a, &providers, &mut f, self.limits, &mut progress).await;
+        if let Ok(mut report) = self.report.lock() {
+            report(name, &r);
+        }
+        let rep = match &r {
+            Ok(rep) | Err((rep, _)) => rep,
+        };
+        if let Ok(mut p) = self.providers.lock() {
+            p.sort_by_key(|p| rep.failed(p));
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err((_, e)) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
 }
