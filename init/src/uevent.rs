@@ -49,6 +49,11 @@ impl Uevent {
     pub fn is_disk_added(&self) -> bool {
         self.action == "add" && self.subsystem == "block" && self.devtype.as_deref() == Some("disk")
     }
+
+    /// The device node `/dev/NAME` was added.
+    pub fn is_added(&self, name: &str) -> bool {
+        self.action == "add" && self.devname.as_deref() == Some(name)
+    }
 }
 
 #[cfg(test)]
@@ -61,10 +66,12 @@ mod tests {
         let e = Uevent::parse(disk).unwrap();
         assert!(e.is_disk_added());
         assert_eq!(e.devname.as_deref(), Some("vda"));
+        assert!(e.is_added("vda") && !e.is_added("vdb") && !e.is_added("/dev/vda"));
         let part = b"add@/devices/x/block/vda/vda1\0ACTION=add\0SUBSYSTEM=block\0DEVNAME=vda1\0DEVTYPE=partition\0";
         assert!(!Uevent::parse(part).unwrap().is_disk_added());
         let removed = b"remove@/devices/x/block/vda\0ACTION=remove\0SUBSYSTEM=block\0DEVNAME=vda\0DEVTYPE=disk\0";
         assert!(!Uevent::parse(removed).unwrap().is_disk_added());
+        assert!(!Uevent::parse(removed).unwrap().is_added("vda"));
         let net = b"add@/devices/virtual/net/lo\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=lo\0";
         assert!(!Uevent::parse(net).unwrap().is_disk_added());
         for not_kernel in [

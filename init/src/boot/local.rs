@@ -378,15 +378,20 @@ fn verified_device(boot: &Boot, m: &Medium, rootfs: &Artifact) -> Result<String,
             params: &params,
         };
         match crate::sys::dm::create_readonly(DM_NAME, &target) {
-            Ok(dev) => {
-                wait_for(&dev);
-                boot.events.emit(Event::RootfsVerified {
-                    method: "dm-verity".into(),
-                    device: dev.clone(),
-                    root_hash: v.root_hash.clone(),
-                });
-                return Ok(dev);
-            }
+            Ok(dev) => match wait_for_node(&dev, DEVICE_NODE_WAIT) {
+                Ok(()) => {
+                    boot.events.emit(Event::RootfsVerified {
+                        method: "dm-verity".into(),
+                        device: dev.clone(),
+                        root_hash: v.root_hash.clone(),
+                    });
+                    return Ok(dev);
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; verifying the whole image instead");
+                    crate::sys::dm::remove(DM_NAME);
+                }
+            },
             Err(e) => tracing::warn!("{e}; verifying the whole image instead"),
         }
     } else {
@@ -436,11 +441,49 @@ fn copy_and_check(data_dev: &str, size: u64, v: &Verity) -> Result<(), (&'static
         .map_err(|e| (e.reason(), e.to_string()))
 }
 
+/// How long a mapped device's node may take to appear. devtmpfs creates the node inside
+/// the ioctl that adds the disk, so on a sound kernel it is there at once; the bound only
+/// counts when it is not.
+pub const DEVICE_NODE_WAIT: Duration = Duration::from_secs(2);
+
+/// [`wait_for_node`] with [`DEVICE_NODE_WAIT`]; a node that never came is logged here and
+/// named by the mount that then fails.
 pub(super) fn wait_for(dev: &str) {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !std::path::Path::new(dev).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    if let Err(e) = wait_for_node(dev, DEVICE_NODE_WAIT) {
+        tracing::warn!("{e}");
     }
+}
+
+/// Wait for the device node `dev` (`/dev/NAME`) without polling: subscribe to uevents,
+/// then look, then look again at each `add` of NAME, until `bound`. The kernel creates the
+/// node before it sends the uevent, so subscribing first misses nothing.
+pub(super) fn wait_for_node(dev: &str, bound: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let path = std::path::Path::new(dev);
+    let name = dev.strip_prefix("/dev/").unwrap_or(dev);
+    let uevents = crate::sys::uevent::Uevents::open();
+    if path.exists() {
+        return Ok(());
+    }
+    let u = uevents.map_err(|e| format!("{dev} missing, and no uevent socket to wait on: {e}"))?;
+    loop {
+        match u.next(bound.saturating_sub(started.elapsed())) {
+            Ok(Some(msg)) => {
+                let added = crate::uevent::Uevent::parse(&msg).is_some_and(|e| e.is_added(name));
+                if added && path.exists() {
+                    return Ok(());
+                }
+            }
+            // A socket timeout may round below the bound: wait out the rest.
+            Ok(None) if started.elapsed() >= bound => break,
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("{dev} missing; uevent socket: {e}")),
+        }
+    }
+    if path.exists() {
+        return Ok(());
+    }
+    Err(format!("{dev} did not appear within {bound:?}"))
 }
 
 /// With the state open (the partition at STATE_MNT, or RAM): walk the stored root chain
@@ -685,6 +728,19 @@ mod tests {
             last_lba: 2048 * n as u64 + 2047,
             name: String::new(),
         }
+    }
+
+    /// A node that is there is taken at once; one that never comes ends the wait at its
+    /// bound, not before (the uevent socket needs no device: root or not, on any host).
+    #[test]
+    fn a_missing_device_node_ends_the_wait_at_its_bound() {
+        assert_eq!(wait_for_node("/dev/null", Duration::from_secs(5)), Ok(()));
+        let bound = Duration::from_millis(300);
+        let started = Instant::now();
+        let missing = format!("/dev/phase-test-none-{}", std::process::id());
+        let got = wait_for_node(&missing, bound);
+        assert!(got.is_err(), "{got:?}");
+        assert!(started.elapsed() >= bound, "gave up early: {got:?}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Network bring-up: links up over netlink, then DHCPv4 (or the kernel's `ip=` static
 //! form), a default route and /etc/resolv.conf. Every wait is bounded: a link has
-//! `CARRIER_WAIT` to come up, DHCP has `DHCP_BOUND` in all. Emits `net.up`, or fails with a
-//! named reason (`no_interface`, `no_carrier`, `no_dhcp_answer`, `dhcp_nak`, …) and the boot
-//! goes on without a network.
+//! `CARRIER_WAIT` to come up (woken by rtnetlink link broadcasts, not polled), DHCP has
+//! `DHCP_BOUND` in all. Emits `net.up`, or fails with a named reason (`no_interface`,
+//! `no_carrier`, `no_dhcp_answer`, `dhcp_nak`, …) and the boot goes on without a network.
 
 use super::{Boot, StepError};
 use crate::events::Event;
@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub const CARRIER_WAIT: Duration = Duration::from_secs(3);
+/// How often the links are looked at when the link broadcast socket cannot be opened.
+const CARRIER_TICK: Duration = Duration::from_millis(50);
 pub const DHCP_BOUND: Duration = Duration::from_secs(12);
 
 /// A configured interface.
@@ -90,6 +92,49 @@ fn carrier(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The first of `links` (name, index) with carrier, by its position; `None` when none has
+/// one within `bound`. Looks at sysfs, then sleeps until a link broadcast names one of them
+/// with carrier, and looks again; without the broadcast socket, looks once a tick.
+fn wait_carrier(
+    events: Option<netlink::LinkEvents>,
+    links: &[(String, u32)],
+    bound: Duration,
+) -> Option<usize> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(n) = links.iter().position(|(name, _)| carrier(name)) {
+            return Some(n);
+        }
+        let left = bound.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        let Some(ev) = &events else {
+            std::thread::sleep(CARRIER_TICK.min(left));
+            continue;
+        };
+        // Until a broadcast names one of ours with carrier (an empty one: look again).
+        loop {
+            match ev.next(bound.saturating_sub(started.elapsed())) {
+                Ok(Some(d)) => {
+                    let up = crate::net::link::with_carrier(&d);
+                    if d.is_empty() || links.iter().any(|(_, i)| up.contains(i)) {
+                        break;
+                    }
+                }
+                // A socket timeout may round below the bound: wait out the rest.
+                Ok(None) if started.elapsed() >= bound => break,
+                Ok(None) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    tracing::warn!("link broadcasts: {e}; looking once a tick");
+                    std::thread::sleep(CARRIER_TICK);
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Bring up the network as `ip` says. Used by the boot step and by `phase net up`; only
 /// the boot step (`write_resolv`) writes /etc/resolv.conf.
 pub async fn configure(ip: &IpParam, write_resolv: bool) -> Result<Up, NetError> {
@@ -110,6 +155,10 @@ pub async fn configure(ip: &IpParam, write_resolv: bool) -> Result<Up, NetError>
             ),
         ));
     }
+    // Subscribe before the links go up, so a carrier that comes in between is not missed.
+    let links = netlink::LinkEvents::open()
+        .map_err(|e| tracing::warn!("link broadcasts: {e}; looking at the links once a tick"))
+        .ok();
     if let Ok(lo) = std::fs::read_to_string("/sys/class/net/lo/ifindex") {
         let _ = netlink::link_up(lo.trim().parse().unwrap_or(1));
     }
@@ -117,24 +166,23 @@ pub async fn configure(ip: &IpParam, write_resolv: bool) -> Result<Up, NetError>
         netlink::link_up(i.index)
             .map_err(|e| err("netlink_failed", format!("link up {}: {e}", i.name)))?;
     }
-    let deadline = Instant::now() + CARRIER_WAIT;
-    let iface = loop {
-        if let Some(i) = all.iter().find(|i| carrier(&i.name)) {
-            break i;
-        }
-        if Instant::now() >= deadline {
-            return Err(err(
-                "no_carrier",
-                format!(
-                    "no link on {} within {CARRIER_WAIT:?}",
-                    all.iter()
-                        .map(|i| i.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The wait blocks on a socket with a bound: off the runtime's thread.
+    let names: Vec<(String, u32)> = all.iter().map(|i| (i.name.clone(), i.index)).collect();
+    let first = tokio::task::spawn_blocking(move || wait_carrier(links, &names, CARRIER_WAIT))
+        .await
+        .ok()
+        .flatten();
+    let Some(iface) = first.and_then(|n| all.get(n)) else {
+        return Err(err(
+            "no_carrier",
+            format!(
+                "no link on {} within {CARRIER_WAIT:?}",
+                all.iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     };
     let (config, method, lease) = match ip {
         IpParam::Static { config, .. } => (config.clone(), "static", None),

@@ -3,6 +3,7 @@
 
 pub mod dhcp;
 pub mod ipconfig;
+pub mod link;
 
 use std::net::Ipv4Addr;
 

@@ -1,5 +1,6 @@
 //! rtnetlink, the three requests the network step needs: set a link up, add an IPv4
-//! address, add an IPv4 route. Each waits for the kernel's ACK and returns its errno.
+//! address, add an IPv4 route. Each waits for the kernel's ACK and returns its errno. And
+//! the link broadcasts ([`LinkEvents`]) the carrier wait sleeps on.
 
 use rustix::io::Errno;
 use rustix::net::{recv, send, socket, AddressFamily, RecvFlags, SendFlags, SocketType};
@@ -97,6 +98,47 @@ pub fn add_route(
     match request(&message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, 3, &body)) {
         Err(Errno::EXIST) => Ok(()),
         r => r,
+    }
+}
+
+/// `RTMGRP_LINK`: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
+
+/// A subscription to link changes (`RTM_NEWLINK` broadcasts), read with a bound. Open it
+/// before looking at a link's state, so a change in between is not missed.
+pub struct LinkEvents {
+    fd: rustix::fd::OwnedFd,
+}
+
+impl LinkEvents {
+    /// `socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_ROUTE)` + `bind(groups=RTMGRP_LINK)`.
+    pub fn open() -> Result<LinkEvents, Errno> {
+        use rustix::net::bind;
+        use rustix::net::netlink::SocketAddrNetlink;
+        let fd = socket(AddressFamily::NETLINK, SocketType::RAW, None)?;
+        bind(&fd, &SocketAddrNetlink::new(0, RTMGRP_LINK))?;
+        Ok(LinkEvents { fd })
+    }
+
+    /// The next datagram, or `None` once `within` has passed without one (a zero bound
+    /// returns at once). `ENOBUFS` (the kernel dropped broadcasts) comes back as an empty
+    /// datagram: the caller looks at the links again.
+    pub fn next(&self, within: std::time::Duration) -> Result<Option<Vec<u8>>, Errno> {
+        use rustix::net::sockopt::{set_socket_timeout, Timeout};
+        if within.is_zero() {
+            return Ok(None);
+        }
+        set_socket_timeout(&self.fd, Timeout::Recv, Some(within))?;
+        let mut buf = vec![0u8; 8192];
+        match recv(&self.fd, &mut buf[..], RecvFlags::empty()) {
+            Ok((n, _)) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Err(Errno::AGAIN) => Ok(None),
+            Err(Errno::NOBUFS) => Ok(Some(Vec::new())),
+            Err(e) => Err(e),
+        }
     }
 }
 
