@@ -43,9 +43,10 @@ pub fn with_carrier(datagram: &[u8]) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    fn newlink(kind: u16, index: u32, flags: u32, pad_to: usize) -> Vec<u8> {
-        let len = (NLMSG_HDR + IFINFOMSG).max(pad_to);
-        let mut m = vec![0u8; len];
+    /// One message of `len` bytes (at least the headers), padded to 4 as the kernel does.
+    fn newlink(kind: u16, index: u32, flags: u32, len: usize) -> Vec<u8> {
+        let len = (NLMSG_HDR + IFINFOMSG).max(len);
+        let mut m = vec![0u8; len.next_multiple_of(4)];
         m[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
         m[4..6].copy_from_slice(&kind.to_ne_bytes());
         m[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&index.to_ne_bytes());
