@@ -66,13 +66,23 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         })?;
     let mut cfg = crate::provider::serve::Config::new(dir);
     cfg.pinned = pinned(&release);
+    // Listen before announcing: a peer that follows the announcement at once must find the
+    // port open (its connection waits in the backlog until the task accepts). A restart of
+    // the task binds afresh.
+    let first = listen().await.map_err(|message| StepError {
+        reason: "listen_failed",
+        message,
+    })?;
+    let first = Arc::new(Mutex::new(Some(first)));
     boot.supervisor
         .spawn("provider", RestartPolicy::Forever, move || {
-            let cfg = cfg.clone();
+            let (cfg, first) = (cfg.clone(), first.clone());
             task(async move {
-                let l = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, PROVIDER_PORT))
-                    .await
-                    .map_err(|e| format!("listen on port {PROVIDER_PORT}: {e}"))?;
+                let taken = first.lock().ok().and_then(|mut f| f.take());
+                let l = match taken {
+                    Some(l) => l,
+                    None => listen().await?,
+                };
                 let etags = crate::provider::serve::warm(&cfg).await;
                 crate::provider::serve::serve(l, cfg, etags)
                     .await
@@ -108,6 +118,13 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         announce_dht(boot, url, txt);
     }
     Ok(())
+}
+
+/// The provider's socket, on every address of the node.
+async fn listen() -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, PROVIDER_PORT))
+        .await
+        .map_err(|e| format!("listen on port {PROVIDER_PORT}: {e}"))
 }
 
 /// The node's identity in the DHT, kept with the rest of its state (persistent in
