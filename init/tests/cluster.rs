@@ -3,8 +3,10 @@
 //! `phase job run --node` runs and its receipt verifies (in the requester, and again with
 //! `phase receipt verify` against the node's peer id); a node with an allowlist refuses an
 //! unknown requester with `not_allowed` and runs the allowed one's job; a node killed mid-job
-//! makes the requester fail over to the next node within a stated bound. Uses the example
-//! jobs in out/jobs (`make build`).
+//! makes the requester fail over to the next node within a stated bound; a job submitted
+//! with `phase job run --discover` (no address given) runs on the one node whose signed
+//! capability record offers the memory it needs. Uses the example jobs in out/jobs
+//! (`make build`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -142,13 +144,21 @@ fn five_nodes_run_verify_refuse_and_fail_over() {
     let hello = jobs("hello");
     let hello = hello.to_str().unwrap();
 
-    // Four nodes join through the first.
-    let n0 = Node::start(&dir, "n0", &[]);
+    // Four nodes join through the first. Node 3 admits jobs of up to 512 MiB, the others of
+    // up to 256 MiB (the default), and runs one job at a time where the others run two: a
+    // ranking that ignored memory would put it last.
+    let n0 = Node::start(&dir, "n0", &["--workers", "2"]);
     assert_eq!(n0.peers, 0);
     let mut nodes = vec![n0];
     for i in 1..4 {
         let boot = nodes[0].addr.clone();
-        let n = Node::start(&dir, &format!("n{i}"), &["--bootstrap", &boot]);
+        let mut extra = vec!["--bootstrap", boot.as_str()];
+        extra.extend(if i == 3 {
+            ["--max-memory-mib", "512"]
+        } else {
+            ["--workers", "2"]
+        });
+        let n = Node::start(&dir, &format!("n{i}"), &extra);
         assert!(n.peers >= 1, "n{i} joined no one");
         nodes.push(n);
     }
@@ -239,6 +249,41 @@ fn five_nodes_run_verify_refuse_and_fail_over() {
     );
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert_eq!(s["verified"], true);
+
+    // Discovery: a job that needs 400 MiB, submitted with no address but the DHT's entry
+    // point, runs on node 3 (the only node whose capability record offers that much); the
+    // others' records are found, verified, and passed over for their memory.
+    let boot = nodes[0].addr.clone();
+    let (out, s) = submit(
+        &[
+            "--discover",
+            "--bootstrap",
+            &boot,
+            "--memory-bytes",
+            &(400u64 << 20).to_string(),
+            "--job-id",
+            "found",
+            hello,
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert_eq!(s["verified"], true, "{s}");
+    assert_eq!(s["node"], nodes[3].addr.as_str(), "{s}");
+    assert_eq!(s["attempts"], serde_json::json!([]), "{s}");
+    let d = &s["discovered"];
+    assert_eq!(d["fit"].as_array().map(Vec::len), Some(1), "{s}");
+    assert_eq!(d["fit"][0]["memory_mib"], 512, "{s}");
+    let passed = d["passed"].as_array().unwrap();
+    assert!(
+        passed.iter().all(|p| p["reason"] == "too_little_memory"),
+        "{s}"
+    );
+    // Every node but the one that fits was found and passed over (records are published as
+    // each node joins; node 4 joined last, before the allowlist jobs).
+    assert_eq!(passed.len(), 4, "{s}");
+    assert_eq!(d["providers"], 5, "{s}");
+    assert_eq!(nodes[3].wait("job.done")["job_id"], "found");
 
     // Failover: a job that runs until its 2 s deadline goes to node 2, which is killed once the
     // job started; node 3 runs it (outcome timeout: exit status 125) and its receipt verifies.

@@ -7,7 +7,7 @@
 
 mod carry;
 mod cmdline;
-mod discover;
+pub(crate) mod discover;
 mod early;
 mod fetch;
 mod grow;

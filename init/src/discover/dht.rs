@@ -22,6 +22,7 @@
 //! node's provider records, so `record.node` is the node's libp2p public key.
 
 use super::record::{self, ProviderRecord, Rejected, SignedRecord};
+use crate::p2p::capability;
 use crate::p2p::wire::{JobRequest, JobResponse};
 use crate::p2p::{Behaviour, BehaviourEvent, JobHandler, SubmitError};
 use libp2p::futures::StreamExt;
@@ -168,6 +169,23 @@ enum Command {
         request: Box<JobRequest>,
         reply: oneshot::Sender<Result<JobResponse, SubmitError>>,
     },
+    /// Store one of this node's own values (a capability record) here and at the closest
+    /// peers; the reply (if any) comes when the put finished.
+    PutOwn {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        reply: Option<oneshot::Sender<Result<(), DhtError>>>,
+    },
+    Provide(Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
+    StopProviding(Vec<u8>),
+    Providers {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Values {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
     Shutdown,
 }
 
@@ -178,6 +196,58 @@ pub struct Dht {
     listen: Arc<Mutex<Vec<Multiaddr>>>,
     query_timeout: Duration,
     task: tokio::task::JoinHandle<()>,
+    /// This node's capability record while it is published (withdrawn at shutdown).
+    offer: Mutex<Option<crate::p2p::capability::Publishing>>,
+}
+
+/// A cloneable sender of this node's own values (the capability publisher's task).
+#[derive(Clone)]
+pub struct Port {
+    cmd: mpsc::Sender<Command>,
+    query_timeout: Duration,
+}
+
+impl Port {
+    async fn ask<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
+        let after = self.query_timeout + GRACE;
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.cmd
+                .send(make(tx))
+                .await
+                .map_err(|_| DhtError::Stopped)?;
+            rx.await.map_err(|_| DhtError::Stopped)
+        };
+        tokio::time::timeout(after, asked)
+            .await
+            .map_err(|_| DhtError::Timeout { what, after })?
+    }
+
+    /// Put one of this node's own values under `key` (stored here, then at the closest
+    /// peers, which filter it); `Ok` once at least one peer stored it.
+    pub async fn put_own(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), DhtError> {
+        self.ask("put", |tx| Command::PutOwn {
+            key,
+            value,
+            reply: Some(tx),
+        })
+        .await?
+    }
+
+    /// Announce this node as a provider of `key` (republished by Kademlia until
+    /// [`Port::stop_providing`]).
+    pub async fn provide(&self, key: Vec<u8>) -> Result<(), DhtError> {
+        self.ask("provide", |tx| Command::Provide(key, tx)).await?
+    }
+
+    /// Stop announcing (peers forget the provider record when it expires).
+    pub async fn stop_providing(&self, key: Vec<u8>) {
+        let _ = tokio::time::timeout(GRACE, self.cmd.send(Command::StopProviding(key))).await;
+    }
 }
 
 /// Build the swarm, start listening, and run the node as a tokio task.
@@ -197,7 +267,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
             query_timeout: cfg.query_timeout,
             max_packet: MAX_PACKET,
             max_value_bytes: record::MAX_VALUE_BYTES + 1,
-            max_records: MAX_KEYS,
+            max_records: MAX_KEYS + crate::p2p::capability::MAX_HELD,
             serve_jobs: cfg.jobs.is_some(),
         },
     )
@@ -272,6 +342,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         listen,
         query_timeout: cfg.query_timeout,
         task,
+        offer: Mutex::new(None),
     })
 }
 
@@ -293,18 +364,7 @@ impl Dht {
         what: &'static str,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, DhtError> {
-        let after = self.query_timeout + GRACE;
-        let (tx, rx) = oneshot::channel();
-        let asked = async {
-            self.cmd
-                .send(make(tx))
-                .await
-                .map_err(|_| DhtError::Stopped)?;
-            rx.await.map_err(|_| DhtError::Stopped)
-        };
-        tokio::time::timeout(after, asked)
-            .await
-            .map_err(|_| DhtError::Timeout { what, after })?
+        self.port().ask(what, make).await
     }
 
     /// Join the network through the bootstrap peers: returns how many peers are in the
@@ -383,8 +443,49 @@ impl Dht {
         .await
     }
 
-    /// Stop announcing and close the swarm (bounded).
+    /// A sender of this node's own values, for a task of its own.
+    pub fn port(&self) -> Port {
+        Port {
+            cmd: self.cmd.clone(),
+            query_timeout: self.query_timeout,
+        }
+    }
+
+    /// Keep this node's capability record published (see `p2p::capability::publish`)
+    /// until shutdown, which withdraws it. A second offer replaces the first.
+    pub fn offer(&self, publishing: crate::p2p::capability::Publishing) {
+        let old = match self.offer.lock() {
+            Ok(mut o) => o.replace(publishing),
+            Err(poisoned) => poisoned.into_inner().replace(publishing),
+        };
+        if let Some(old) = old {
+            old.abort();
+        }
+    }
+
+    /// The peers that announced themselves as providers of `key` (bounded by the query
+    /// timeout; an empty list when none was found).
+    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, DhtError> {
+        self.ask("providers", |reply| Command::Providers { key, reply })
+            .await
+    }
+
+    /// Every value peers hold under `key`, unverified (the caller verifies each).
+    pub async fn values(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, DhtError> {
+        self.ask("get", |reply| Command::Values { key, reply })
+            .await
+    }
+
+    /// Withdraw the capability record (if offered), stop announcing, close the swarm
+    /// (bounded).
     pub async fn shutdown(self) {
+        let offer = match self.offer.lock() {
+            Ok(mut o) => o.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(offer) = offer {
+            offer.withdraw().await;
+        }
         self.stop_announcing().await;
         let _ = tokio::time::timeout(GRACE, self.cmd.send(Command::Shutdown)).await;
         let Dht { cmd, mut task, .. } = self;
@@ -404,6 +505,14 @@ enum Pending {
         now: u64,
         values: Vec<Vec<u8>>,
         reply: oneshot::Sender<Lookup>,
+    },
+    Providers {
+        found: HashSet<PeerId>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Values {
+        values: Vec<Vec<u8>>,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
     },
 }
 
@@ -564,6 +673,46 @@ impl Node {
                     },
                 );
             }
+            Command::PutOwn { key, value, reply } => {
+                let r = kad::Record::new(kad::RecordKey::new(&key), value);
+                match self.kad().put_record(r, kad::Quorum::One) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Put(reply));
+                    }
+                    Err(e) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(DhtError::Query {
+                                what: "put",
+                                reason: format!("local store: {e:?}"),
+                            }));
+                        }
+                    }
+                }
+            }
+            Command::Provide(key, reply) => {
+                match self.kad().start_providing(kad::RecordKey::new(&key)) {
+                    Ok(id) => {
+                        self.pending.insert(id, Pending::Put(Some(reply)));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(DhtError::Query {
+                            what: "provide",
+                            reason: format!("local store: {e:?}"),
+                        }));
+                    }
+                }
+            }
+            Command::StopProviding(key) => self.kad().stop_providing(&kad::RecordKey::new(&key)),
+            Command::Providers { key, reply } => {
+                let id = self.kad().get_providers(kad::RecordKey::new(&key));
+                let found = HashSet::new();
+                self.pending.insert(id, Pending::Providers { found, reply });
+            }
+            Command::Values { key, reply } => {
+                let id = self.kad().get_record(kad::RecordKey::new(&key));
+                let values = Vec::new();
+                self.pending.insert(id, Pending::Values { values, reply });
+            }
             Command::Shutdown => {}
         }
     }
@@ -643,6 +792,12 @@ impl Node {
         let store = self.kad().store_mut();
         let held: Vec<kad::Record> = store.records().map(|r| r.into_owned()).collect();
         for mut r in held {
+            if capability::is_record_key(r.key.as_ref()) {
+                if capability::verify(r.key.as_ref(), &r.value, now).is_err() {
+                    store.remove(&r.key);
+                }
+                continue;
+            }
             match record::prune(&r.value, r.key.as_ref(), now) {
                 Ok(v) if v == r.value => {}
                 Ok(v) => {
@@ -739,7 +894,23 @@ impl Node {
                         record: Some(r),
                         ..
                     },
+            } if capability::is_record_key(r.key.as_ref()) => self.inbound_capability(source, r),
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(r),
+                        ..
+                    },
             } => self.inbound_put(source, r),
+            // Provider records only under offer keys (capability records point the way).
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(r) },
+            } if capability::is_offer_key(r.key.as_ref()) => {
+                if let Err(e) = self.kad().store_mut().add_provider(r) {
+                    tracing::debug!("dht: provider record not stored: {e:?}");
+                }
+            }
             kad::Event::OutboundQueryProgressed {
                 id,
                 result,
@@ -747,6 +918,25 @@ impl Node {
                 stats,
             } => self.progressed(id, result, step.last, stats),
             _ => {}
+        }
+    }
+
+    /// An inbound capability record: stored if it verifies and is not older than ours.
+    fn inbound_capability(&mut self, source: PeerId, r: kad::Record) {
+        let now = now_unix();
+        let store = self.kad().store_mut();
+        let existing = store.get(&r.key).map(|e| e.value.clone());
+        let held = store
+            .records()
+            .filter(|h| capability::is_record_key(h.key.as_ref()) && h.key != r.key)
+            .count();
+        match capability::admit(existing.as_deref(), &r.value, r.key.as_ref(), now, held) {
+            Ok(()) => {
+                if let Err(e) = store.put(r) {
+                    tracing::debug!("dht: capability from {source} not stored: {e:?}");
+                }
+            }
+            Err(e) => tracing::debug!("dht: capability from {source} refused: {}", e.reason()),
         }
     }
 
@@ -792,6 +982,37 @@ impl Node {
                 } else {
                     Err(DhtError::Unreachable)
                 });
+            }
+            (Pending::Put(reply), kad::QueryResult::StartProviding(r)) => {
+                let r = r.map(|_| ()).map_err(|e| DhtError::Query {
+                    what: "provide",
+                    reason: e.to_string(),
+                });
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            (Pending::Providers { mut found, reply }, kad::QueryResult::GetProviders(r)) => {
+                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
+                    found.extend(providers);
+                }
+                if last {
+                    let _ = reply.send(found.into_iter().collect());
+                } else {
+                    self.pending.insert(id, Pending::Providers { found, reply });
+                }
+            }
+            (Pending::Values { mut values, reply }, kad::QueryResult::GetRecord(r)) => {
+                if let Ok(kad::GetRecordOk::FoundRecord(pr)) = r {
+                    if !values.contains(&pr.record.value) {
+                        values.push(pr.record.value);
+                    }
+                }
+                if last {
+                    let _ = reply.send(values);
+                } else {
+                    self.pending.insert(id, Pending::Values { values, reply });
+                }
             }
             (Pending::Put(reply), kad::QueryResult::PutRecord(r)) => {
                 let r = r.map(|_| ()).map_err(|e| DhtError::Query {

@@ -241,7 +241,7 @@ pub fn receipt(args: Args) -> i32 {
 
 /// `phase job run`: `--node` sends the job over the network (src/p2p/node_cli.rs).
 fn run_job(args: Args) -> i32 {
-    if args.iter().any(|a| a == "--node") {
+    if args.iter().any(|a| a == "--node" || a == "--discover") {
         return crate::p2p::node_cli::run_job(args);
     }
     let usage = format!("{JOB_USAGE}\n\n{}", crate::p2p::node_cli::RUN_USAGE);

@@ -2,7 +2,8 @@
 //! process (a node and a requester, each its own libp2p host): warm job latency (submit to
 //! verified receipt on a reused connection, the module sent by digest) as median and p99 of N
 //! jobs against the 1 ms goal; a fresh connection's first job (dial, Noise, Yamux, the
-//! request, the verified receipt); jobs per second of the CPU-heavy job on one node.
+//! request, the verified receipt); jobs per second of the CPU-heavy job on one node; the DHT
+//! capability lookup with 10 and 30 nodes (`capability::bench`).
 
 use super::admission::{Admission, NodeConfig, Rate};
 use super::serve::JobServer;
@@ -18,12 +19,16 @@ use std::time::Instant;
 
 pub const USAGE: &str = "\
 Usage: phase node bench [--jobs-dir DIR] [--warm N] [--fresh N] [--heavy N]
+                        [--lookup-nodes N,N...] [--lookups N]
   Loopback figures of the job protocol, printed as one JSON line:
   warm_ms (median, p99 of N hello jobs, connection reused, module by digest; goal median
   <= 1 ms), fresh_ms (median of N first jobs on a new connection), heavy_jobs_per_s (N sieve
-  jobs, two at a time on a node with two workers).
+  jobs, two at a time on a node with two workers); then one line per --lookup-nodes
+  count: the DHT capability lookup (providers of the offer key, each node's signed record
+  read and verified, ranked) from a requester over that many nodes on loopback, median and
+  p99 of --lookups lookups.
   --jobs-dir DIR  the example jobs (default out/jobs)   defaults: --warm 1000 --fresh 10
-  --heavy 20";
+  --heavy 20 --lookup-nodes 10,30 --lookups 100";
 
 /// The warm-latency goal.
 pub const WARM_GOAL_MS: f64 = 1.0;
@@ -33,6 +38,8 @@ struct Opts {
     warm: usize,
     fresh: usize,
     heavy: usize,
+    lookup_nodes: Vec<usize>,
+    lookups: usize,
 }
 
 fn parse(args: Args) -> Result<Parsed<Opts>, lexopt::Error> {
@@ -42,6 +49,8 @@ fn parse(args: Args) -> Result<Parsed<Opts>, lexopt::Error> {
         warm: 1000,
         fresh: 10,
         heavy: 20,
+        lookup_nodes: vec![10, 30],
+        lookups: 100,
     };
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next()? {
@@ -51,6 +60,14 @@ fn parse(args: Args) -> Result<Parsed<Opts>, lexopt::Error> {
             Long("warm") => o.warm = p.value()?.parse_with(positive::<usize>)?,
             Long("fresh") => o.fresh = p.value()?.parse_with(positive::<usize>)?,
             Long("heavy") => o.heavy = p.value()?.parse_with(positive::<usize>)?,
+            Long("lookups") => o.lookups = p.value()?.parse_with(positive::<usize>)?,
+            Long("lookup-nodes") => {
+                o.lookup_nodes = p.value()?.parse_with(|s: &str| {
+                    s.split(',')
+                        .map(positive::<usize>)
+                        .collect::<Result<_, _>>()
+                })?
+            }
             _ => return Err(arg.unexpected()),
         }
     }
@@ -73,6 +90,7 @@ fn run_bench(o: Opts) -> i32 {
             return 1;
         }
     };
+    let (nodes, lookups) = (o.lookup_nodes.clone(), o.lookups);
     match rt.block_on(bench(o)) {
         Ok(v) => {
             let f = |k: &str, q: &str| v[k][q].as_f64().unwrap_or(f64::NAN);
@@ -88,13 +106,34 @@ fn run_bench(o: Opts) -> i32 {
                 v["heavy_jobs_per_s"].as_f64().unwrap_or(f64::NAN),
             );
             println!("{v}");
-            0
         }
         Err(e) => {
             eprintln!("phase node bench: {e}");
-            1
+            return 1;
         }
     }
+    for n in nodes {
+        match rt.block_on(super::capability::bench::lookup_figures(n, lookups)) {
+            Ok(v) => {
+                let f = |q: &str| v["lookup_ms"][q].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "DHT capability lookup, {n} nodes on loopback: median {:.2} ms, p99 {:.2} ms \
+                     over {lookups} lookups ({} missed a node); every record visible {:.0} ms \
+                     after the last node started",
+                    f("median"),
+                    f("p99"),
+                    v["lookups_missing_a_node"],
+                    v["all_visible_ms"].as_f64().unwrap_or(f64::NAN),
+                );
+                println!("{v}");
+            }
+            Err(e) => {
+                eprintln!("phase node bench: capability lookup, {n} nodes: {e}");
+                return 1;
+            }
+        }
+    }
+    0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

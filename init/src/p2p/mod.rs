@@ -19,6 +19,7 @@
 pub mod admission;
 #[cfg(feature = "executor")]
 pub mod bench;
+pub mod capability;
 #[cfg(feature = "executor")]
 pub mod identity;
 #[cfg(feature = "executor")]
@@ -151,6 +152,10 @@ pub fn build_swarm(key: &Keypair, o: &SwarmOptions) -> Result<Swarm<Behaviour>, 
             let mut kc = kad::Config::new(o.kad_protocol.clone());
             kc.set_query_timeout(o.query_timeout)
                 .set_max_packet_size(o.max_packet)
+                // Offer keys (capability::offer_key) are the only provider records: they
+                // live as long as a capability record may, and are renewed at half of it.
+                .set_provider_record_ttl(Some(capability::PROVIDER_TTL))
+                .set_provider_publication_interval(Some(capability::PROVIDER_TTL / 2))
                 .set_record_filtering(if o.filter_inbound {
                     kad::StoreInserts::FilterBoth
                 } else {
@@ -163,6 +168,7 @@ pub fn build_swarm(key: &Keypair, o: &SwarmOptions) -> Result<Swarm<Behaviour>, 
                     // Keys (channel/arch sets) held at once: a peer putting records under
                     // many invented keys fills this, not the node's memory.
                     max_records: o.max_records,
+                    max_providers_per_key: capability::MAX_PROVIDERS,
                     ..Default::default()
                 },
             );

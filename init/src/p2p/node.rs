@@ -1,8 +1,11 @@
 //! Starting the job node: node key, admission policy, executor, job server and the libp2p
 //! host, joined through the bootstrap peers, then `node.ready`. One function for `phase node`
-//! on a host and for stage 2 of a booted node, so both are the same node.
+//! on a host and for stage 2 of a booted node, so both are the same node. A node that
+//! announces itself publishes its capability record (`capability::publish`), withdrawn
+//! when the host shuts down.
 
 use super::admission::{self, ConfigError};
+use super::capability::{self, Offer};
 use super::identity::Identity;
 use super::serve::JobServer;
 use crate::discover::dht::{self, Dht, DhtConfig, DhtError};
@@ -28,6 +31,11 @@ pub struct NodeSetup {
     pub queue: Option<usize>,
     /// Keep compiled modules in `state_dir/cache` (not in private mode).
     pub disk_cache: bool,
+    /// Publish the capability record in the DHT (internet and local modes; a private node
+    /// tells no one what it is).
+    pub announce: bool,
+    /// The largest job memory admitted (default: the executor's, 256 MiB).
+    pub max_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +80,15 @@ pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeE
     if let Some(q) = setup.queue {
         ec.queue = q;
     }
+    if let Some(m) = setup.max_memory_bytes {
+        ec.policy.max.memory_bytes = m;
+    }
     let executor =
         Executor::new(ec).map_err(|e| NodeError::Executor(format!("{} ({e})", e.reason())))?;
-    let server = JobServer::new(Arc::new(executor), &key, policy, Some(events.clone()))
+    let executor = Arc::new(executor);
+    let server = JobServer::new(executor.clone(), &key, policy, Some(events.clone()))
         .ok_or(NodeError::KeyType)?;
+    let signing = dht::signing_key(&key).ok_or(NodeError::KeyType)?;
     let mut cfg = DhtConfig::new(key);
     cfg.listen = setup.listen;
     cfg.bootstrap = setup.bootstrap.clone();
@@ -90,13 +103,31 @@ pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeE
         })
     };
     let peer_id = host.peer_id();
+    let listen: Vec<String> = host
+        .listen_addrs()
+        .iter()
+        .map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string())
+        .collect();
+    if setup.announce {
+        let offer = Offer {
+            addrs: listen.iter().take(capability::MAX_ADDRS).cloned().collect(),
+            arch: std::env::consts::ARCH.into(),
+            wasm: vec![capability::WASM_TARGET.into()],
+            cpus: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
+            memory_mib: executor.max_memory_bytes() >> 20,
+        };
+        host.offer(capability::publish(
+            host.port(),
+            signing,
+            offer,
+            executor.free_slots(),
+        ));
+    }
     events.emit(Event::NodeReady {
         peer_id: peer_id.to_string(),
-        listen: host
-            .listen_addrs()
-            .iter()
-            .map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string())
-            .collect(),
+        listen,
         peers,
     });
     Ok(host)

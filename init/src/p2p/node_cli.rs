@@ -2,6 +2,7 @@
 //! and policy as a booted node, printing the same `PHASE-EVENT` lines) and
 //! `phase job run --node` (submit a job over the network, verify the receipt).
 
+use super::capability::{self, Capability, Found, Need};
 use super::identity::Identity;
 use super::node::NodeSetup;
 use super::submit::{self, Job, Nonces, Target};
@@ -37,13 +38,20 @@ Commands:
   --config FILE          admission policy (default DIR/node.json, else /etc/phase/node.json,
                          else open with a rate of 20 jobs burst, 10/s per requester);
                          docs/jobs.md describes the file
-  --workers N            jobs run at once (default 2); --queue N  jobs waiting (default 16)";
+  --workers N            jobs run at once (default 2); --queue N  jobs waiting (default 16)
+  --max-memory-mib N     the largest job memory admitted (default 256)
+  Unless --ephemeral, the node publishes its capability record in the DHT (arch, WASM
+  target, CPUs, largest job memory, free slots; signed by the node key, re-signed as its
+  free slots change, withdrawn at SIGTERM), for phase job run --discover.";
 
 pub const RUN_USAGE: &str = "\
 Usage: phase job run --node MULTIADDR [--node MULTIADDR]... MODULE.wasm [OPTIONS] [-- ARGS...]
+       phase job run --discover [--need LIST] [--bootstrap MULTIADDR]... MODULE.wasm ...
   Sends the job to the first node (its address ends in /p2p/<peer id>), signed with the
   requester key; if that node cannot be reached, dies mid-job, refuses, or answers with a
-  receipt that does not verify, the next node is tried. stdin is piped to the job; its
+  receipt that does not verify, the next node is tried. With --discover the nodes are found
+  in the DHT by their signed capability records and ranked (most free slots, then most
+  CPUs); the node that ran the job is printed to stderr. stdin is piped to the job; its
   stdout/stderr are printed; phase exits with the job's exit code (125 if it did not exit:
   trap, out_of_fuel, timeout, memory_limit, output_truncated; 126 for invalid_module), or 1
   if no node ran it. The receipt is verified against the dialled peer id's key.
@@ -54,7 +62,15 @@ Usage: phase job run --node MULTIADDR [--node MULTIADDR]... MODULE.wasm [OPTIONS
   --fuel N  --memory-bytes N  --timeout-ms N  --stdout-bytes N  --stderr-bytes N
                          limits (defaults: 10^10 fuel, 64 MiB, 10000 ms, 1 MiB, 64 KiB)
   --summary              print one JSON line to stderr at the end: verified, node, peer_id,
-                         outcome, attempts (each node left: node, reason, ms), ms";
+                         outcome, attempts (each node left: node, reason, ms), ms, and
+                         with --discover: discovered (fit, passed and rejected nodes)
+  --discover             find nodes by capability in the DHT instead of --node
+  --need LIST            what the node must offer, comma-separated: wasm[=TARGET],
+                         arch=A, cpus=N, memory=MIB, slots=N (default: this arch,
+                         wasm32-wasip1, one free slot; memory at least --memory-bytes)
+  --bootstrap MULTIADDR  a DHT node to join through (repeatable; ends in /p2p/<id>)
+  --bootstrap-file FILE  one bootstrap multiaddr per line (default
+                         /etc/phase/bootstrap-peers when it exists)";
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -75,6 +91,7 @@ struct NodeOpts {
     config: Option<PathBuf>,
     workers: Option<usize>,
     queue: Option<usize>,
+    max_memory_mib: Option<u64>,
 }
 
 fn parse_node(args: Args) -> Result<Parsed<NodeOpts>, lexopt::Error> {
@@ -93,6 +110,9 @@ fn parse_node(args: Args) -> Result<Parsed<NodeOpts>, lexopt::Error> {
             Long("config") => o.config = Some(p.value()?.into()),
             Long("workers") => o.workers = Some(p.value()?.parse_with(positive::<usize>)?),
             Long("queue") => o.queue = Some(p.value()?.parse()?),
+            Long("max-memory-mib") => {
+                o.max_memory_mib = Some(p.value()?.parse_with(positive::<u64>)?)
+            }
             _ => return Err(arg.unexpected()),
         }
     }
@@ -123,14 +143,7 @@ async fn run_node(o: NodeOpts) -> Result<(), String> {
         (Some(k), false) => Identity::Persistent(k.clone()),
         (None, false) => Identity::for_state(&state_dir, false),
     };
-    let mut bootstrap = o.bootstrap;
-    if let Some(f) = &o.bootstrap_file {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        bootstrap.extend(
-            dht::parse_bootstrap(&text)
-                .map_err(|(line, e)| format!("{}:{line}: {e}", f.display()))?,
-        );
-    }
+    let bootstrap = bootstrap_list(o.bootstrap, o.bootstrap_file.as_deref())?;
     let listen = if o.listen.is_empty() {
         vec![Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
             .with(libp2p::multiaddr::Protocol::Tcp(4001))]
@@ -146,6 +159,8 @@ async fn run_node(o: NodeOpts) -> Result<(), String> {
         workers: o.workers,
         queue: o.queue,
         disk_cache: !o.ephemeral,
+        announce: !o.ephemeral,
+        max_memory_bytes: o.max_memory_mib.map(|m| m << 20),
     };
     let host = super::node::start(setup, Arc::new(EventLog::new()))
         .await
@@ -153,6 +168,21 @@ async fn run_node(o: NodeOpts) -> Result<(), String> {
     wait_for_signal().await?;
     host.shutdown().await;
     Ok(())
+}
+
+/// `given` plus the file's addresses.
+fn bootstrap_list(
+    mut given: Vec<Multiaddr>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<Multiaddr>, String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        given.extend(
+            dht::parse_bootstrap(&text)
+                .map_err(|(line, e)| format!("{}:{line}: {e}", f.display()))?,
+        );
+    }
+    Ok(given)
 }
 
 async fn wait_for_signal() -> Result<(), String> {
@@ -180,6 +210,10 @@ struct RunOpts {
     stdout_bytes: Option<u64>,
     stderr_bytes: Option<u64>,
     summary: bool,
+    discover: bool,
+    need: Option<Need>,
+    bootstrap: Vec<Multiaddr>,
+    bootstrap_file: Option<PathBuf>,
     args: Vec<String>,
 }
 
@@ -203,6 +237,10 @@ fn parse_run(args: Args) -> Result<Parsed<RunOpts>, lexopt::Error> {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Long("summary") => o.summary = true,
             Long("node") => o.nodes.push(p.value()?.parse()?),
+            Long("discover") => o.discover = true,
+            Long("need") => o.need = Some(p.value()?.parse_with(Need::parse)?),
+            Long("bootstrap") => o.bootstrap.push(p.value()?.parse()?),
+            Long("bootstrap-file") => o.bootstrap_file = Some(p.value()?.into()),
             Long("key") => o.key = Some(p.value()?.into()),
             Long("receipt") => o.receipt = Some(p.value()?.into()),
             Long("job-id") => o.job_id = Some(p.value()?.string()?),
@@ -222,8 +260,8 @@ fn parse_run(args: Args) -> Result<Parsed<RunOpts>, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    if o.nodes.is_empty() || o.module.is_none() {
-        return Err("--node and one MODULE are required".into());
+    if o.nodes.is_empty() != o.discover || o.module.is_none() {
+        return Err("--node or --discover (not both) and one MODULE are required".into());
     }
     Ok(Parsed::Run(o))
 }
@@ -253,7 +291,7 @@ pub fn run_job(args: Args) -> i32 {
 
 async fn run_remote(o: RunOpts) -> Result<i32, String> {
     let started = std::time::Instant::now();
-    let targets = o
+    let mut targets = o
         .nodes
         .iter()
         .map(Target::parse)
@@ -292,10 +330,27 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
     };
     let kp = requester_key(o.key.as_deref())?;
     let signer = crate::node::receipt::node_signer(&kp).ok_or("requester key is not ed25519")?;
-    let host = submit::requester_host(kp)
-        .await
-        .map_err(|e| format!("{} ({e})", e.reason()))?;
     let mut nonces = Nonces::new()?;
+    let mut discovered = None;
+    let host = if o.discover {
+        let mut need = o.need.clone().unwrap_or_default();
+        need.memory_mib = need
+            .memory_mib
+            .max(job.limits.memory_bytes.div_ceil(1 << 20));
+        let file = o.bootstrap_file.clone().or_else(|| {
+            let f = PathBuf::from(crate::boot::discover::BOOTSTRAP_PATH);
+            (o.bootstrap.is_empty() && f.exists()).then_some(f)
+        });
+        let bootstrap = bootstrap_list(o.bootstrap.clone(), file.as_deref())?;
+        let (host, found) = discover(kp, bootstrap, &need, &mut nonces).await?;
+        targets = found.fit.iter().filter_map(target_of).collect();
+        discovered = Some(found);
+        host
+    } else {
+        submit::requester_host(kp)
+            .await
+            .map_err(|e| format!("{} ({e})", e.reason()))?
+    };
     let result = submit::submit(&host, &targets, &job, &signer, &mut nonces, true).await;
     host.shutdown().await;
     let ms = started.elapsed().as_millis() as u64;
@@ -309,6 +364,9 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
                 std::fs::write(path, &v.receipt).map_err(|e| format!("{}: {e}", path.display()))?;
             }
             let t = &targets[v.target];
+            if o.discover {
+                eprintln!("phase job run: ran on {} ({})", t.peer, t.addr);
+            }
             if o.summary {
                 eprintln!(
                     "{}",
@@ -320,6 +378,7 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
                         "outcome": v.outcome,
                         "attempts": v.attempts,
                         "ms": ms,
+                        "discovered": discovered.as_ref().map(found_json),
                     })
                 );
             }
@@ -337,9 +396,68 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
                     "requester": requester,
                     "attempts": attempts,
                     "ms": ms,
+                    "discovered": discovered.as_ref().map(found_json),
                 })
             );
             Ok(1)
         }
     }
+}
+
+/// Join the DHT through `bootstrap` and find the nodes that fit `need`, best first.
+async fn discover(
+    kp: libp2p::identity::Keypair,
+    bootstrap: Vec<Multiaddr>,
+    need: &Need,
+    nonces: &mut Nonces,
+) -> Result<(dht::Dht, Found), String> {
+    if bootstrap.is_empty() {
+        return Err(format!(
+            "--discover needs a DHT node to join: --bootstrap MULTIADDR, --bootstrap-file \
+             FILE or {}",
+            crate::boot::discover::BOOTSTRAP_PATH
+        ));
+    }
+    let mut cfg = dht::DhtConfig::new(kp);
+    cfg.bootstrap = bootstrap;
+    let host = dht::start(cfg)
+        .await
+        .map_err(|e| format!("{} ({e})", e.reason()))?;
+    let found = async {
+        host.bootstrap().await?;
+        let seed = u64::from_str_radix(&nonces.next_hex()[..16], 16).unwrap_or(0);
+        capability::find(&host, need, dht::now_unix(), seed).await
+    }
+    .await;
+    match found {
+        Ok(f) => Ok((host, f)),
+        Err(e) => {
+            host.shutdown().await;
+            Err(format!("discover: {} ({e})", e.reason()))
+        }
+    }
+}
+
+/// Where to send a job for a node found by capability: its first address that is a
+/// multiaddr of that node.
+fn target_of(c: &Capability) -> Option<Target> {
+    c.addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .find_map(|a| Target::parse(&a).ok())
+}
+
+fn found_json(f: &Found) -> serde_json::Value {
+    serde_json::json!({
+        "providers": f.providers,
+        "fit": f.fit.iter().map(|c| serde_json::json!({
+            "node": c.node,
+            "addr": c.addrs.first(),
+            "cpus": c.cpus,
+            "memory_mib": c.memory_mib,
+            "free_slots": c.free_slots,
+        })).collect::<Vec<_>>(),
+        "passed": f.passed,
+        "rejected": f.rejected,
+    })
 }

@@ -260,6 +260,16 @@ impl Executor {
         })
     }
 
+    /// Workers free now, and on every change (the capability record's free slots).
+    pub fn free_slots(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.gate.free_slots()
+    }
+
+    /// The largest linear memory a job may ask for (the capability record's memory).
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.config.policy.max.memory_bytes
+    }
+
     // The job protocol (issue 13) reads these; today the tests do.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn stats(&self) -> Stats {
