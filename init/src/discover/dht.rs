@@ -451,6 +451,7 @@ impl Dht {
         }
     }
 
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
     /// Keep this node's capability record published (see `p2p::capability::publish`)
     /// until shutdown, which withdraws it. A second offer replaces the first.
     pub fn offer(&self, publishing: crate::p2p::capability::Publishing) {

@@ -27,7 +27,10 @@ pub mod publish;
 #[cfg(test)]
 mod tests;
 
+// The initramfs's build (no executor) neither publishes nor looks up; it filters what it stores.
+#[cfg_attr(not(feature = "executor"), allow(unused_imports))]
 pub use find::{find, Found};
+#[cfg_attr(not(feature = "executor"), allow(unused_imports))]
 pub use publish::{publish, Offer, Publishing};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
