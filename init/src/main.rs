@@ -43,6 +43,8 @@
 //!   (src/cli/). It only splits options and values, correctly (`--opt=value`, `--`, bundled
 //!   shorts, non-UTF-8), so each command keeps its own plain parsing loop and usage text
 //!   instead of a derive framework's code size; off PID 1 only, but in the same binary.
+//!   `phase-cli-args` (ours; lexopt only) is the shape around it that `phase-image` shares:
+//!   the dispatch table, generated `--help`, usage errors (a few hundred bytes of code).
 
 mod boot;
 mod cli;

@@ -2,6 +2,7 @@
 //! stdout and exit 0. The list is read from `phase --help` and each `phase CMD --help`, which
 //! are generated from the dispatch tables, so a command added later is covered too.
 
+use phase_cli_args::commands_in;
 use std::process::{Command, Output};
 
 fn phase(args: &[&str]) -> Output {
@@ -9,20 +10,6 @@ fn phase(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run phase")
-}
-
-/// The names in a help text's `Commands:` section (entries indented by exactly 4 spaces).
-fn commands_in(help: &str) -> Vec<String> {
-    help.split_once("Commands:\n")
-        .map(|(_, rest)| rest)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.strip_prefix("    "))
-        .filter(|l| !l.starts_with(' '))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect()
 }
 
 fn assert_help(path: &[&str]) -> String {

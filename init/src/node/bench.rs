@@ -5,8 +5,8 @@
 //! with vs without fuel and epoch metering (goal ≤ 1.25×).
 
 use super::executor::{Executor, ExecutorConfig, JobSpec};
-use super::job_cli::DEFAULT_LIMITS;
 use super::receipt::{self, JobRequest};
+use crate::cli::job::DEFAULT_LIMITS;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;

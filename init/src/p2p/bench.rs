@@ -8,10 +8,10 @@
 use super::admission::{Admission, NodeConfig, Rate};
 use super::serve::JobServer;
 use super::submit::{self, Job, Nonces, Target};
+use crate::cli::job::DEFAULT_LIMITS;
 use crate::cli::{parsed, positive, Args, Parsed};
 use crate::discover::dht::{self, Dht, DhtConfig};
 use crate::node::executor::{Executor, ExecutorConfig};
-use crate::node::job_cli::DEFAULT_LIMITS;
 use libp2p::multiaddr::Protocol;
 use std::path::PathBuf;
 use std::sync::Arc;

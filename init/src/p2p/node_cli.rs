@@ -1,15 +1,16 @@
 //! `phase node` (the job node on an ordinary Linux host, not PID 1: the same host, executor
 //! and policy as a booted node, printing the same `PHASE-EVENT` lines) and
-//! `phase job run --node` (submit a job over the network, verify the receipt).
+//! `phase job run --node`/`--discover` (submit a job over the network, verify the receipt;
+//! its options are parsed in `cli::job`).
 
 use super::capability::{self, Capability, Found, Need};
 use super::identity::Identity;
 use super::node::NodeSetup;
 use super::submit::{self, Job, Nonces, Target};
+use crate::cli::job::{JobRun, Where};
 use crate::cli::{parsed, positive, Args, Parsed};
 use crate::discover::dht;
 use crate::events::EventLog;
-use crate::node::job_cli::DEFAULT_LIMITS;
 use libp2p::Multiaddr;
 use phase_release::hex;
 use phase_release::receipt::Outcome;
@@ -43,34 +44,6 @@ Commands:
   Unless --ephemeral, the node publishes its capability record in the DHT (arch, WASM
   target, CPUs, largest job memory, free slots; signed by the node key, re-signed as its
   free slots change, withdrawn at SIGTERM), for phase job run --discover.";
-
-pub const RUN_USAGE: &str = "\
-Usage: phase job run --node MULTIADDR [--node MULTIADDR]... MODULE.wasm [OPTIONS] [-- ARGS...]
-       phase job run --discover [--need LIST] [--bootstrap MULTIADDR]... MODULE.wasm ...
-  Sends the job to the first node (its address ends in /p2p/<peer id>), signed with the
-  requester key; if that node cannot be reached, dies mid-job, refuses, or answers with a
-  receipt that does not verify, the next node is tried. With --discover the nodes are found
-  in the DHT by their signed capability records and ranked (most free slots, then most
-  CPUs); the node that ran the job is printed to stderr. stdin is piped to the job; its
-  stdout/stderr are printed; phase exits with the job's exit code (125 if it did not exit:
-  trap, out_of_fuel, timeout, memory_limit, output_truncated; 126 for invalid_module), or 1
-  if no node ran it. The receipt is verified against the dialled peer id's key.
-  --key FILE             requester key (created if missing; default: a fresh key per run)
-  --receipt FILE         write the verified receipt (DSSE envelope) to FILE
-  --job-id ID            the job's name (default: job)
-  --env K=V              environment variable for the job (repeatable)
-  --fuel N  --memory-bytes N  --timeout-ms N  --stdout-bytes N  --stderr-bytes N
-                         limits (defaults: 10^10 fuel, 64 MiB, 10000 ms, 1 MiB, 64 KiB)
-  --summary              print one JSON line to stderr at the end: verified, node, peer_id,
-                         outcome, attempts (each node left: node, reason, ms), ms, and
-                         with --discover: discovered (fit, passed and rejected nodes)
-  --discover             find nodes by capability in the DHT instead of --node
-  --need LIST            what the node must offer, comma-separated: wasm[=TARGET],
-                         arch=A, cpus=N, memory=MIB, slots=N (default: this arch,
-                         wasm32-wasip1, one free slot; memory at least --memory-bytes)
-  --bootstrap MULTIADDR  a DHT node to join through (repeatable; ends in /p2p/<id>)
-  --bootstrap-file FILE  one bootstrap multiaddr per line (default
-                         /etc/phase/bootstrap-peers when it exists)";
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -196,76 +169,6 @@ async fn wait_for_signal() -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Default)]
-struct RunOpts {
-    nodes: Vec<Multiaddr>,
-    module: Option<PathBuf>,
-    key: Option<PathBuf>,
-    receipt: Option<PathBuf>,
-    job_id: Option<String>,
-    env: Vec<(String, String)>,
-    fuel: Option<u64>,
-    memory_bytes: Option<u64>,
-    timeout_ms: Option<u64>,
-    stdout_bytes: Option<u64>,
-    stderr_bytes: Option<u64>,
-    summary: bool,
-    discover: bool,
-    need: Option<Need>,
-    bootstrap: Vec<Multiaddr>,
-    bootstrap_file: Option<PathBuf>,
-    args: Vec<String>,
-}
-
-fn parse_run(args: Args) -> Result<Parsed<RunOpts>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut o = RunOpts::default();
-    let mut p = lexopt::Parser::from_args(args);
-    loop {
-        // Everything after `--` is the job's own ARGS.
-        if let Some(mut raw) = p.try_raw_args() {
-            if raw.peek().is_some_and(|a| a == "--") {
-                raw.next();
-                o.args = raw
-                    .map(|a| a.into_string().map_err(lexopt::Error::NonUnicodeValue))
-                    .collect::<Result<_, _>>()?;
-                break;
-            }
-        }
-        let Some(arg) = p.next()? else { break };
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("summary") => o.summary = true,
-            Long("node") => o.nodes.push(p.value()?.parse()?),
-            Long("discover") => o.discover = true,
-            Long("need") => o.need = Some(p.value()?.parse_with(Need::parse)?),
-            Long("bootstrap") => o.bootstrap.push(p.value()?.parse()?),
-            Long("bootstrap-file") => o.bootstrap_file = Some(p.value()?.into()),
-            Long("key") => o.key = Some(p.value()?.into()),
-            Long("receipt") => o.receipt = Some(p.value()?.into()),
-            Long("job-id") => o.job_id = Some(p.value()?.string()?),
-            Long("env") => {
-                let v = p.value()?.string()?;
-                let (k, val) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--env {v:?}: expected K=V"))?;
-                o.env.push((k.into(), val.into()));
-            }
-            Long("fuel") => o.fuel = Some(p.value()?.parse()?),
-            Long("memory-bytes") => o.memory_bytes = Some(p.value()?.parse()?),
-            Long("timeout-ms") => o.timeout_ms = Some(p.value()?.parse()?),
-            Long("stdout-bytes") => o.stdout_bytes = Some(p.value()?.parse()?),
-            Long("stderr-bytes") => o.stderr_bytes = Some(p.value()?.parse()?),
-            Value(v) if o.module.is_none() => o.module = Some(v.into()),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    if o.nodes.is_empty() != o.discover || o.module.is_none() {
-        return Err("--node or --discover (not both) and one MODULE are required".into());
-    }
-    Ok(Parsed::Run(o))
-}
-
 /// The requester key: a file (created if missing) or a fresh one.
 pub fn requester_key(path: Option<&std::path::Path>) -> Result<libp2p::identity::Keypair, String> {
     match path {
@@ -276,29 +179,23 @@ pub fn requester_key(path: Option<&std::path::Path>) -> Result<libp2p::identity:
     .map_err(|e| format!("requester key: {e}"))
 }
 
-/// `phase job run --node ...` (args after `run`).
-pub fn run_job(args: Args) -> i32 {
-    parsed("job run", RUN_USAGE, parse_run(args), |o| {
-        match runtime().and_then(|rt| rt.block_on(run_remote(o))) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("phase job run: {e}");
-                1
-            }
-        }
-    })
+/// `phase job run --node ...` or `--discover`: the job's exit status, or 1 if no node ran it.
+pub fn run_remote(o: &JobRun) -> Result<i32, String> {
+    runtime()?.block_on(submit_job(o))
 }
 
-async fn run_remote(o: RunOpts) -> Result<i32, String> {
+async fn submit_job(o: &JobRun) -> Result<i32, String> {
     let started = std::time::Instant::now();
-    let mut targets = o
-        .nodes
-        .iter()
-        .map(Target::parse)
-        .collect::<Result<Vec<_>, _>>()?;
-    let module_path = o.module.clone().unwrap_or_default();
+    let mut targets = match &o.on {
+        Where::Nodes(nodes) => nodes
+            .iter()
+            .map(Target::parse)
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let module_path = &o.module;
     let module =
-        std::fs::read(&module_path).map_err(|e| format!("{}: {e}", module_path.display()))?;
+        std::fs::read(module_path).map_err(|e| format!("{}: {e}", module_path.display()))?;
     if module.len() > super::wire::MAX_MODULE_BYTES {
         return Err(format!(
             "{}: larger than the protocol's {} bytes",
@@ -313,35 +210,28 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
             .read_to_end(&mut stdin)
             .map_err(|e| format!("stdin: {e}"))?;
     }
-    let d = DEFAULT_LIMITS;
     let job = Job {
-        id: o.job_id.clone().unwrap_or_else(|| "job".into()),
+        id: o.job.id.clone().unwrap_or_else(|| "job".into()),
         module,
-        args: o.args.clone(),
-        env: o.env.clone(),
+        args: o.job.args.clone(),
+        env: o.job.env.clone(),
         stdin,
-        limits: phase_release::receipt::Limits {
-            memory_bytes: o.memory_bytes.unwrap_or(d.memory_bytes),
-            fuel: o.fuel.unwrap_or(d.fuel),
-            timeout_ms: o.timeout_ms.unwrap_or(d.timeout_ms),
-            stdout_bytes: o.stdout_bytes.unwrap_or(d.stdout_bytes),
-            stderr_bytes: o.stderr_bytes.unwrap_or(d.stderr_bytes),
-        },
+        limits: o.limits,
     };
     let kp = requester_key(o.key.as_deref())?;
     let signer = crate::node::receipt::node_signer(&kp).ok_or("requester key is not ed25519")?;
     let mut nonces = Nonces::new()?;
     let mut discovered = None;
-    let host = if o.discover {
-        let mut need = o.need.clone().unwrap_or_default();
+    let host = if let Where::Discover(d) = &o.on {
+        let mut need = d.need.clone().unwrap_or_default();
         need.memory_mib = need
             .memory_mib
             .max(job.limits.memory_bytes.div_ceil(1 << 20));
-        let file = o.bootstrap_file.clone().or_else(|| {
+        let file = d.bootstrap_file.clone().or_else(|| {
             let f = PathBuf::from(crate::boot::discover::BOOTSTRAP_PATH);
-            (o.bootstrap.is_empty() && f.exists()).then_some(f)
+            (d.bootstrap.is_empty() && f.exists()).then_some(f)
         });
-        let bootstrap = bootstrap_list(o.bootstrap.clone(), file.as_deref())?;
+        let bootstrap = bootstrap_list(d.bootstrap.clone(), file.as_deref())?;
         let (host, found) = discover(kp, bootstrap, &need, &mut nonces).await?;
         targets = found.fit.iter().filter_map(target_of).collect();
         discovered = Some(found);
@@ -364,7 +254,7 @@ async fn run_remote(o: RunOpts) -> Result<i32, String> {
                 std::fs::write(path, &v.receipt).map_err(|e| format!("{}: {e}", path.display()))?;
             }
             let t = &targets[v.target];
-            if o.discover {
+            if discovered.is_some() {
                 eprintln!("phase job run: ran on {} ({})", t.peer, t.addr);
             }
             if o.summary {

@@ -6,8 +6,8 @@ use super::admission::{Admission, NodeConfig, Rate};
 use super::serve::JobServer;
 use super::submit::{verify_answer, Answer, Job};
 use super::wire::{self, Draft, JobResponse, Refusal};
+use crate::cli::job::DEFAULT_LIMITS;
 use crate::node::executor::{Executor, ExecutorConfig};
-use crate::node::job_cli::DEFAULT_LIMITS;
 use phase_release::keys::Keypair;
 use std::sync::Arc;
 
