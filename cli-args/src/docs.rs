@@ -26,7 +26,7 @@ pub struct CommandLine {
 }
 
 /// Every command line of `programs` in `markdown`: in shell code blocks (```sh, ```bash,
-/// ```console, or none), with `\` continuations joined and `#` comments dropped, each
+/// ```console, ```shell; a block without one is output or a diagram), with `\` continuations joined and `#` comments dropped, each
 /// pipeline or list split at `|`, `&&`, `||` and `;`; and in inline code spans.
 pub fn command_lines(markdown: &str, programs: &[&str]) -> Vec<CommandLine> {
     let mut found = Vec::new();
@@ -37,10 +37,7 @@ pub fn command_lines(markdown: &str, programs: &[&str]) -> Vec<CommandLine> {
         if let Some(info) = line.strip_prefix("```") {
             block = match block {
                 Some(_) => None,
-                None => Some(matches!(
-                    info.trim(),
-                    "" | "sh" | "bash" | "console" | "shell"
-                )),
+                None => Some(matches!(info.trim(), "sh" | "bash" | "console" | "shell")),
             };
             pending = None;
             continue;
@@ -133,8 +130,8 @@ fn program_of<'a>(word: &str, programs: &[&'a str]) -> Option<&'a str> {
 /// `PROGRAM PATH... --help` (empty if that failed). Commands are read from each help's
 /// `Commands:` section; a word written `a/b/c` names alternatives, each checked. Options
 /// (`--name`, `--name=value`, `-x`) must appear in the deepest command's help; other words
-/// are values. Everything after `--` is the job's own, not checked. The error names the
-/// word and the command it was given to.
+/// are values. Everything after `--` (the job's own) or an ellipsis is not checked. The
+/// error names the word and the command it was given to.
 pub fn check(words: &[String], help: &mut dyn FnMut(&[&str]) -> String) -> Result<(), String> {
     let Some((program, rest)) = words.split_first() else {
         return Ok(());
@@ -147,7 +144,8 @@ pub fn check(words: &[String], help: &mut dyn FnMut(&[&str]) -> String) -> Resul
     let mut options_seen = false;
     for w in rest {
         let w = w.as_str();
-        if w == "--" {
+        // The job's own arguments, or an ellipsis standing for the rest.
+        if matches!(w, "--" | "…" | "...") {
             break;
         }
         if w.starts_with('-') {
@@ -210,6 +208,9 @@ fn mentions(help: &str, name: &str) -> bool {
 /// `VAR=value` must be used as `$(VAR)`.
 pub fn check_make(words: &[String], makefile: &str) -> Result<(), String> {
     for w in words.iter().skip(1) {
+        if matches!(w.as_str(), "…" | "...") {
+            break;
+        }
         if w.starts_with('-') {
             continue;
         }

@@ -699,4 +699,35 @@ mod tests {
         log.arm_poweroff(Some("fallback".into()), tx2);
         assert_eq!(rx2.try_recv(), Ok(ShutdownRequest::PoweroffAfterEvent));
     }
+
+    /// docs/events.md has one row per event name and no other: the names are read from
+    /// [`Event::name`]'s match (exhaustive, so every variant is in it), the rows from the
+    /// event table's first column.
+    #[test]
+    fn docs_events_md_lists_every_event_once() {
+        let src = include_str!("events.rs");
+        let body = src
+            .split_once("pub fn name(&self)")
+            .and_then(|(_, rest)| rest.split_once("\n    }\n"))
+            .map(|(body, _)| body)
+            .unwrap_or("");
+        let mut names: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.split_once("=> \"")?.1.split_once('"'))
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names.dedup();
+        let doc = include_str!("../../docs/events.md");
+        let mut rows: Vec<&str> = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| event |"))
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.strip_prefix("| `")?.split_once("` |"))
+            .map(|(name, _)| name)
+            .collect();
+        rows.sort();
+        assert!(names.len() >= 30, "{names:?}");
+        assert_eq!(rows, names, "docs/events.md rows vs Event::name");
+    }
 }

@@ -24,6 +24,9 @@ out/phase receipt verify r.json --stdin <(echo -n hello) --reexec
 ```json
 {\"phase provider serve\": 1}
 ```
+```
+ phase (initramfs) STAGE 1
+```
 
    ```sh
    faketime '+730 days' make test
@@ -55,7 +58,7 @@ out/phase receipt verify r.json --stdin <(echo -n hello) --reexec
                 "phase", "receipt", "verify", "r.json", "--stdin", "--reexec",
             ],
         ),
-        (15, vec!["make", "test"]),
+        (18, vec!["make", "test"]),
     ];
     let got: Vec<_> = got.iter().map(|c| (c.line, c.words.clone())).collect();
     let want: Vec<_> = want.iter().map(|(l, w)| (*l, words(w))).collect();
@@ -97,6 +100,8 @@ fn check_accepts_what_the_help_lists() {
         ],
         &["prog", "status", "[ADDR]", "--json"],
         &["prog", "job"],
+        &["prog", "…"],
+        &["prog", "job", "run", "...", "--anything"],
     ] {
         assert_eq!(check(&words(line), &mut help), Ok(()), "{line:?}");
     }
@@ -133,6 +138,7 @@ fn make_lines_need_a_rule_and_a_used_variable() {
         &["make", "run", "ARGS=\"phase.debug\""][..],
         &["make", "build"],
         &["make", "kernel", "KEEP=1"],
+        &["make", "…"],
     ] {
         assert_eq!(check_make(&words(ok), makefile), Ok(()), "{ok:?}");
     }
