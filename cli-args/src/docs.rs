@@ -3,7 +3,12 @@
 //! read ([`command_lines`]) and each word is checked ([`check`]): a command or subcommand must
 //! be listed by its parent's generated `--help`, and every option must be in the `--help` of
 //! the command it is given to; `make` targets and variables must be in the Makefile
-//! ([`check_make`]). So renaming a command or a flag without the docs fails a test.
+//! ([`check_make`]). So renaming a command or a flag without the docs fails a test
+//! ([`check_docs`], run by the tests of `phase` and `phase-image` on their binaries).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
 
 /// The documents whose commands are checked (issue 16: what an operator reads first).
 pub const OPERATOR_DOCS: &[&str] = &[
@@ -235,6 +240,53 @@ pub fn check_make(words: &[String], makefile: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `BINARY PATH... --help` as [`check`] asks for it (empty when it fails), each path run once.
+pub fn help_of(binary: &Path) -> impl FnMut(&[&str]) -> String + '_ {
+    let mut asked: HashMap<Vec<String>, String> = HashMap::new();
+    move |path| {
+        let key = path.iter().map(|s| s.to_string()).collect();
+        asked
+            .entry(key)
+            .or_insert_with(
+                || match Command::new(binary).args(path).arg("--help").output() {
+                    Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into(),
+                    _ => String::new(),
+                },
+            )
+            .clone()
+    }
+}
+
+/// Check every `program` command line of the [`OPERATOR_DOCS`] under `top` (`make` lines
+/// against `top`'s Makefile, others through `help`): how many were read, and each wrong one
+/// as `DOC:LINE: `COMMAND`: what is wrong`.
+pub fn check_docs(
+    top: &Path,
+    program: &str,
+    help: &mut dyn FnMut(&[&str]) -> String,
+) -> (usize, Vec<String>) {
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let makefile = read(&top.join("Makefile"));
+    let (mut lines, mut wrong) = (0, Vec::new());
+    for doc in OPERATOR_DOCS {
+        let text = read(&top.join(doc));
+        if text.is_empty() {
+            wrong.push(format!("{doc}: missing or empty"));
+        }
+        for c in command_lines(&text, &[program]) {
+            lines += 1;
+            let verdict = match program {
+                "make" => check_make(&c.words, &makefile),
+                _ => check(&c.words, help),
+            };
+            if let Err(e) = verdict {
+                wrong.push(format!("{doc}:{}: `{}`: {e}", c.line, c.words.join(" ")));
+            }
+        }
+    }
+    (lines, wrong)
 }
 
 #[cfg(test)]

@@ -58,6 +58,20 @@ impl Program {
         )
     }
 
+    /// `PROGRAM help`: the list of commands (the table's `help` row runs this).
+    pub fn help_command(&self, args: Args) -> i32 {
+        let usage = format!("Usage: {} help\n\nPrint the list of commands.", self.name);
+        self.parsed("help", &usage, no_options(args), |()| help(&self.help()))
+    }
+
+    /// `PROGRAM version` (the table's `version` row runs this).
+    pub fn version_command(&self, args: Args) -> i32 {
+        let usage = format!("Usage: {0} version\n\nPrint the version of {0}.", self.name);
+        self.parsed("version", &usage, no_options(args), |()| {
+            help(&format!("{} {}", self.name, self.version))
+        })
+    }
+
     /// Dispatch `args` (after the program's name): the command's exit status; 2 for no or an
     /// unknown command.
     pub fn run(&self, args: Args) -> i32 {

@@ -20,7 +20,7 @@ mod write;
 
 use anyhow::{Context, Result};
 pub use phase_cli_args::required;
-use phase_cli_args::{help, no_options, Args, Command, Parsed, Program};
+use phase_cli_args::{Args, Command, Parsed, Program};
 
 /// `phase-image`: its name, its commands, its help.
 pub const PROGRAM: Program = Program {
@@ -120,27 +120,15 @@ const COMMANDS: &[Command] = &[
         name: "version",
         synopsis: "",
         about: "print the version",
-        run: version,
+        run: |args| PROGRAM.version_command(args),
     },
     Command {
         name: "help",
         synopsis: "",
         about: "print this help",
-        run: help_command,
+        run: |args| PROGRAM.help_command(args),
     },
 ];
-
-fn help_command(args: Args) -> i32 {
-    const USAGE: &str = "Usage: phase-image help\n\nPrint the list of commands.";
-    PROGRAM.parsed("help", USAGE, no_options(args), |()| help(&PROGRAM.help()))
-}
-
-fn version(args: Args) -> i32 {
-    const USAGE: &str = "Usage: phase-image version\n\nPrint the version of phase-image.";
-    PROGRAM.parsed("version", USAGE, no_options(args), |()| {
-        help(&format!("phase-image {}", env!("CARGO_PKG_VERSION")))
-    })
-}
 
 /// A command's options, parsed: build with them, print its usage, or name the usage error;
 /// a failed build prints its reason chain.

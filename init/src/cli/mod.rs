@@ -106,7 +106,7 @@ pub const COMMANDS: &[Command] = &[
         name: "version",
         synopsis: "",
         about: "print the version",
-        run: version,
+        run: |args| PHASE.version_command(args),
     },
     Command {
         name: "selftest",
@@ -118,7 +118,7 @@ pub const COMMANDS: &[Command] = &[
         name: "help",
         synopsis: "",
         about: "print this help",
-        run: help_command,
+        run: |args| PHASE.help_command(args),
     },
 ];
 
@@ -145,19 +145,6 @@ pub fn parsed<T>(
     go: impl FnOnce(T) -> i32,
 ) -> i32 {
     PHASE.parsed(cmd, usage, p, go)
-}
-
-fn help_command(args: Args) -> i32 {
-    const USAGE: &str = "Usage: phase help\n\nPrint the list of commands.";
-    parsed("help", USAGE, no_options(args), |()| help(&PHASE.help()))
-}
-
-fn version(args: Args) -> i32 {
-    const USAGE: &str = "Usage: phase version\n\nPrint the version of this phase binary.";
-    parsed("version", USAGE, no_options(args), |()| {
-        println!("phase {}", env!("CARGO_PKG_VERSION"));
-        0
-    })
 }
 
 /// `phase job` (job.rs), when the executor is built in.
