@@ -202,6 +202,11 @@ fn honest_wins_tampered_is_named_staller_is_left() {
     let mid = k.len() / 2;
     k[mid] ^= 0xff;
     std::fs::write(tampered.join("vmlinuz"), k).unwrap();
+    // The rootfs is checked by its verity tree as it streams: one flipped byte is named too.
+    let mut r = std::fs::read(tampered.join("rootfs.squashfs")).unwrap();
+    let at = r.len() / 4 * 3 + 5;
+    r[at] ^= 0x01;
+    std::fs::write(tampered.join("rootfs.squashfs"), r).unwrap();
 
     let (a, b, c) = (Netns::new(1), Netns::new(2), Netns::new(3));
     let _honest = serve_in(&a, &release, "10.213.1.2:8080");
@@ -245,6 +250,13 @@ fn honest_wins_tampered_is_named_staller_is_left() {
             == "http://10.213.2.2:8080/"
             && e["artifact"] == "kernel"
             && e["reason"] == "artifact_hash"),
+        "{text}"
+    );
+    assert!(
+        find("verify.failed", &|e| e["provider"]
+            == "http://10.213.2.2:8080/"
+            && e["artifact"] == "rootfs"
+            && e["reason"] == "verity_mismatch"),
         "{text}"
     );
     assert!(

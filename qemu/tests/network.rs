@@ -98,6 +98,9 @@ fn assert_diskless_boot(b: &Boot) {
         net.fields
     );
     assert_eq!(b.expect("provider.found").str("how"), Some("url"));
+    // The fetched rootfs was checked by its dm-verity tree as it arrived (every CPU).
+    let v = b.expect("rootfs.verified");
+    assert_eq!(v.str("method"), Some("verity-tree"), "{}", v.fields);
     // phase.diskless: the local step did not wait for a boot medium.
     let w = b.expect("disk.waited");
     assert_eq!(

@@ -78,6 +78,8 @@ pub enum TrustError {
     ArtifactTooLong { name: String, declared: u64 },
     #[error("artifact {name}: SHA-256 mismatch")]
     ArtifactHash { name: String },
+    #[error("artifact {name}: its dm-verity tree does not end in the signed root hash")]
+    ArtifactVerity { name: String },
 }
 
 impl TrustError {
@@ -109,6 +111,7 @@ impl TrustError {
             ArtifactSize { .. } => "artifact_size",
             ArtifactTooLong { .. } => "artifact_too_long",
             ArtifactHash { .. } => "artifact_hash",
+            ArtifactVerity { .. } => "verity_mismatch",
         }
     }
 }

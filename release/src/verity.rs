@@ -7,10 +7,13 @@
 //! [`leaf_hashes`] hashes the data blocks on several threads (each reads its own share of
 //! the data through a `read_at` seam, so a file need not be held in memory); [`levels`]
 //! builds the tree above the leaves; [`verify_data`] checks data against the signed
-//! parameters by recomputing the tree up to its root.
+//! parameters by recomputing the tree up to its root; [`stream::TreeStream`] does the same
+//! for bytes as they arrive (a download).
 
 use crate::doc::Verity;
 use sha2::{Digest, Sha256};
+
+pub mod stream;
 
 /// Data and hash block size.
 pub const BLOCK: usize = 4096;
@@ -28,6 +31,8 @@ pub enum VerityError {
     Unsupported(String),
     #[error("the data has {actual} blocks, the signed tree covers {signed}")]
     Size { signed: u64, actual: u64 },
+    #[error("more bytes than the {signed} the signed tree covers")]
+    TooLong { signed: u64 },
     #[error("reading block {block}: {message}")]
     Read { block: u64, message: String },
     #[error("the tree computed from the data ends in {computed}, not the signed root {signed}")]
@@ -40,6 +45,7 @@ impl VerityError {
         match self {
             VerityError::Unsupported(_) => "verity_params_unsupported",
             VerityError::Size { .. } => "size_mismatch",
+            VerityError::TooLong { .. } => "artifact_too_long",
             VerityError::Read { .. } => "rootfs_unreadable",
             VerityError::RootMismatch { .. } => "verity_mismatch",
         }
@@ -138,22 +144,7 @@ pub fn verify_data<E: std::fmt::Display + Send>(
     threads: usize,
     read_at: impl Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
 ) -> Result<(), VerityError> {
-    let salt = crate::hex::decode::<32>(&v.salt);
-    let root = crate::hex::decode::<32>(&v.root_hash);
-    let (Some(salt), Some(root)) = (salt, root) else {
-        return Err(VerityError::Unsupported(
-            "salt or root hash is not 32 hex bytes".into(),
-        ));
-    };
-    if v.algorithm != ALGORITHM
-        || v.data_block_size != BLOCK as u64
-        || v.hash_block_size != BLOCK as u64
-    {
-        return Err(VerityError::Unsupported(format!(
-            "{}, {}/{}-byte blocks",
-            v.algorithm, v.data_block_size, v.hash_block_size
-        )));
-    }
+    let (salt, root) = signed_params(v)?;
     if data_blocks != v.data_blocks || data_blocks == 0 {
         return Err(VerityError::Size {
             signed: v.data_blocks,
@@ -174,6 +165,27 @@ pub fn verify_data<E: std::fmt::Display + Send>(
         });
     }
     Ok(())
+}
+
+/// The salt and root hash of parameters this module can check (SHA-256, 4 KiB blocks).
+fn signed_params(v: &Verity) -> Result<([u8; 32], [u8; 32]), VerityError> {
+    let salt = crate::hex::decode::<32>(&v.salt);
+    let root = crate::hex::decode::<32>(&v.root_hash);
+    let (Some(salt), Some(root)) = (salt, root) else {
+        return Err(VerityError::Unsupported(
+            "salt or root hash is not 32 hex bytes".into(),
+        ));
+    };
+    if v.algorithm != ALGORITHM
+        || v.data_block_size != BLOCK as u64
+        || v.hash_block_size != BLOCK as u64
+    {
+        return Err(VerityError::Unsupported(format!(
+            "{}, {}/{}-byte blocks",
+            v.algorithm, v.data_block_size, v.hash_block_size
+        )));
+    }
+    Ok((salt, root))
 }
 
 /// `read_at` over bytes in memory.

@@ -7,8 +7,8 @@
 //! Nothing carried is trusted as such: the carried root chain is walked again from this
 //! initramfs's own baked-in anchor and the metadata verified against where it ends, its
 //! kernel must be the one this initramfs was built for, the verity tree's SHA-256 must
-//! match and dm-verity checks the rootfs (or, without dm-verity, the whole rootfs is
-//! hashed against its signed SHA-256). Then the rootfs is mounted and the boot goes
+//! match and dm-verity checks the rootfs (or, without dm-verity, the rootfs is checked by
+//! its verity tree on every CPU against the signed root hash). Then the rootfs is mounted and the boot goes
 //! straight to the handoff: no discovery, no second download. The carried network is
 //! configured by the network step (no DHCP exchange), and once the kernel and initramfs
 //! files check against their signed hashes the release directory is bound read-only at
@@ -172,8 +172,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     Ok(())
 }
 
-/// dm-verity over the carried image and tree (the tree's own SHA-256 checked first), or
-/// the whole image hashed when dm-verity is unavailable.
+/// dm-verity over the carried image and tree (the tree's own SHA-256 checked first), or,
+/// when dm-verity is unavailable, the image checked by its verity tree on every CPU.
 fn verified_device(
     boot: &Boot,
     dir: &Path,
@@ -230,14 +230,43 @@ fn verified_device(
             Err(e) => tracing::warn!("{e}; hashing the whole carried image instead"),
         }
     }
-    phase_release::stream::verify_reader("rootfs", rootfs, open(image)?)
-        .map_err(|e| stream_fail("rootfs", e))?;
+    let (method, root_hash) = match &rootfs.verity {
+        // The carried image is in RAM already: check it in place by its tree, every CPU.
+        Some(v) => {
+            use std::os::unix::fs::FileExt;
+            let f = open(image)?;
+            let size = f.metadata().map_or(0, |m| m.len());
+            if size != rootfs.size {
+                let msg = format!("{}: {size} bytes, signed {}", image.display(), rootfs.size);
+                return Err(fail(boot, "rootfs", "size_mismatch", msg));
+            }
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let blocks = size / phase_release::verity::BLOCK as u64;
+            phase_release::verity::verify_data(v, blocks, cpus, |off, buf| {
+                f.read_exact_at(buf, off)
+            })
+            .map_err(|e| {
+                fail(
+                    boot,
+                    "rootfs",
+                    e.reason(),
+                    format!("{}: {e}", image.display()),
+                )
+            })?;
+            ("verity-tree", v.root_hash.clone())
+        }
+        None => {
+            phase_release::stream::verify_reader("rootfs", rootfs, open(image)?)
+                .map_err(|e| stream_fail("rootfs", e))?;
+            ("sha256", rootfs.sha256.clone())
+        }
+    };
     let dev = crate::sys::loopdev::attach_readonly(image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     boot.events.emit(Event::RootfsVerified {
-        method: "sha256".into(),
+        method: method.into(),
         device: dev.clone(),
-        root_hash: rootfs.sha256.clone(),
+        root_hash,
     });
     Ok(dev)
 }

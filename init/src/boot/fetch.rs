@@ -244,13 +244,18 @@ fn mount(
     rootfs: &phase_release::doc::Artifact,
 ) -> Result<(), StepError> {
     let image = std::path::Path::new(RELEASE_DIR).join(&rootfs.path);
-    // The RAM copy was hashed whole as it arrived: mount exactly those bytes.
+    // The RAM copy was checked as it arrived (by its verity tree on every CPU, or hashed
+    // whole without verity parameters): mount exactly those bytes.
     let dev = crate::sys::loopdev::attach_readonly(&image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
+    let (method, root_hash) = match &rootfs.verity {
+        Some(v) => ("verity-tree", v.root_hash.clone()),
+        None => ("sha256", rootfs.sha256.clone()),
+    };
     boot.events.emit(Event::RootfsVerified {
-        method: "sha256".into(),
+        method: method.into(),
         device: dev.clone(),
-        root_hash: rootfs.sha256.clone(),
+        root_hash,
     });
     if let Err(e) = assemble(boot, &dev, None) {
         teardown();

@@ -12,8 +12,9 @@ Usage: phase fetch --root ROOT.json --provider URL [--provider URL...] --out DIR
 
 Choose the newest release the providers serve that verifies against ROOT (signatures,
 threshold, expiry, arch, channel, floor), and download its artifacts into DIR, each checked
-against its signed SHA-256 while it streams (the stage-1 client, on a host). Prints the
-same PHASE-EVENT lines as the init (release.verified, artifacts.verified or fallback).
+while it streams: against its signed SHA-256, the rootfs by its dm-verity tree on every CPU
+(the stage-1 client, on a host). Prints the same PHASE-EVENT lines as the init
+(release.verified, artifacts.verified or fallback).
   --channel NAME             release channel (default stable)
   --floor N                  refuse releases older than version N (default 0)
   --idle-secs S              leave a provider silent for S seconds (default 10)

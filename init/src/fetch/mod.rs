@@ -25,9 +25,8 @@ pub mod url;
 
 use pace::Pace;
 use phase_release::doc::Artifact;
-use phase_release::stream::ArtifactVerifier;
 use phase_release::verify::TrustError;
-use pipeline::{Pipeline, Sink};
+use pipeline::{Check, Pipeline, Sink};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -530,7 +529,7 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// An empty output and a fresh verifier on its own worker.
+    /// An empty output and a fresh check on its own worker.
     fn reset(&mut self) -> Result<Pipeline, FetchError> {
         if self.out.set_len(0).is_err() || std::io::Seek::rewind(self.out).is_err() {
             return Err(FetchError::Output {
@@ -538,12 +537,12 @@ impl Attempt<'_> {
                 msg: "cannot be reset".into(),
             });
         }
-        let verifier =
-            ArtifactVerifier::new(self.name, self.artifact).map_err(|err| FetchError::Verify {
+        let check =
+            Check::for_artifact(self.name, self.artifact).map_err(|err| FetchError::Verify {
                 url: String::new(),
                 err,
             })?;
-        Pipeline::start(self.name, verifier, self.out)
+        Pipeline::start(self.name, check, self.out)
     }
 
     /// Fetch from `offset` to the end from `p` through `pipe` (hashed and written by its

@@ -1,7 +1,10 @@
 //! The receive/verify pipeline: a connection reads the body into buffers from a small
-//! pool and hands each filled buffer (not a copy) to one worker thread, which feeds it to
-//! the artifact's verifier (size bound and SHA-256) and writes it to the output, then
-//! returns the buffer. Reading the next bytes and hashing the last ones overlap, so
+//! pool and hands each filled buffer (not a copy) to one worker thread, which writes it to
+//! the output and feeds it to the artifact's [`Check`], then returns the buffer. An
+//! artifact with verity parameters (the rootfs) is checked by its tree: the worker shares
+//! the buffer with a pool of hashing threads, one per CPU (`phase_release::verity::stream`),
+//! and the buffer comes back once its blocks are hashed; any other artifact is hashed whole
+//! (SHA-256) by the worker. Reading the next bytes and hashing the last ones overlap, so
 //! verification does not slow the download on a machine with a second core; with a
 //! single-threaded runtime (PID 1) hashing never holds up the timers either.
 //!
@@ -10,11 +13,14 @@
 //! byte count an attempt reports is exactly what was hashed and written.
 
 use super::FetchError;
+use phase_release::doc::Artifact;
 use phase_release::stream::ArtifactVerifier;
 use phase_release::verify::TrustError;
+use phase_release::verity::stream::{Shared, TreeStream};
+use phase_release::verity::VerityError;
 use std::io::Write;
 use std::ops::Range;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use tokio::sync::{mpsc as amsc, oneshot};
 
 /// Where a body's bytes go: [`super::get`] reads into [`Sink::buffer`] and hands each
@@ -31,10 +37,86 @@ pub trait Sink: Send {
 pub const BUFFERS: usize = 4;
 pub const BUFFER_BYTES: usize = 1024 * 1024;
 
+/// How an artifact's bytes are checked.
+pub enum Check {
+    /// Size and SHA-256 of the whole, in the worker.
+    Sha256(ArtifactVerifier),
+    /// 4 KiB blocks hashed on every CPU, up the tree to the signed root hash.
+    Tree {
+        tree: TreeStream,
+        name: String,
+        size: u64,
+    },
+}
+
+impl Check {
+    /// The tree check when `a` has verity parameters it supports, else SHA-256.
+    pub fn for_artifact(name: &str, a: &Artifact) -> Result<Check, TrustError> {
+        if let Some(v) = &a.verity {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            match TreeStream::new(v, cpus) {
+                Ok(tree) => {
+                    return Ok(Check::Tree {
+                        tree,
+                        name: name.to_string(),
+                        size: a.size,
+                    })
+                }
+                Err(e) => tracing::warn!("{name}: {e}; checking its SHA-256 instead"),
+            }
+        }
+        Ok(Check::Sha256(ArtifactVerifier::new(name, a)?))
+    }
+
+    /// The verdict on everything taken. Outer error: the check itself broke down.
+    fn finish(self) -> Result<Result<(), TrustError>, String> {
+        let (tree, name, size) = match self {
+            Check::Sha256(v) => return Ok(v.finish()),
+            Check::Tree { tree, name, size } => (tree, name, size),
+        };
+        let seen = tree.bytes_seen();
+        Ok(Err(match tree.finish() {
+            Ok(()) => return Ok(Ok(())),
+            Err(VerityError::Read { message, .. }) => return Err(message),
+            Err(VerityError::TooLong { .. }) => TrustError::ArtifactTooLong {
+                name,
+                declared: size,
+            },
+            Err(VerityError::Size { .. }) => TrustError::ArtifactSize {
+                name,
+                expected: size,
+                got: seen,
+            },
+            Err(VerityError::RootMismatch { .. }) | Err(VerityError::Unsupported(_)) => {
+                TrustError::ArtifactVerity { name }
+            }
+        }))
+    }
+}
+
+/// A buffer lent to the hashing threads: back to the pool when the last of them is done.
+struct Lent {
+    buf: Vec<u8>,
+    back: amsc::UnboundedSender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // The reader may be gone (its attempt ended): nothing to return to.
+        let _ = self.back.send(std::mem::take(&mut self.buf));
+    }
+}
+
 /// What the worker is left with when the pipeline ends.
 struct Done {
-    verifier: ArtifactVerifier,
-    /// The first verifier error (more bytes than declared), if any.
+    check: Check,
+    /// The first check error (more bytes than declared), if any.
     rejected: Option<TrustError>,
 }
 
@@ -52,44 +134,62 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Start a worker that verifies with `verifier` and writes to `out` (at its current
+    /// Start a worker that checks with `check` and writes to `out` (at its current
     /// position).
-    pub fn start(
-        name: &str,
-        verifier: ArtifactVerifier,
-        out: &std::fs::File,
-    ) -> Result<Pipeline, FetchError> {
+    pub fn start(name: &str, check: Check, out: &std::fs::File) -> Result<Pipeline, FetchError> {
         let output = |msg: String| FetchError::Output {
             artifact: name.to_string(),
             msg,
         };
-        let mut out = out.try_clone().map_err(|e| output(e.to_string()))?;
+        let out = out.try_clone().map_err(|e| output(e.to_string()))?;
         let (to_worker, from_reader) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
         let (give_back, back) = amsc::unbounded_channel();
         let (report, done) = oneshot::channel();
         let write_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
         let failed = write_failed.clone();
-        let mut verifier = verifier;
+        let mut check = check;
         std::thread::Builder::new()
             .name(format!("verify {name}"))
             .spawn(move || {
                 let mut rejected = None;
                 for (buf, range) in from_reader {
-                    let bytes = buf.get(range).unwrap_or_default();
-                    if rejected.is_none() {
-                        if let Err(e) = verifier.update(bytes) {
-                            rejected = Some(e);
+                    let write = |bytes: &[u8]| {
+                        if let Err(e) = (&out).write_all(bytes) {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e.to_string());
+                            }
+                        }
+                    };
+                    match &mut check {
+                        Check::Sha256(v) => {
+                            let bytes = buf.get(range).unwrap_or_default();
+                            if rejected.is_none() {
+                                rejected = v.update(bytes).err();
+                            }
+                            write(bytes);
+                            // The reader may be gone (its attempt ended).
+                            let _ = give_back.send(buf);
+                        }
+                        Check::Tree { tree, name, size } => {
+                            // Hashing starts on the pool while this thread writes.
+                            let lent = Arc::new(Lent {
+                                buf,
+                                back: give_back.clone(),
+                            });
+                            if rejected.is_none() {
+                                let shared: Shared = lent.clone();
+                                if tree.update(shared, range.clone()).is_err() {
+                                    rejected = Some(TrustError::ArtifactTooLong {
+                                        name: name.clone(),
+                                        declared: *size,
+                                    });
+                                }
+                            }
+                            write(lent.buf.get(range).unwrap_or_default());
                         }
                     }
-                    if let Err(e) = out.write_all(bytes) {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e.to_string());
-                        }
-                    }
-                    // The reader may be gone (its attempt ended): nothing to return to.
-                    let _ = give_back.send(buf);
                 }
-                let _ = report.send(Done { verifier, rejected });
+                let _ = report.send(Done { check, rejected });
             })
             .map_err(|e| output(format!("cannot start the verify thread: {e}")))?;
         Ok(Pipeline {
@@ -141,7 +241,10 @@ impl Pipeline {
         if let Some(e) = done.rejected {
             return Ok(Err(e));
         }
-        Ok(done.verifier.finish())
+        done.check.finish().map_err(|msg| FetchError::Output {
+            artifact: self.name.clone(),
+            msg,
+        })
     }
 
     /// Back into the pool; not the leftover of a response head, which is only as long as
@@ -325,7 +428,7 @@ mod tests {
             }
             let path = scratch("order");
             let out = std::fs::File::create(&path).unwrap();
-            let v = ArtifactVerifier::new("rootfs", &artifact(&data)).unwrap();
+            let v = Check::for_artifact("rootfs", &artifact(&data)).unwrap();
             let verdict = block_on(async {
                 let mut pipe = Pipeline::start("rootfs", v, &out).unwrap();
                 let a = feed(&mut pipe, &sent[..*split], 65536).await;
@@ -343,12 +446,84 @@ mod tests {
         }
     }
 
+    /// An artifact with verity parameters for `data` (whole 4 KiB blocks).
+    fn with_tree(data: &[u8]) -> Artifact {
+        use phase_release::verity::{leaf_hashes, levels, slice_reader, BLOCK};
+        let salt = [3u8; 32];
+        let blocks = (data.len() / BLOCK) as u64;
+        let (_, root) = levels(
+            leaf_hashes(blocks, &salt, 1, slice_reader(data)).unwrap(),
+            &salt,
+        );
+        Artifact {
+            verity: Some(phase_release::doc::Verity {
+                hash_path: "x.verity".into(),
+                hash_size: 4096,
+                hash_sha256: "00".repeat(32),
+                root_hash: phase_release::hex::encode(&root),
+                salt: phase_release::hex::encode(&salt),
+                data_blocks: blocks,
+                data_block_size: BLOCK as u64,
+                hash_block_size: BLOCK as u64,
+                algorithm: "sha256".into(),
+            }),
+            // Not what is checked: the tree is.
+            sha256: "11".repeat(32),
+            ..artifact(data)
+        }
+    }
+
+    /// (what, bytes sent, want: the reason or verified). The rootfs is checked by its
+    /// tree on every CPU as it streams, in pieces that split blocks, over two attempts.
+    #[test]
+    fn a_rootfs_is_checked_by_its_verity_tree_as_it_streams() {
+        let data: Vec<u8> = (0..(3 << 20) + 5 * 4096)
+            .map(|i| (i * 13 % 251) as u8)
+            .collect();
+        let a = with_tree(&data);
+        let flipped = |at: usize| {
+            let mut d = data.clone();
+            d[at] ^= 0x80;
+            d
+        };
+        let longer = [&data[..], &[0u8; 10]].concat();
+        let cases: &[(&str, Vec<u8>, Result<(), &str>)] = &[
+            ("intact", data.clone(), Ok(())),
+            ("first byte", flipped(0), Err("verity_mismatch")),
+            ("split block", flipped(65483), Err("verity_mismatch")),
+            ("last byte", flipped(data.len() - 1), Err("verity_mismatch")),
+            (
+                "short",
+                data[..data.len() - 1].to_vec(),
+                Err("artifact_size"),
+            ),
+            ("longer", longer, Err("artifact_too_long")),
+        ];
+        for (what, sent, want) in cases {
+            let path = scratch("tree");
+            let out = std::fs::File::create(&path).unwrap();
+            let check = Check::for_artifact("rootfs", &a).unwrap();
+            assert!(matches!(check, Check::Tree { .. }), "{what}");
+            let verdict = block_on(async {
+                let mut pipe = Pipeline::start("rootfs", check, &out).unwrap();
+                let split = sent.len() / 3;
+                feed(&mut pipe, &sent[..split], 65483).await;
+                pipe.settle().await.unwrap();
+                feed(&mut pipe, &sent[split..], BUFFER_BYTES).await;
+                pipe.finish().await.unwrap()
+            });
+            assert_eq!(verdict.map_err(|e| e.reason()), *want, "{what}");
+            assert_eq!(std::fs::read(&path).unwrap(), *sent, "{what}");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     #[test]
     fn more_than_declared_is_rejected() {
         let data = vec![5u8; 10_000];
         let path = scratch("long");
         let out = std::fs::File::create(&path).unwrap();
-        let v = ArtifactVerifier::new("kernel", &artifact(&data[..9_999])).unwrap();
+        let v = Check::for_artifact("kernel", &artifact(&data[..9_999])).unwrap();
         let verdict = block_on(async {
             let mut pipe = Pipeline::start("kernel", v, &out).unwrap();
             feed(&mut pipe, &data, 4096).await;
@@ -364,7 +539,7 @@ mod tests {
         let path = scratch("ro");
         std::fs::write(&path, b"").unwrap();
         let read_only = std::fs::File::open(&path).unwrap();
-        let v = ArtifactVerifier::new("initramfs", &artifact(&data)).unwrap();
+        let v = Check::for_artifact("initramfs", &artifact(&data)).unwrap();
         let got = block_on(async {
             let mut pipe = Pipeline::start("initramfs", v, &read_only).unwrap();
             feed(&mut pipe, &data, 30_000).await;

@@ -558,6 +558,7 @@ fn every_error() -> Vec<TrustError> {
             declared: 0,
         },
         ArtifactHash { name: s() },
+        ArtifactVerity { name: s() },
     ]
 }
 
@@ -588,6 +589,7 @@ fn index(e: &TrustError) -> usize {
         ArtifactSize { .. } => 21,
         ArtifactTooLong { .. } => 22,
         ArtifactHash { .. } => 23,
+        ArtifactVerity { .. } => 24,
     }
 }
 
@@ -596,7 +598,7 @@ fn every_reason_is_distinct_and_documented() {
     let all = every_error();
     let mut seen: Vec<usize> = all.iter().map(index).collect();
     seen.sort();
-    assert_eq!(seen, (0..24).collect::<Vec<_>>(), "one value per variant");
+    assert_eq!(seen, (0..25).collect::<Vec<_>>(), "one value per variant");
     let mut reasons: Vec<&str> = all.iter().map(|e| e.reason()).collect();
     reasons.sort();
     reasons.dedup();
