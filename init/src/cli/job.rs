@@ -1,10 +1,9 @@
-//! `phase job` and `phase receipt`: their options, parsed once here, and the dispatch to where
-//! a job runs: in this process (`node::job_cli`), or on the nodes named or found by capability
-//! (`p2p::node_cli`).
+//! `phase job`: its options, parsed once here, and the dispatch to where a job runs: in this
+//! process (`node::job_cli`), or on the nodes named or found by capability (`p2p::node_cli`).
 //!
 //! What describes a job (its arguments after `--`, environment, identity) means the same in
-//! `job run` and `receipt verify` and is read by one function, [`JobDesc::take`]; the limits
-//! by [`LimitOpts::take`]. `job run` yields one [`JobRun`] whose [`Where`] says where it runs;
+//! `job run` and `receipt verify` (receipt.rs) and is read by one function, [`JobDesc::take`];
+//! the limits by [`LimitOpts::take`]. `job run` yields one [`JobRun`] whose [`Where`] says where it runs;
 //! options that only make sense in one place are refused elsewhere by name.
 
 use super::{parsed, subcommand, Args, Parsed, Sub};
@@ -28,13 +27,6 @@ const JOB_SUBS: &[Sub] = &[
         run: crate::node::bench::run,
     },
 ];
-
-const RECEIPT_SUBS: &[Sub] = &[Sub {
-    name: "verify",
-    synopsis: "RECEIPT --module MODULE.wasm [OPTIONS] [-- ARGS...]",
-    about: "check a receipt's signature, module, input and output",
-    run: verify,
-}];
 
 pub const RUN_USAGE: &str = "\
 Usage: phase job run --local MODULE.wasm [OPTIONS] [-- ARGS...]
@@ -85,23 +77,6 @@ Only with --discover:
   --bootstrap-file FILE  one bootstrap multiaddr per line (default
                          /etc/phase/bootstrap-peers when it exists)";
 
-pub const VERIFY_USAGE: &str = "\
-Usage: phase receipt verify RECEIPT --module MODULE.wasm [OPTIONS] [-- ARGS...]
-
-Checks the receipt's DSSE signature (by the node key it names, or --node) and that it is
-about this module, these ARGS, env and stdin, and this output. Job identity and limits not
-given are taken from the receipt. Prints one JSON line; exit 0 if verified, 1 if not (the
-reason is printed), 2 on a usage error.
-  --stdin FILE  --stdout FILE  --stderr FILE
-                         the input given and the output received (stdin default: empty;
-                         outputs not given are not compared)
-  --env K=V              the job's environment (repeatable)
-  --node HEX             the node public key the job was sent to
-  --job-id ID  --nonce HEX  --requester HEX
-  --reexec               run the job again here (same seed, clock and limits) and require
-                         the same outcome, fuel and output digests
-  --state-dir DIR        for --reexec's compile cache (default /var/lib/phase)";
-
 /// Default limits of `phase job run`.
 pub const DEFAULT_LIMITS: Limits = Limits {
     memory_bytes: 64 << 20,
@@ -125,7 +100,11 @@ pub struct JobDesc {
 
 impl JobDesc {
     /// Reads the value of `--NAME` if it is one of these options; false if it is not.
-    fn take(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
+    pub(super) fn take(
+        &mut self,
+        name: &str,
+        p: &mut lexopt::Parser,
+    ) -> Result<bool, lexopt::Error> {
         use lexopt::ValueExt;
         match name {
             "env" => {
@@ -227,7 +206,7 @@ const LOCAL_ONLY: &[&str] = &["state-dir", "nonce", "requester", "seed", "clock-
 const DISCOVER_ONLY: &[&str] = &["need", "bootstrap", "bootstrap-file"];
 
 /// Everything after a `--` at this point of the command line: the job's own arguments.
-fn job_args(p: &mut lexopt::Parser) -> Result<Option<Vec<String>>, lexopt::Error> {
+pub(super) fn job_args(p: &mut lexopt::Parser) -> Result<Option<Vec<String>>, lexopt::Error> {
     let Some(mut raw) = p.try_raw_args() else {
         return Ok(None);
     };
@@ -241,7 +220,7 @@ fn job_args(p: &mut lexopt::Parser) -> Result<Option<Vec<String>>, lexopt::Error
 }
 
 /// A 32-byte value in hex (keys, seeds).
-fn key32(v: &str) -> Result<[u8; 32], String> {
+pub(super) fn key32(v: &str) -> Result<[u8; 32], String> {
     hex::decode::<32>(v).ok_or_else(|| format!("{v:?} is not 32 bytes of hex"))
 }
 
@@ -324,67 +303,6 @@ pub fn parse_run(args: Args) -> Result<Parsed<JobRun>, lexopt::Error> {
     }))
 }
 
-/// `phase receipt verify`, parsed.
-#[derive(Debug, PartialEq)]
-pub struct VerifyOpts {
-    pub receipt: PathBuf,
-    pub module: PathBuf,
-    /// What the caller says the job was; identity not given is taken from the receipt.
-    pub job: JobDesc,
-    pub stdin: Option<PathBuf>,
-    pub stdout: Option<PathBuf>,
-    pub stderr: Option<PathBuf>,
-    /// The node public key the job was sent to.
-    pub node: Option<[u8; 32]>,
-    pub reexec: bool,
-    pub state_dir: Option<PathBuf>,
-}
-
-pub fn parse_verify(args: Args) -> Result<Parsed<VerifyOpts>, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut p = lexopt::Parser::from_args(args);
-    let mut job = JobDesc::default();
-    let (mut receipt, mut module, mut state_dir) = (None, None, None);
-    let (mut stdin, mut stdout, mut stderr) = (None, None, None);
-    let (mut node, mut reexec) = (None, false);
-    loop {
-        if let Some(a) = job_args(&mut p)? {
-            job.args = a;
-            break;
-        }
-        let Some(arg) = p.next()? else { break };
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("module") => module = Some(PathBuf::from(p.value()?)),
-            Long("stdin") => stdin = Some(PathBuf::from(p.value()?)),
-            Long("stdout") => stdout = Some(PathBuf::from(p.value()?)),
-            Long("stderr") => stderr = Some(PathBuf::from(p.value()?)),
-            Long("node") => node = Some(p.value()?.parse_with(key32)?),
-            Long("reexec") => reexec = true,
-            Long("state-dir") => state_dir = Some(PathBuf::from(p.value()?)),
-            Long(name) => {
-                let name = name.to_owned();
-                if !job.take(&name, &mut p)? {
-                    return Err(lexopt::Error::UnexpectedOption(format!("--{name}")));
-                }
-            }
-            Value(v) if receipt.is_none() => receipt = Some(PathBuf::from(v)),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    Ok(Parsed::Run(VerifyOpts {
-        receipt: receipt.ok_or("one RECEIPT is required")?,
-        module: module.ok_or("--module MODULE.wasm is required")?,
-        job,
-        stdin,
-        stdout,
-        stderr,
-        node,
-        reexec,
-        state_dir,
-    }))
-}
-
 /// `phase job ...`
 pub fn job(args: Args) -> i32 {
     subcommand(
@@ -392,16 +310,6 @@ pub fn job(args: Args) -> i32 {
         "WASM jobs (wasm32-wasip1) with every limit enforced, and their signed receipts\n\
          (docs/jobs.md).",
         JOB_SUBS,
-        args,
-    )
-}
-
-/// `phase receipt ...`
-pub fn receipt(args: Args) -> i32 {
-    subcommand(
-        "receipt",
-        "Job receipts: DSSE envelopes signed by the node that ran the job (docs/jobs.md).",
-        RECEIPT_SUBS,
         args,
     )
 }
@@ -417,15 +325,6 @@ fn run_job(args: Args) -> i32 {
             1
         })
     })
-}
-
-fn verify(args: Args) -> i32 {
-    parsed(
-        "receipt verify",
-        VERIFY_USAGE,
-        parse_verify(args),
-        crate::node::job_cli::verify,
-    )
 }
 
 #[cfg(test)]

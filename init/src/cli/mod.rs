@@ -16,6 +16,8 @@ pub mod job;
 pub mod keys;
 pub mod net;
 pub mod provider;
+#[cfg(feature = "executor")]
+pub mod receipt;
 
 pub use phase_cli_args::{help, no_options, positive, Args, Command, Parsed};
 
@@ -171,11 +173,11 @@ fn node(args: Args) -> i32 {
     }
 }
 
-/// `phase receipt` (job.rs), when the executor is built in.
+/// `phase receipt` (receipt.rs), when the executor is built in.
 fn receipt(args: Args) -> i32 {
     #[cfg(feature = "executor")]
     {
-        job::receipt(args)
+        receipt::receipt(args)
     }
     #[cfg(not(feature = "executor"))]
     {

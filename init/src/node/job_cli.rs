@@ -1,10 +1,12 @@
 //! `phase job run --local` (run a job in-process, print its output, write its receipt) and
 //! `phase receipt verify` (check a receipt against the module, input and output; with
-//! `--reexec`, run the job again and compare). Their options are parsed in `cli::job`.
+//! `--reexec`, run the job again and compare). Their options are parsed in `cli::job` and
+//! `cli::receipt`.
 
 use super::executor::{Executor, ExecutorConfig, Finished, JobSpec};
 use super::receipt::{self, JobRequest};
-use crate::cli::job::{JobRun, Local, VerifyOpts};
+use crate::cli::job::{JobRun, Local};
+use crate::cli::receipt::VerifyOpts;
 use phase_release::hex;
 use phase_release::receipt::{self as doc, Outcome, OutputCheck};
 use std::io::{IsTerminal, Read, Write};

@@ -1,4 +1,4 @@
-//! `phase job run` and `phase receipt verify` parse as documented: where the job runs, the
+//! `phase job run` parses as documented: where the job runs, the
 //! options every run shares, the ones only a local run takes, and `--` ending the options.
 
 use super::*;
@@ -181,52 +181,5 @@ fn help_wins_wherever_it_stands() {
         &["--node", NODE, "m.wasm", "--help"],
     ] {
         assert!(matches!(parse_run(os(args)), Ok(Parsed::Help)), "{args:?}");
-    }
-    assert!(matches!(parse_verify(os(&["-h"])), Ok(Parsed::Help)));
-}
-
-#[test]
-fn verify_shares_the_job_options_and_has_its_own() {
-    let v = match parse_verify(os(&[
-        "r.json",
-        "--module",
-        "m.wasm",
-        "--stdin",
-        "i",
-        "--stdout",
-        "o",
-        "--node",
-        HEX32,
-        "--nonce",
-        "00",
-        "--env",
-        "K=V",
-        "--reexec",
-        "--state-dir",
-        "/s",
-        "--",
-        "a",
-        "b",
-    ])) {
-        Ok(Parsed::Run(v)) => v,
-        _ => panic!("did not parse"),
-    };
-    assert_eq!(v.receipt, PathBuf::from("r.json"));
-    assert_eq!(v.module, PathBuf::from("m.wasm"));
-    assert_eq!(v.node, Some([1; 32]));
-    assert_eq!(v.job.args, ["a", "b"]);
-    assert_eq!(v.job.env, [("K".to_string(), "V".to_string())]);
-    assert_eq!(v.job.nonce.as_deref(), Some("00"));
-    assert!(v.reexec && v.stderr.is_none());
-    for (args, says) in [
-        (&["r.json"][..], "--module"),
-        (&["--module", "m.wasm"], "RECEIPT"),
-        (&["r.json", "--module", "m", "--fuel", "1"], "--fuel"),
-        (&["r.json", "--module", "m", "--node", NODE], "32 bytes"),
-    ] {
-        match parse_verify(os(args)) {
-            Err(e) => assert!(e.to_string().contains(says), "{args:?}: {e}"),
-            Ok(_) => panic!("{args:?} parsed"),
-        }
     }
 }
