@@ -75,7 +75,8 @@ Only with --discover:
                          one free slot; memory at least --memory-bytes)
   --bootstrap MULTIADDR  a DHT node to join through (repeatable; ends in /p2p/<id>)
   --bootstrap-file FILE  one bootstrap multiaddr per line (default
-                         /etc/phase/bootstrap-peers when it exists)";
+                         /etc/phase/bootstrap-peers when it exists, else the nodes announced
+                         on the LAN by mDNS, _phase-node._tcp)";
 
 /// Default limits of `phase job run`.
 pub const DEFAULT_LIMITS: Limits = Limits {

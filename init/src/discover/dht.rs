@@ -178,6 +178,9 @@ enum Command {
     },
     Provide(Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
     StopProviding(Vec<u8>),
+    /// A peer seen on the LAN (`p2p::mdns`): into the routing table.
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    AddPeer(PeerId, Multiaddr),
     Providers {
         key: Vec<u8>,
         reply: oneshot::Sender<Vec<PeerId>>,
@@ -198,6 +201,9 @@ pub struct Dht {
     task: tokio::task::JoinHandle<()>,
     /// This node's capability record while it is published (withdrawn at shutdown).
     offer: Mutex<Option<crate::p2p::capability::Publishing>>,
+    /// This node's mDNS announcement and browser (goodbye at shutdown).
+    lan: Mutex<Option<crate::p2p::mdns::Presence>>,
+    new_peer: Arc<tokio::sync::Notify>,
 }
 
 /// A cloneable sender of this node's own values (the capability publisher's task).
@@ -205,6 +211,8 @@ pub struct Dht {
 pub struct Port {
     cmd: mpsc::Sender<Command>,
     query_timeout: Duration,
+    /// Woken when a new peer enters the routing table.
+    new_peer: Arc<tokio::sync::Notify>,
 }
 
 impl Port {
@@ -242,6 +250,19 @@ impl Port {
     /// [`Port::stop_providing`]).
     pub async fn provide(&self, key: Vec<u8>) -> Result<(), DhtError> {
         self.ask("provide", |tx| Command::Provide(key, tx)).await?
+    }
+
+    /// Resolves when the next new peer enters the routing table (a lone node's publisher
+    /// tries again then).
+    pub async fn new_peer(&self) {
+        self.new_peer.notified().await
+    }
+
+    /// Add a peer seen on the LAN to the routing table (from a thread outside the runtime;
+    /// `false` once the host stopped).
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    pub fn add_peer_blocking(&self, peer: PeerId, addr: Multiaddr) -> bool {
+        self.cmd.blocking_send(Command::AddPeer(peer, addr)).is_ok()
     }
 
     /// Stop announcing (peers forget the provider record when it expires).
@@ -285,6 +306,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
     }
     let peer_id = *swarm.local_peer_id();
     let listen = Arc::new(Mutex::new(Vec::new()));
+    let new_peer = Arc::new(tokio::sync::Notify::new());
     let (answered_tx, answered_rx) = mpsc::unbounded_channel();
     let mut node = Node {
         swarm,
@@ -298,6 +320,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         filter_inbound: cfg.filter_inbound,
         bootstrap,
         listen: listen.clone(),
+        new_peer: new_peer.clone(),
     };
     let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
     while !waiting.is_empty() {
@@ -343,6 +366,8 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         query_timeout: cfg.query_timeout,
         task,
         offer: Mutex::new(None),
+        lan: Mutex::new(None),
+        new_peer,
     })
 }
 
@@ -448,6 +473,7 @@ impl Dht {
         Port {
             cmd: self.cmd.clone(),
             query_timeout: self.query_timeout,
+            new_peer: self.new_peer.clone(),
         }
     }
 
@@ -461,6 +487,18 @@ impl Dht {
         };
         if let Some(old) = old {
             old.abort();
+        }
+    }
+
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))]
+    /// Keep this node announced on the LAN until shutdown.
+    pub fn join_lan(&self, presence: crate::p2p::mdns::Presence) {
+        let old = match self.lan.lock() {
+            Ok(mut l) => l.replace(presence),
+            Err(poisoned) => poisoned.into_inner().replace(presence),
+        };
+        if let Some(old) = old {
+            old.stop();
         }
     }
 
@@ -486,6 +524,14 @@ impl Dht {
         };
         if let Some(offer) = offer {
             offer.withdraw().await;
+        }
+        let lan = match self.lan.lock() {
+            Ok(mut l) => l.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(lan) = lan {
+            // Goodbye packets wait for the responder (bounded): off the async thread.
+            let _ = tokio::task::spawn_blocking(move || lan.stop()).await;
         }
         self.stop_announcing().await;
         let _ = tokio::time::timeout(GRACE, self.cmd.send(Command::Shutdown)).await;
@@ -533,6 +579,7 @@ struct Node {
     answered: mpsc::UnboundedSender<(ResponseChannel<JobResponse>, JobResponse)>,
     /// Job requests this node sent, waiting for their answers.
     submits: HashMap<OutboundRequestId, oneshot::Sender<Result<JobResponse, SubmitError>>>,
+    new_peer: Arc<tokio::sync::Notify>,
 }
 
 type Answered = (ResponseChannel<JobResponse>, JobResponse);
@@ -704,6 +751,10 @@ impl Node {
                 }
             }
             Command::StopProviding(key) => self.kad().stop_providing(&kad::RecordKey::new(&key)),
+            Command::AddPeer(peer, addr) => {
+                tracing::debug!("dht: {peer} seen on the LAN at {addr}");
+                self.kad().add_address(&peer, addr);
+            }
             Command::Providers { key, reply } => {
                 let id = self.kad().get_providers(kad::RecordKey::new(&key));
                 let found = HashSet::new();
@@ -918,6 +969,9 @@ impl Node {
                 step,
                 stats,
             } => self.progressed(id, result, step.last, stats),
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.new_peer.notify_waiters(),
             _ => {}
         }
     }

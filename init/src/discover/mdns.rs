@@ -173,20 +173,31 @@ pub struct Announcer {
 
 /// Announce a release directory served at `ip:port` with `txt`.
 pub fn announce(ip: IpAddr, port: u16, txt: &Txt) -> Result<Announcer, String> {
-    let daemon = ServiceDaemon::new().map_err(|e| format!("mdns: {e}"))?;
     let dashed = ip.to_string().replace(['.', ':'], "-");
     let instance = format!(
         "phase-boot {} v{} {dashed}-{port}",
         txt.channel, txt.version
     );
+    register(SERVICE, &instance, ip, port, &txt.pairs())
+}
+
+/// Announce `instance` of DNS-SD `service` at `ip:port` with TXT `pairs` (an unspecified
+/// `ip`: every interface's address) until the announcer stops.
+pub fn register(
+    service: &str,
+    instance: &str,
+    ip: IpAddr,
+    port: u16,
+    pairs: &[(String, String)],
+) -> Result<Announcer, String> {
+    let daemon = ServiceDaemon::new().map_err(|e| format!("mdns: {e}"))?;
+    let dashed = ip.to_string().replace(['.', ':'], "-");
     let host = format!("phase-{dashed}.local.");
-    let pairs = txt.pairs();
     // An unspecified listen address serves on every interface: announce all of them.
     let info = if ip.is_unspecified() {
-        ServiceInfo::new(SERVICE, &instance, &host, (), port, &pairs[..])
-            .map(|i| i.enable_addr_auto())
+        ServiceInfo::new(service, instance, &host, (), port, pairs).map(|i| i.enable_addr_auto())
     } else {
-        ServiceInfo::new(SERVICE, &instance, &host, ip, port, &pairs[..])
+        ServiceInfo::new(service, instance, &host, ip, port, pairs)
     }
     .map_err(|e| format!("mdns service {instance:?}: {e}"))?;
     let fullname = info.get_fullname().to_string();

@@ -31,7 +31,7 @@ mod tests;
 #[cfg_attr(not(feature = "executor"), allow(unused_imports))]
 pub use find::{find, Found};
 #[cfg_attr(not(feature = "executor"), allow(unused_imports))]
-pub use publish::{publish, Offer, Publishing};
+pub use publish::{offered_addrs, publish, Offer, Publishing};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use phase_release::{canonical, hex};

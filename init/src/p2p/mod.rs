@@ -22,6 +22,7 @@ pub mod bench;
 pub mod capability;
 #[cfg(feature = "executor")]
 pub mod identity;
+pub mod mdns;
 #[cfg(feature = "executor")]
 pub mod node;
 #[cfg(feature = "executor")]

@@ -2,7 +2,8 @@
 //! host, joined through the bootstrap peers, then `node.ready`. One function for `phase node`
 //! on a host and for stage 2 of a booted node, so both are the same node. A node that
 //! announces itself publishes its capability record (`capability::publish`), withdrawn
-//! when the host shuts down.
+//! when the host shuts down, and, listening on a LAN address, announces itself by mDNS and
+//! adds the nodes it sees there to its routing table (`p2p::mdns`).
 
 use super::admission::{self, ConfigError};
 use super::capability::{self, Offer};
@@ -110,7 +111,7 @@ pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeE
         .collect();
     if setup.announce {
         let offer = Offer {
-            addrs: listen.iter().take(capability::MAX_ADDRS).cloned().collect(),
+            addrs: capability::offered_addrs(&listen),
             arch: std::env::consts::ARCH.into(),
             wasm: vec![capability::WASM_TARGET.into()],
             cpus: std::thread::available_parallelism()
@@ -124,6 +125,17 @@ pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeE
             offer,
             executor.free_slots(),
         ));
+    }
+    if setup.announce {
+        if let Some(port) = super::mdns::lan_port(&host.listen_addrs()) {
+            let p = host.port();
+            match super::mdns::join(peer_id, port, move |peer, addr| {
+                let _ = p.add_peer_blocking(peer, addr);
+            }) {
+                Ok(presence) => host.join_lan(presence),
+                Err(e) => tracing::warn!("node: no mDNS peer discovery: {e}"),
+            }
+        }
     }
     events.emit(Event::NodeReady {
         peer_id: peer_id.to_string(),

@@ -43,7 +43,9 @@ Commands:
   --max-memory-mib N     the largest job memory admitted (default 256)
   Unless --ephemeral, the node publishes its capability record in the DHT (arch, WASM
   target, CPUs, largest job memory, free slots; signed by the node key, re-signed as its
-  free slots change, withdrawn at SIGTERM), for phase job run --discover.";
+  free slots change, withdrawn at SIGTERM), for phase job run --discover; listening on a
+  LAN address it announces itself by mDNS (_phase-node._tcp, TXT peer=<peer id>) and adds
+  the nodes it sees there to its DHT routing table.";
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
@@ -301,13 +303,23 @@ async fn discover(
     need: &Need,
     nonces: &mut Nonces,
 ) -> Result<(dht::Dht, Found), String> {
-    if bootstrap.is_empty() {
-        return Err(format!(
-            "--discover needs a DHT node to join: --bootstrap MULTIADDR, --bootstrap-file \
-             FILE or {}",
-            crate::boot::discover::BOOTSTRAP_PATH
-        ));
-    }
+    let bootstrap = if bootstrap.is_empty() {
+        // No list: a node on the LAN to join through.
+        let seen = tokio::task::spawn_blocking(super::mdns::browse)
+            .await
+            .map_err(|e| format!("mdns: {e}"))??;
+        if seen.is_empty() {
+            return Err(format!(
+                "--discover needs a DHT node to join: --bootstrap MULTIADDR, --bootstrap-file \
+                 FILE, {} or a node announced on the LAN (mDNS {}): none",
+                crate::boot::discover::BOOTSTRAP_PATH,
+                super::mdns::SERVICE
+            ));
+        }
+        seen
+    } else {
+        bootstrap
+    };
     let mut cfg = dht::DhtConfig::new(kp);
     cfg.bootstrap = bootstrap;
     let host = dht::start(cfg)

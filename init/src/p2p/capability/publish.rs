@@ -50,6 +50,17 @@ impl Offer {
     }
 }
 
+/// The addresses a record lists: the listen addresses (with `/p2p/<id>`), loopback ones
+/// only when there is nothing else (a requester elsewhere would dial itself), at most
+/// [`super::MAX_ADDRS`].
+pub fn offered_addrs(listen: &[String]) -> Vec<String> {
+    let loopback = |a: &String| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/");
+    let lan: Vec<String> = listen.iter().filter(|a| !loopback(a)).cloned().collect();
+    let mut addrs = if lan.is_empty() { listen.to_vec() } else { lan };
+    addrs.truncate(super::MAX_ADDRS);
+    addrs
+}
+
 /// A running publication (see [`publish`]).
 pub struct Publishing {
     task: tokio::task::JoinHandle<()>,
@@ -96,7 +107,12 @@ pub fn publish(
             let refresh = sent + RECORD_TTL / 2;
             refreshing = false;
             if !reached {
-                tokio::time::sleep_until((sent + retry).min(refresh)).await;
+                // A peer coming (mDNS, an inbound connection) ends the wait early.
+                tokio::select! {
+                    _ = tokio::time::sleep_until((sent + retry).min(refresh)) => {}
+                    _ = p.new_peer() => {}
+                }
+                tokio::time::sleep_until(sent + MIN_INTERVAL).await;
                 retry = (retry * 2).min(MAX_RETRY);
                 continue;
             }

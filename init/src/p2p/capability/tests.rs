@@ -367,6 +367,16 @@ fn need_parses_and_names_what_is_wrong() {
 }
 
 #[test]
+fn records_list_lan_addresses_before_loopback() {
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let lo = "/ip4/127.0.0.1/tcp/4001/p2p/x";
+    let lan = "/ip4/10.216.0.2/tcp/4001/p2p/x";
+    assert_eq!(offered_addrs(&s(&[lo, lan])), s(&[lan]));
+    assert_eq!(offered_addrs(&s(&[lo])), s(&[lo]));
+    assert_eq!(offered_addrs(&s(&[lan; 12])).len(), MAX_ADDRS);
+}
+
+#[test]
 fn an_offer_makes_a_record_that_verifies() {
     let k = key(4);
     let peer = peer_id(&k.verifying_key().to_bytes()).unwrap();
