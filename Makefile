@@ -25,7 +25,7 @@ TESTKEYS := keys/test
 # explicit clocks (release/src/verify/tests.rs). A real build passes its own, short expiry.
 TEST_EXPIRES_DAYS := 36500
 
-.PHONY: all setup kernel binaries jobs build release-next run test lint fuzz bench clean
+.PHONY: all setup kernel binaries jobs build release-next run test test-future lint fuzz bench clean
 all: build
 
 setup:
@@ -124,7 +124,7 @@ release-next:
 	    --progress-every 100000 -o $(NEXT)/rootfs.squashfs
 	@rm -rf $(OUT)/release-next
 	$(OUT)/phase-image release --root $(OUT)/trusted-root.json --version $(NEXT_VERSION) \
-	  --cmdline "$(RELEASE_CMDLINE)" --kernel $(NEXT)/vmlinuz --initramfs $(NEXT)/initramfs.img \
+	  --cmdline "$(RELEASE_CMDLINE)" --expires-in-days $(TEST_EXPIRES_DAYS) --kernel $(NEXT)/vmlinuz --initramfs $(NEXT)/initramfs.img \
 	  --rootfs $(NEXT)/rootfs.squashfs --rootfs-verity $(NEXT)/rootfs.verity.json \
 	  --sign $(TESTKEYS)/TEST-release-1.key --out-dir $(OUT)/release-next
 	$(OUT)/phase-image sign --key $(TESTKEYS)/TEST-release-2.key $(OUT)/release-next/release.json
@@ -145,6 +145,20 @@ lint: setup
 test: build lint
 	cargo test --workspace --locked
 	@$(MAKE) --no-print-directory fuzz
+
+# No time bomb, shown: the whole suite with every clock FUTURE_DAYS after the commit
+# (docs/testing.md). Everything is built first at the real time; then cargo runs each test
+# binary through scripts/future-clock.sh (libfaketime, one offset for every process), the
+# host-side `phase` is the dynamically linked build (a static binary ignores LD_PRELOAD),
+# and the harness starts every guest's RTC at its own, moved clock.
+FUTURE_DAYS ?= 730
+test-future: build lint
+	cargo test --workspace --locked --no-run
+	@export PHASE_FUTURE_OFFSET=$$(scripts/future-clock.sh --offset $(FUTURE_DAYS)); \
+	  scripts/future-clock.sh --check && \
+	  PHASE_HOST_PHASE=$(CURDIR)/target/debug/phase \
+	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=$(CURDIR)/scripts/future-clock.sh \
+	  cargo test --workspace --locked --no-fail-fast
 
 # cargo-fuzz needs nightly -Z flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ_SECONDS ?= 30

@@ -37,6 +37,10 @@ pub enum Event {
         release_keys: u64,
         release_threshold: u64,
         release_floor: u64,
+        /// The machine's wall clock (unix seconds) as the kernel set it from the RTC.
+        rtc: u64,
+        /// The time expiry is judged at: the RTC, never before the build time.
+        clock: u64,
     },
     /// Something that must verify did not; `artifact` names it.
     #[serde(rename = "verify.failed")]
@@ -575,6 +579,8 @@ mod tests {
                 release_keys: 2,
                 release_threshold: 2,
                 release_floor: 1,
+                rtc: 0,
+                clock: 1,
             },
             Event::VerifyFailed {
                 artifact: "a".into(),

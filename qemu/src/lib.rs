@@ -7,6 +7,10 @@
 //! timeout is multiplied by `PHASE_TIMEOUT_SCALE` (default 1.0).
 //!
 //! Networking is off unless a test adds it: no test traffic leaves this machine.
+//!
+//! The guest's clock is the harness's: QEMU starts the guest RTC at this process's wall
+//! clock (`-rtc base=`), or at [`Vm::guest_clock`]. So `make test-future`, which runs the test
+//! binaries under libfaketime, moves every guest's date with them (docs/testing.md).
 
 pub mod chart;
 pub mod lan;
@@ -18,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where the build put its artifacts: `$PHASE_OUT`, else `<workspace>/out`.
 pub fn out_dir() -> PathBuf {
@@ -44,6 +48,37 @@ pub fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::create_dir_all(&d);
     d
+}
+
+/// The `phase` binary the tests run on this machine (providers, DHT nodes, fetches beside
+/// the guests): `$PHASE_HOST_PHASE` if set, else `out/phase`. `make test-future` points it
+/// at the dynamically linked build of the same source, because libfaketime (LD_PRELOAD)
+/// cannot move the clock of the static `out/phase`.
+pub fn host_phase() -> PathBuf {
+    match std::env::var_os("PHASE_HOST_PHASE") {
+        Some(p) => PathBuf::from(p),
+        None => artifact("phase"),
+    }
+}
+
+/// `-rtc base=` for a guest whose clock reads `t`: UTC, `YYYY-MM-DDTHH:MM:SS`.
+pub fn rtc_base(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(d) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            d.year(),
+            d.month() as u8,
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        ),
+        Err(_) => "utc".into(),
+    }
 }
 
 /// The one global timeout multiplier, `PHASE_TIMEOUT_SCALE` (default 1.0).
@@ -338,6 +373,8 @@ pub struct Vm {
     hostfwd: Vec<(u16, u16)>,
     /// Human-monitor commands the test sends whenever it wants (see [`Vm::monitor_from`]).
     monitor_rx: Option<std::sync::Arc<std::sync::Mutex<mpsc::Receiver<String>>>>,
+    /// The guest's wall clock at start; `None`: this process's clock when QEMU starts.
+    clock: Option<SystemTime>,
 }
 
 impl Vm {
@@ -368,6 +405,7 @@ impl Vm {
             tftp: None,
             hostfwd: Vec::new(),
             monitor_rx: None,
+            clock: None,
         }
     }
 
@@ -430,6 +468,12 @@ impl Vm {
     }
     fn timeout_unscaled(mut self, t: Duration) -> Vm {
         self.timeout = t;
+        self
+    }
+    /// Start the guest's clock (its RTC, which the kernel reads at boot) at `t` instead of
+    /// this process's wall clock.
+    pub fn guest_clock(mut self, t: SystemTime) -> Vm {
+        self.clock = Some(t);
         self
     }
     /// Raw extra QEMU arguments.
@@ -543,6 +587,13 @@ impl Vm {
             "1",
         ]);
         c.args(["-display", "none", "-no-reboot"]);
+        // The guest's date comes from here, not from QEMU's own clock: QEMU is started
+        // without libfaketime (which would only slow its timers down).
+        let clock = self.clock.unwrap_or_else(SystemTime::now);
+        c.args(["-rtc", &format!("base={}", rtc_base(clock))]);
+        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("faketime")) {
+            c.env_remove("LD_PRELOAD");
+        }
         let mut net = self.net.clone();
         if let Some(user) = net.iter_mut().find(|a| a.starts_with("user,")) {
             for (host, guest) in &self.hostfwd {
@@ -750,6 +801,27 @@ mod tests {
         ] {
             assert!(parse_event(not_event).is_none(), "{not_event:?}");
         }
+    }
+
+    #[test]
+    fn guest_clock_is_the_rtc_base() {
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_859_673_599, "2028-12-05T23:59:59"),
+        ] {
+            assert_eq!(rtc_base(at(secs)), want);
+        }
+        let vm = Vm::new(Path::new("/k"), Path::new("/i")).guest_clock(at(1_859_673_599));
+        let args: Vec<String> = vm
+            .command(Accel::Tcg)
+            .get_args()
+            .map(|a| a.to_string_lossy().into())
+            .collect();
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-rtc", "base=2028-12-05T23:59:59"]));
     }
 
     #[test]

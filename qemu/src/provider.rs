@@ -1,4 +1,5 @@
-//! A release provider on this machine's loopback for boot tests: `out/phase provider serve`
+//! A release provider on this machine's loopback for boot tests: `phase provider serve`
+//! ([`crate::host_phase`])
 //! on `127.0.0.1`, reached by a guest through [`crate::Vm::user_net_to`].
 
 use std::io::BufRead;
@@ -17,7 +18,7 @@ impl Drop for Server {
 
 /// `phase provider serve DIR --listen 127.0.0.1:0`: the server and the port it printed.
 pub fn serve(dir: &Path) -> std::io::Result<(Server, u16)> {
-    let mut c = Command::new(crate::artifact("phase"))
+    let mut c = Command::new(crate::host_phase())
         .args(["provider", "serve"])
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])

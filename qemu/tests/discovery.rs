@@ -4,14 +4,14 @@
 //! Needs root, iproute2, dnsmasq, avahi-daemon and tcpdump (installed by `make test`).
 
 use phase_qemu::lan::{wait_for_line, Lan};
-use phase_qemu::{artifact, Boot, Firmware, Vm};
+use phase_qemu::{artifact, host_phase, Boot, Firmware, Vm};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// `phase provider serve out/release --mdns` in namespace `ns` at `ip:8080`.
 fn announced_provider(lan: &mut Lan, ns: &str, ip: &str) -> u32 {
     let mut c = lan
-        .command(ns, artifact("phase"))
+        .command(ns, host_phase())
         .args(["provider", "serve"])
         .arg(artifact("release"))
         .args(["--listen", &format!("{ip}:8080"), "--mdns"])
@@ -60,7 +60,7 @@ fn avahi_provider(lan: &mut Lan, ns: &str, ip: &str) {
 /// `phase discover` run in namespace `ns`: the URLs it printed.
 fn discover(lan: &Lan, ns: &str) -> Vec<String> {
     let out = lan
-        .command(ns, artifact("phase"))
+        .command(ns, host_phase())
         // A long settle: under load a second responder can answer well after the first.
         .args(["discover", "--timeout-ms", "4000", "--settle-ms", "3000"])
         .output()
@@ -277,7 +277,7 @@ fn dht_lan(name: &str) -> Lan {
     lan.dhcp();
     let top = artifact("phase").parent().unwrap().join("..");
     let mut node = lan
-        .command(&lan.hub.clone(), artifact("phase"))
+        .command(&lan.hub.clone(), host_phase())
         .args(["dht", "node", "--key"])
         .arg(top.join("keys/test/TEST-dht-bootstrap.key"))
         .args(["--listen", "/ip4/10.216.0.1/tcp/4001"])
@@ -291,7 +291,7 @@ fn dht_lan(name: &str) -> Lan {
     let p = lan.member(3);
     let key = lan.dir().join("provider-node.key");
     let mut serve = lan
-        .command(&p, artifact("phase"))
+        .command(&p, host_phase())
         .args(["provider", "serve"])
         .arg(artifact("release"))
         .args(["--listen", "10.216.0.3:8080", "--dht-key"])
@@ -340,7 +340,7 @@ fn internet_mode_tries_the_lan_then_the_dht_and_the_node_then_announces_itself()
     };
     // Another machine on the LAN looks the channel up: both records verify.
     let lookup = lan
-        .command(&lan.member_name(3), artifact("phase"))
+        .command(&lan.member_name(3), host_phase())
         .args(["dht", "lookup", "--bootstrap-file"])
         .arg(artifact("bootstrap-peers"))
         .output()

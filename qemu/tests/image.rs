@@ -7,7 +7,7 @@
 //! The default entry boots on all three firmwares; the other entries on SeaBIOS.
 
 use phase_layout::{grubenv, part_type};
-use phase_qemu::{artifact, tempdir, Boot, Firmware, Vm};
+use phase_qemu::{artifact, host_phase, tempdir, Boot, Firmware, Vm};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -309,7 +309,7 @@ fn a_disk_booted_node_serves_its_release_grows_once_and_keeps_its_state() {
     let member = lan.member(3);
     let fetched = lan.dir().join("fetched");
     let o = lan
-        .command(&member, artifact("phase"))
+        .command(&member, host_phase())
         .arg("fetch")
         .arg("--root")
         .arg(artifact("trusted-root.json"))

@@ -3,7 +3,7 @@
 //! another Debian kernel) by a provider on 127.0.0.1, reached through QEMU user
 //! networking (`restrict=on`, one guestfwd).
 
-use phase_qemu::{artifact, tempdir, Boot, Firmware, Vm};
+use phase_qemu::{artifact, host_phase, tempdir, Boot, Firmware, Vm};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +19,7 @@ impl Drop for Server {
 
 /// `phase provider serve DIR` on 127.0.0.1, returning its port.
 fn serve(dir: &Path) -> (Server, u16) {
-    let mut c = Command::new(artifact("phase"))
+    let mut c = Command::new(host_phase())
         .args(["provider", "serve"])
         .arg(dir)
         .args(["--listen", "127.0.0.1:0"])

@@ -1,7 +1,7 @@
 //! Diskless boots from a provider (QEMU user networking, `restrict=on`, one guestfwd to a
 //! server on 127.0.0.1), and the bounded failure paths of the network steps.
 
-use phase_qemu::{artifact, Boot, Vm};
+use phase_qemu::{artifact, host_phase, Boot, Vm};
 use std::io::BufRead;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,7 @@ impl Drop for Server {
 
 /// `phase provider serve out/release` on 127.0.0.1, returning its port.
 fn our_provider() -> (Server, u16) {
-    let mut c = Command::new(artifact("phase"))
+    let mut c = Command::new(host_phase())
         .args(["provider", "serve"])
         .arg(artifact("release"))
         .args(["--listen", "127.0.0.1:0"])

@@ -67,6 +67,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         release_keys: root.roles.release.keyids.len() as u64,
         release_threshold: root.roles.release.threshold,
         release_floor: floor,
+        rtc,
+        clock: now,
     });
     boot.trust = Some(Trust {
         chain: RootChain::anchor(root),
