@@ -4,6 +4,7 @@
 //! list of URLs for the verified fetch.
 
 use super::Boot;
+use crate::discover::record::Verified;
 use crate::discover::{self, mdns, Candidate, How};
 use crate::events::Event;
 use std::time::Instant;
@@ -11,8 +12,9 @@ use std::time::Instant;
 /// Bootstrap peers for the DHT, baked into the initramfs (one multiaddr per line).
 pub const BOOTSTRAP_PATH: &str = "/etc/phase/bootstrap-peers";
 
-/// Candidates from every discovery method the mode allows, in fetch order.
-pub async fn candidates(boot: &Boot) -> Vec<Candidate> {
+/// Candidates from every discovery method the mode allows, in fetch order; providers
+/// advertising a release version in `verified` (verified here before) go first.
+pub async fn candidates(boot: &Boot, verified: &Verified) -> Vec<Candidate> {
     let bootstrap = boot.bootstrap.join("\n");
     let have_peers = !boot.bootstrap.is_empty();
     let plan = discover::plan(boot.config.mode, have_peers);
@@ -21,14 +23,14 @@ pub async fn candidates(boot: &Boot) -> Vec<Candidate> {
         found.extend(lan(boot).await);
     }
     if plan.dht {
-        found.extend(dht(boot, &bootstrap).await);
+        found.extend(dht(boot, &bootstrap, verified).await);
     } else if boot.config.mode.allows_dht() {
         boot.events.emit(Event::Fallback {
             step: "dht".into(),
             reason: "no_bootstrap_peers".into(),
         });
     }
-    discover::order(found)
+    discover::order(found, verified)
 }
 
 /// Browse the LAN (bounded; on a blocking thread, the mDNS engine's own).
@@ -70,7 +72,7 @@ const DHT_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Look the channel's provider records up in the DHT (internet mode only), as a client
 /// with a throwaway identity: it stores nothing and serves nothing.
-async fn dht(boot: &Boot, bootstrap: &str) -> Vec<Candidate> {
+async fn dht(boot: &Boot, bootstrap: &str, verified: &Verified) -> Vec<Candidate> {
     use crate::discover::dht::{self, DhtConfig};
     let start = Instant::now();
     let fallback = |reason: &str| {
@@ -90,6 +92,7 @@ async fn dht(boot: &Boot, bootstrap: &str) -> Vec<Candidate> {
     let mut cfg = DhtConfig::new(libp2p::identity::Keypair::generate_ed25519());
     cfg.bootstrap = peers;
     cfg.query_timeout = DHT_BOUND;
+    cfg.verified = verified.clone();
     let node = match dht::start(cfg).await {
         Ok(n) => n,
         Err(e) => {

@@ -9,6 +9,7 @@
 use super::local::{assemble, fail, teardown};
 use super::{Boot, StepError};
 use crate::config::Stage;
+use crate::discover::record::Verified;
 use crate::discover::{Candidate, How};
 use crate::events::Event;
 use crate::fetch::release::Choice;
@@ -122,7 +123,9 @@ async fn attempt(boot: &mut Boot) -> Result<Option<Fetched>, Attempt> {
     let mut choice = choose(boot, &named, &mut chain, &policy, &limits).await;
     // With a local release only the command line's providers are asked.
     if choice.is_none() && local.is_none() && (named.is_empty() || boot.config.mode.allows_lan()) {
-        let found = super::discover::candidates(boot).await;
+        // The release this machine trusted last verified here: providers of it go first.
+        let verified = Verified::new(policy.trusted.map(|(version, _)| version));
+        let found = super::discover::candidates(boot, &verified).await;
         choice = choose(boot, &found, &mut chain, &policy, &limits).await;
     }
     keep_root(boot, chain);

@@ -186,6 +186,8 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
                     .map_err(|e| format!("listen address: {e}"))?];
                 cfg.bootstrap = peers;
                 cfg.refresh = Duration::from_secs(RECORD_TTL_S / 2);
+                // The release it serves verified: peers advertising it are preferred.
+                cfg.verified = crate::discover::record::Verified::new([txt.version]);
                 let (node, published) =
                     dht::publish(cfg, record).await.map_err(|e| e.to_string())?;
                 // Not reached by anyone yet: start over (the supervisor backs off).

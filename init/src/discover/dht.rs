@@ -8,6 +8,12 @@
 //! coexist under one key. A client trusts nothing it gets back: [`Dht::lookup`] verifies every
 //! value with [`record::verify`] and reports what it rejected and why.
 //!
+//! An inbound put is only queued on the swarm's task: its signature checks (up to
+//! [`record::MAX_CHECKED`] per value) run on the blocking pool, one put at a time, and the
+//! checked entries come back to be merged ([`record::merge_checked`], cheap). At most
+//! [`VERIFY_QUEUE`] puts wait; beyond that a put is dropped (`verify_queue_full`, counted in
+//! [`InboundStats`]), so a flood of puts costs its senders, not the node's other work.
+//!
 //! The swarm is the node's one libp2p host (`crate::p2p`: Kademlia, identify, ping and the job
 //! protocol in one composed behaviour); it runs as one tokio task (fine on the
 //! current-thread runtime of PID 1), and [`Dht`] is a handle that talks to it over a channel.
@@ -53,6 +59,8 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_KEYS: usize = 64;
 /// What the handle waits beyond `query_timeout` for the node task to answer.
 const GRACE: Duration = Duration::from_secs(5);
+/// Inbound puts waiting for their signature checks, at most (see the module header).
+pub const VERIFY_QUEUE: usize = 16;
 /// Largest key file read.
 const MAX_KEY_FILE: u64 = 4096;
 
@@ -74,6 +82,41 @@ pub struct DhtConfig {
     pub filter_inbound: bool,
     /// Who answers job requests; none: this node only sends them.
     pub jobs: Option<Arc<dyn JobHandler>>,
+    /// Release versions this node verified itself: entries advertising them are preferred
+    /// when stored and listed first by lookups ([`record::Verified`]).
+    pub verified: record::Verified,
+    /// Tests: the verifier takes a queued put only with a permit from here.
+    #[cfg(test)]
+    pub verify_permits: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// What became of the inbound puts a filtering node received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboundStats {
+    /// Queued for their signature checks.
+    pub queued: u64,
+    /// Dropped because [`VERIFY_QUEUE`] puts were waiting already (`verify_queue_full`).
+    pub dropped: u64,
+    /// Checked and merged into the store (or refused as a whole).
+    pub checked: u64,
+}
+
+/// Why an inbound put was dropped unchecked: a stable reason for logs and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutDrop {
+    /// [`VERIFY_QUEUE`] puts wait already.
+    QueueFull,
+    /// The verifier has stopped (the node is shutting down).
+    VerifierStopped,
+}
+
+impl PutDrop {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PutDrop::QueueFull => "verify_queue_full",
+            PutDrop::VerifierStopped => "verifier_stopped",
+        }
+    }
 }
 
 impl DhtConfig {
@@ -86,6 +129,9 @@ impl DhtConfig {
             refresh: Duration::from_secs(10 * 60),
             filter_inbound: true,
             jobs: None,
+            verified: record::Verified::default(),
+            #[cfg(test)]
+            verify_permits: None,
         }
     }
 }
@@ -156,6 +202,9 @@ enum Command {
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
     #[cfg(test)]
     LocalValue(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    /// Answer once every queued inbound put has been checked and merged.
+    #[cfg(test)]
+    Settled(oneshot::Sender<InboundStats>),
     Lookup {
         channel: String,
         arch: String,
@@ -308,6 +357,13 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
     let listen = Arc::new(Mutex::new(Vec::new()));
     let new_peer = Arc::new(tokio::sync::Notify::new());
     let (answered_tx, answered_rx) = mpsc::unbounded_channel();
+    let (verify_tx, verify_rx) = mpsc::channel(VERIFY_QUEUE);
+    let (checked_tx, checked_rx) = mpsc::channel(1);
+    #[cfg(test)]
+    let permits = cfg.verify_permits.clone();
+    #[cfg(not(test))]
+    let permits = None;
+    tokio::spawn(verifier(verify_rx, checked_tx, permits));
     let mut node = Node {
         swarm,
         protocol: StreamProtocol::new(PROTOCOL),
@@ -318,6 +374,10 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         announcing: BTreeMap::new(),
         signing,
         filter_inbound: cfg.filter_inbound,
+        verified: cfg.verified.clone(),
+        verify: verify_tx,
+        inbound: InboundStats::default(),
+        settled: Vec::new(),
         bootstrap,
         listen: listen.clone(),
         new_peer: new_peer.clone(),
@@ -358,7 +418,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         }
     }
     let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(node.run(rx, answered_rx, cfg.refresh));
+    let task = tokio::spawn(node.run(rx, answered_rx, checked_rx, cfg.refresh));
     Ok(Dht {
         cmd: tx,
         peer_id,
@@ -418,6 +478,13 @@ impl Dht {
     pub async fn put_raw(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), DhtError> {
         self.ask("put", |tx| Command::PutRaw(key, value, tx))
             .await?
+    }
+
+    /// Wait until every inbound put received so far has been checked and merged; what
+    /// became of the inbound puts until then (tests).
+    #[cfg(test)]
+    pub async fn settled(&self) -> Result<InboundStats, DhtError> {
+        self.ask("settle", Command::Settled).await
     }
 
     /// What this node itself stores under `key` (tests).
@@ -571,6 +638,12 @@ struct Node {
     announcing: BTreeMap<Vec<u8>, SignedRecord>,
     signing: ed25519_dalek::SigningKey,
     filter_inbound: bool,
+    verified: record::Verified,
+    /// Inbound puts to the verifier (bounded: [`VERIFY_QUEUE`]).
+    verify: mpsc::Sender<Inbound>,
+    inbound: InboundStats,
+    /// [`Command::Settled`] callers waiting for the queue to empty.
+    settled: Vec<oneshot::Sender<InboundStats>>,
     bootstrap: Vec<(PeerId, Multiaddr)>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
     /// Answers inbound job requests (none: inbound jobs are not accepted).
@@ -584,11 +657,59 @@ struct Node {
 
 type Answered = (ResponseChannel<JobResponse>, JobResponse);
 
+/// An inbound put on its way to the verifier.
+struct Inbound {
+    source: PeerId,
+    record: kad::Record,
+    now: u64,
+}
+
+/// A put and its signature checks, done off the swarm's task.
+type CheckedPut = (
+    PeerId,
+    kad::Record,
+    Result<record::Checked, record::RecordError>,
+);
+
+/// Check queued puts one at a time on the blocking pool and hand the results back to the
+/// swarm. Ends when the swarm's task drops its end of either channel.
+async fn verifier(
+    mut rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<CheckedPut>,
+    permits: Option<Arc<tokio::sync::Semaphore>>,
+) {
+    loop {
+        if let Some(p) = &permits {
+            match p.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return,
+            }
+        }
+        let Some(put) = rx.recv().await else { return };
+        let Inbound {
+            source,
+            record: r,
+            now,
+        } = put;
+        let done = tokio::task::spawn_blocking(move || {
+            let c = record::check_put(&r.value, r.key.as_ref(), now);
+            (r, c)
+        })
+        .await;
+        // A check that panicked is a refused put; the verifier goes on.
+        let Ok((r, c)) = done else { continue };
+        if tx.send((source, r, c)).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Node {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Command>,
         mut answered: mpsc::UnboundedReceiver<Answered>,
+        mut checked: mpsc::Receiver<CheckedPut>,
         refresh: Duration,
     ) {
         let now = tokio::time::Instant::now();
@@ -608,6 +729,7 @@ impl Node {
                         tracing::debug!("job: the requester left before the answer");
                     }
                 }
+                Some((source, r, c)) = checked.recv() => self.checked_put(source, r, c),
                 _ = republish.tick() => self.republish(),
                 _ = prune.tick() => self.prune(),
             }
@@ -765,7 +887,22 @@ impl Node {
                 let values = Vec::new();
                 self.pending.insert(id, Pending::Values { values, reply });
             }
+            #[cfg(test)]
+            Command::Settled(reply) => {
+                self.settled.push(reply);
+                self.answer_settled();
+            }
             Command::Shutdown => {}
+        }
+    }
+
+    /// Answer the [`Command::Settled`] callers if no inbound put is waiting.
+    fn answer_settled(&mut self) {
+        let i = self.inbound;
+        if i.queued == i.checked {
+            for reply in self.settled.drain(..) {
+                let _ = reply.send(i);
+            }
         }
     }
 
@@ -783,6 +920,7 @@ impl Node {
             &record::encode(std::slice::from_ref(signed)),
             &raw_key,
             now_unix(),
+            &self.verified,
         );
         let fail = |reply: Option<oneshot::Sender<_>>, e: DhtError| {
             tracing::warn!("dht: announce: {e}");
@@ -995,22 +1133,51 @@ impl Node {
         }
     }
 
-    /// Every inbound put (FilterBoth): store the merge of what we hold and what came.
-    fn inbound_put(&mut self, source: PeerId, mut r: kad::Record) {
+    /// Every inbound put (FilterBoth): queued for its signature checks, or dropped.
+    fn inbound_put(&mut self, source: PeerId, r: kad::Record) {
+        let put = Inbound {
+            source,
+            record: r,
+            now: now_unix(),
+        };
+        let dropped = match self.verify.try_send(put) {
+            Ok(()) => {
+                self.inbound.queued += 1;
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => PutDrop::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => PutDrop::VerifierStopped,
+        };
+        self.inbound.dropped += 1;
+        tracing::debug!("dht: put from {source} dropped: {}", dropped.reason());
+    }
+
+    /// A put's entries came back checked: store the merge of what we hold and them.
+    fn checked_put(
+        &mut self,
+        source: PeerId,
+        mut r: kad::Record,
+        checked: Result<record::Checked, record::RecordError>,
+    ) {
+        self.inbound.checked += 1;
         let now = now_unix();
-        let store = self.kad().store_mut();
-        let existing = store.get(&r.key).map(|e| e.value.clone());
-        match record::merge(existing.as_deref(), &r.value, r.key.as_ref(), now) {
-            Ok(v) => {
-                if existing.as_deref() != Some(v.as_slice()) {
-                    r.value = v;
-                    if let Err(e) = store.put(r) {
-                        tracing::debug!("dht: put from {source} not stored: {e:?}");
-                    }
+        let verified = self.verified.clone();
+        let result = checked.and_then(|c| {
+            let store = self.kad().store_mut();
+            let existing = store.get(&r.key).map(|e| e.value.clone());
+            let v = record::merge_checked(existing.as_deref(), c, now, &verified)?;
+            if existing.as_deref() != Some(v.as_slice()) {
+                r.value = v;
+                if let Err(e) = store.put(r) {
+                    tracing::debug!("dht: put from {source} not stored: {e:?}");
                 }
             }
-            Err(e) => tracing::debug!("dht: put from {source} refused: {}", e.reason()),
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::debug!("dht: put from {source} refused: {}", e.reason());
         }
+        self.answer_settled();
     }
 
     fn progressed(
@@ -1097,7 +1264,7 @@ impl Node {
                     values.push(pr.record.value);
                 }
                 if last {
-                    let found = verify_all(&values, &channel, &arch, now, &stats);
+                    let found = verify_all(&values, &channel, &arch, now, &self.verified, &stats);
                     let _ = reply.send(found);
                 } else {
                     self.pending.insert(
@@ -1128,6 +1295,7 @@ fn verify_all(
     channel: &str,
     arch: &str,
     now: u64,
+    verified: &record::Verified,
     stats: &kad::QueryStats,
 ) -> Lookup {
     let mut by_node: BTreeMap<String, ProviderRecord> = BTreeMap::new();
@@ -1137,7 +1305,7 @@ fn verify_all(
         if !seen_values.insert(v.as_slice()) {
             continue;
         }
-        let (found, rej) = record::verify(v, channel, arch, now);
+        let (found, rej) = record::verify(v, channel, arch, now, verified);
         for r in found {
             match by_node.get(&r.node) {
                 Some(old) if old.issued >= r.issued => {}
@@ -1153,7 +1321,7 @@ fn verify_all(
         }
     }
     let mut found: Vec<ProviderRecord> = by_node.into_values().collect();
-    record::sort_found(&mut found);
+    record::sort_found(&mut found, verified);
     Lookup {
         found,
         rejected,
@@ -1409,6 +1577,82 @@ mod tests {
         .sign(&signing_key(kp).unwrap())
     }
 
+    /// Wait until every node has checked and merged the puts it received.
+    async fn settle(nodes: &[Dht]) {
+        for n in nodes {
+            n.settled().await.unwrap();
+        }
+    }
+
+    /// A flood of puts while the node's verifier is held: the swarm keeps answering (a
+    /// lookup finds what the node holds), at most [`VERIFY_QUEUE`] puts wait and the rest
+    /// are dropped, counted; once the verifier runs, what waited is checked and merged, and
+    /// the node's own entry keeps its place.
+    #[tokio::test]
+    async fn a_flood_of_puts_waits_off_the_swarm_which_keeps_answering() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        let own_key = cfg.key.clone();
+        cfg.listen = vec![localhost()];
+        cfg.query_timeout = Duration::from_secs(5);
+        cfg.verify_permits = Some(permits.clone());
+        let honest = start(cfg).await.unwrap();
+        let boot = vec![with_peer(&honest.listen_addrs()[0], honest.peer_id())];
+        let now = now_unix();
+        let own = record(&own_key, "http://10.0.0.1:8080/", "stable", 2, now);
+        honest.announce(own.clone()).await.unwrap_or(()); // no peer yet: stored here
+        let flooder = node(&boot, false).await;
+        assert!(flooder.bootstrap().await.unwrap() >= 1);
+        let key = record::record_key("stable", "x86_64");
+        let puts = VERIFY_QUEUE + 8;
+        for i in 0..puts {
+            let value: Vec<SignedRecord> = (0..8)
+                .map(|j| {
+                    let url = format!("http://10.9.{i}.{j}:8080/");
+                    record(&Keypair::generate_ed25519(), &url, "stable", 999, now)
+                })
+                .collect();
+            let raw = serde_json::to_vec(&value).unwrap();
+            // Acknowledged once the honest node's swarm took the put (queued or dropped).
+            flooder.put_raw(key.clone(), raw).await.unwrap();
+        }
+        // The verifier has checked nothing, yet the swarm answers a lookup.
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.bootstrap = boot.clone();
+        cfg.query_timeout = Duration::from_secs(5);
+        let client = start(cfg).await.unwrap();
+        assert!(client.bootstrap().await.unwrap() >= 1);
+        let l = client.lookup("stable", "x86_64", now).await.unwrap();
+        assert!(l.found.contains(&own.signed), "{l:?}");
+        assert_eq!(
+            honest.local_value(key.clone()).await,
+            Some(record::encode(std::slice::from_ref(&own))),
+            "nothing of the flood is stored before its checks"
+        );
+        permits.add_permits(puts);
+        let stats = honest.settled().await.unwrap();
+        assert_eq!(
+            stats,
+            InboundStats {
+                queued: VERIFY_QUEUE as u64,
+                dropped: (puts - VERIFY_QUEUE) as u64,
+                checked: VERIFY_QUEUE as u64,
+            }
+        );
+        let held = honest.local_value(key.clone()).await.unwrap();
+        let (found, _) =
+            record::verify(&held, "stable", "x86_64", now, &record::Verified::default());
+        assert!(found.contains(&own.signed));
+        assert!(
+            found.len() > 1,
+            "the queued puts were merged: {}",
+            found.len()
+        );
+        client.shutdown().await;
+        flooder.shutdown().await;
+        honest.shutdown().await;
+    }
+
     /// Twelve nodes on loopback bootstrapped off node 0: one announces, a malicious one
     /// serves forged and expired entries, two announce under one key; a client with an
     /// ephemeral key finds exactly the valid records and names every rejected entry.
@@ -1457,6 +1701,7 @@ mod tests {
         let raw = serde_json::to_vec(&[forged, expired.clone()]).unwrap();
         let key = record::record_key("stable", "x86_64");
         nodes[11].put_raw(key.clone(), raw.clone()).await.unwrap();
+        settle(&nodes).await;
 
         // Honest nodes stored nothing of it.
         assert_eq!(nodes[11].local_value(key.clone()).await, Some(raw));
@@ -1464,7 +1709,8 @@ mod tests {
         for n in &nodes[..11] {
             if let Some(v) = n.local_value(key.clone()).await {
                 holders += 1;
-                let (found, rej) = record::verify(&v, "stable", "x86_64", now);
+                let (found, rej) =
+                    record::verify(&v, "stable", "x86_64", now, &record::Verified::default());
                 assert_eq!(found, vec![good.signed.clone()]);
                 assert!(rej.is_empty(), "{rej:?}");
             }
@@ -1500,6 +1746,7 @@ mod tests {
         let b = record(&key_of(8), "http://10.0.0.8:8080/", "beta", 4, now);
         nodes[4].announce(a.clone()).await.unwrap();
         nodes[8].announce(b.clone()).await.unwrap();
+        settle(&nodes).await;
         let l = client.lookup("beta", "x86_64", now).await.unwrap();
         assert_eq!(l.found, vec![b.signed.clone(), a.signed.clone()], "{l:?}");
         assert!(l.rejected.is_empty(), "{l:?}");
@@ -1507,6 +1754,7 @@ mod tests {
         // A newer record from node 4 replaces its older one everywhere it lands.
         let a2 = record(&key_of(4), "http://10.0.0.4:9090/", "beta", 5, now + 1);
         nodes[4].announce(a2.clone()).await.unwrap();
+        settle(&nodes).await;
         let l = client.lookup("beta", "x86_64", now + 1).await.unwrap();
         assert_eq!(l.found, vec![a2.signed.clone(), b.signed.clone()], "{l:?}");
 

@@ -68,15 +68,18 @@ pub const MAX_PER_METHOD: usize = 16;
 pub const MAX_CANDIDATES: usize = 24;
 
 /// Order discovered candidates for the verified fetch: the LAN before the DHT, and within
-/// each, the higher advertised version first. The fetch keeps the highest version that
+/// each, those advertising a version this node verified itself first ([`record::Verified`]:
+/// a made-up higher version must not crowd them out), then the higher advertised version. The fetch keeps the highest version that
 /// verifies and, among equal versions, the earliest candidate: so ties prefer the LAN.
 /// Duplicate URLs keep their first (best) place. At most [`MAX_PER_METHOD`] per method and
 /// [`MAX_CANDIDATES`] in all are kept (an advertised version is unverified, so a flood of
 /// high ones fills a method's share, not the list).
-pub fn order(mut found: Vec<Candidate>) -> Vec<Candidate> {
+pub fn order(mut found: Vec<Candidate>, verified: &record::Verified) -> Vec<Candidate> {
+    let backed = |c: &Candidate| c.advertised.is_some_and(|v| verified.backs(v));
     found.sort_by(|a, b| {
         a.how
             .cmp(&b.how)
+            .then(backed(b).cmp(&backed(a)))
             .then(b.advertised.cmp(&a.advertised))
             .then(a.url.cmp(&b.url))
     });
@@ -152,13 +155,16 @@ mod tests {
 
     #[test]
     fn lan_first_then_version_then_dedupe() {
-        let got = order(vec![
-            c("http://d/", How::Dht, Some(9)),
-            c("http://a/", How::Mdns, Some(1)),
-            c("http://b/", How::Mdns, Some(3)),
-            c("http://b/", How::Dht, Some(3)),
-            c("http://n/", How::Mdns, None),
-        ]);
+        let got = order(
+            vec![
+                c("http://d/", How::Dht, Some(9)),
+                c("http://a/", How::Mdns, Some(1)),
+                c("http://b/", How::Mdns, Some(3)),
+                c("http://b/", How::Dht, Some(3)),
+                c("http://n/", How::Mdns, None),
+            ],
+            &record::Verified::default(),
+        );
         let urls: Vec<_> = got.iter().map(|c| (c.url.as_str(), c.how)).collect();
         assert_eq!(
             urls,
@@ -182,12 +188,32 @@ mod tests {
                 )
             })
         };
-        let got = order(many(How::Mdns, 40).chain(many(How::Dht, 40)).collect());
+        let got = order(
+            many(How::Mdns, 40).chain(many(How::Dht, 40)).collect(),
+            &record::Verified::default(),
+        );
         let count = |how| got.iter().filter(|c| c.how == how).count();
         assert_eq!(got.len(), MAX_CANDIDATES);
         assert_eq!(count(How::Mdns), MAX_PER_METHOD);
         assert_eq!(count(How::Dht), MAX_CANDIDATES - MAX_PER_METHOD);
         // The highest advertised versions of each method are the ones kept.
         assert_eq!(got[0].advertised, Some(39));
+    }
+
+    /// The DHT's share of the list is a flood of made-up high versions: a provider
+    /// advertising the release this node verified is still kept, first of its method.
+    #[test]
+    fn a_verified_version_outranks_a_flood_of_higher_claims() {
+        let mut found: Vec<Candidate> = (0..64)
+            .map(|i| c(&format!("http://10.9.{i}.1/"), How::Dht, Some(999)))
+            .collect();
+        found.push(c("http://10.0.0.1/", How::Dht, Some(2)));
+        found.push(c("http://10.0.0.2/", How::Mdns, Some(1)));
+        let got = order(found.clone(), &record::Verified::new([2]));
+        assert_eq!(got[0].url, "http://10.0.0.2/", "the LAN still comes first");
+        assert_eq!(got[1].url, "http://10.0.0.1/");
+        // Knowing nothing, the version order alone would drop it.
+        let blind = order(found, &record::Verified::default());
+        assert!(blind.iter().all(|c| c.url != "http://10.0.0.1/"));
     }
 }

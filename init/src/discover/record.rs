@@ -16,6 +16,12 @@
 //! one put adds at most [`MAX_NEW_PER_PUT`] new nodes, at most [`MAX_PER_HOST`] entries may
 //! name one host, and a value is checked for at most [`MAX_CHECKED`] entries (a bounded
 //! number of signature checks per put). So 64 fresh keys cannot push honest entries out.
+//! Entries whose advertised release version this node has verified itself ([`Verified`]:
+//! its running release, its trusted state, the release on its medium) are *backed*: they
+//! come in first, and when the set is full a backed newcomer takes the place of the oldest
+//! unbacked entry; a lookup lists them before any unbacked claim of a higher version. So a
+//! flood of fresh keys advertising made-up versions cannot keep an honest provider of a
+//! verified release out of the set, nor out of a client's candidate list.
 //! [`verify`] is what a client runs
 //! on every value it gets back: nothing in a DHT value is trusted, and a record that verifies
 //! only says "this node claims to serve this URL": the release it serves must still verify
@@ -72,6 +78,23 @@ pub struct SignedRecord {
     pub signed: ProviderRecord,
     /// 64 bytes, lowercase hex.
     pub sig: String,
+}
+
+/// Release versions this node has verified itself. An entry that advertises one of them is
+/// backed: the release it claims exists and verifies here. Any other version is only a
+/// claim (it may still verify when fetched; it just cannot outrank a backed entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified(std::collections::BTreeSet<u64>);
+
+impl Verified {
+    pub fn new(versions: impl IntoIterator<Item = u64>) -> Verified {
+        Verified(versions.into_iter().collect())
+    }
+
+    /// Whether `version` is one this node verified.
+    pub fn backs(&self, version: u64) -> bool {
+        self.0.contains(&version)
+    }
 }
 
 /// An entry a value carried that was not accepted, and why.
@@ -154,6 +177,18 @@ impl SignedRecord {
         let sig = hex::decode::<64>(&self.sig).ok_or("bad_signature")?;
         vk.verify_strict(&r.signing_input(), &Signature::from_bytes(&sig))
             .map_err(|_| "bad_signature")?;
+        self.check_fields(channel, arch, now)
+    }
+
+    /// Everything [`SignedRecord::check`] checks but the signature: for entries this node
+    /// checked when it stored them, which may have expired since.
+    fn check_fields(
+        &self,
+        channel: &str,
+        arch: &str,
+        now: u64,
+    ) -> Result<&ProviderRecord, &'static str> {
+        let r = &self.signed;
         if r.channel != channel {
             return Err("wrong_channel");
         }
@@ -238,42 +273,83 @@ fn newest_per_node(
     by_node
 }
 
+/// The entries of an inbound value whose signatures (and every other check) passed, for
+/// one key: the costly half of [`merge`], which [`check_put`] does off the swarm's task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    key: Vec<u8>,
+    entries: Vec<SignedRecord>,
+}
+
+/// Check every entry of `incoming` for `key` at `now` (at most [`MAX_CHECKED`] signature
+/// checks); `Err` when the key or the value itself is refused.
+pub fn check_put(incoming: &[u8], key: &[u8], now: u64) -> Result<Checked, RecordError> {
+    let (channel, arch) = parse_key(key).ok_or(RecordError::BadKey)?;
+    let (entries, _) = decode(incoming)?;
+    let entries = entries
+        .into_iter()
+        .filter(|s| s.check(&channel, &arch, now).is_ok())
+        .collect();
+    Ok(Checked {
+        key: key.to_vec(),
+        entries,
+    })
+}
+
 /// What an honest node stores when `incoming` is put under `key` while it holds `existing`:
 /// the valid, unexpired entries that match the key, the newest per node. Entries held keep
-/// their place (updated only by their own node); new nodes come in newest first (`issued`
-/// counted at most as `now`, so a future date buys nothing), at most [`MAX_NEW_PER_PUT`]
-/// per put, [`MAX_PER_HOST`] per URL host, up to [`MAX_ENTRIES`] and [`MAX_VALUE_BYTES`].
+/// their place (updated only by their own node); new nodes come in backed first (see
+/// [`Verified`]), then newest first (`issued` counted at most as `now`, so a future date
+/// buys nothing), at most [`MAX_NEW_PER_PUT`] per put, [`MAX_PER_HOST`] per URL host, up to
+/// [`MAX_ENTRIES`] and [`MAX_VALUE_BYTES`]. In a full set a backed newcomer replaces the
+/// oldest unbacked entry; an unbacked one replaces nothing.
 /// `Err` means nothing should be stored (`Empty`: nothing valid is left).
 pub fn merge(
     existing: Option<&[u8]>,
     incoming: &[u8],
     key: &[u8],
     now: u64,
+    verified: &Verified,
 ) -> Result<Vec<u8>, RecordError> {
-    let (channel, arch) = parse_key(key).ok_or(RecordError::BadKey)?;
-    let (incoming, _) = decode(incoming)?;
-    let valid = |s: &SignedRecord| s.check(&channel, &arch, now).is_ok();
+    merge_checked(existing, check_put(incoming, key, now)?, now, verified)
+}
+
+/// [`merge`] of entries [`check_put`] checked already. `existing` must be what this node
+/// stored (every entry in it was checked then): only expiry and the fields are checked
+/// again, no signature, so this half is cheap enough for the swarm's task.
+pub fn merge_checked(
+    existing: Option<&[u8]>,
+    incoming: Checked,
+    now: u64,
+    verified: &Verified,
+) -> Result<Vec<u8>, RecordError> {
+    let (channel, arch) = parse_key(&incoming.key).ok_or(RecordError::BadKey)?;
     // What we hold was checked when stored, but it may have expired since.
     let held: Vec<SignedRecord> = existing
         .and_then(|v| decode(v).ok())
         .map(|(good, _)| good)
         .unwrap_or_default()
         .into_iter()
-        .filter(valid)
+        .filter(|s| s.check_fields(&channel, &arch, now).is_ok())
         .collect();
     let held_nodes: std::collections::BTreeSet<String> =
         held.iter().map(|s| s.signed.node.clone()).collect();
     let (updates, newcomers): (Vec<_>, Vec<_>) = incoming
+        .entries
         .into_iter()
-        .filter(valid)
         .partition(|s| held_nodes.contains(&s.signed.node));
     let mut kept: Vec<SignedRecord> = newest_per_node(held.into_iter().chain(updates))
         .into_values()
         .collect();
     kept.sort_by(|a, b| (b.signed.issued, &b.signed.node).cmp(&(a.signed.issued, &a.signed.node)));
+    let backed = |s: &SignedRecord| verified.backs(s.signed.version);
     let mut new: Vec<SignedRecord> = newest_per_node(newcomers).into_values().collect();
     new.sort_by(|a, b| {
-        (b.signed.issued.min(now), &b.signed.node).cmp(&(a.signed.issued.min(now), &a.signed.node))
+        (backed(b), b.signed.issued.min(now), &b.signed.node).cmp(&(
+            backed(a),
+            a.signed.issued.min(now),
+            &a.signed.node,
+        ))
     });
     let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
     for s in &kept {
@@ -281,15 +357,26 @@ pub fn merge(
     }
     let mut added = 0;
     for s in new {
-        if added == MAX_NEW_PER_PUT || kept.len() >= MAX_ENTRIES {
+        if added == MAX_NEW_PER_PUT {
             break;
         }
-        let n = per_host.entry(host(&s.signed.url)).or_default();
-        if *n < MAX_PER_HOST {
-            *n += 1;
-            added += 1;
-            kept.push(s);
+        if per_host.get(&host(&s.signed.url)).copied().unwrap_or(0) >= MAX_PER_HOST {
+            continue;
         }
+        if kept.len() >= MAX_ENTRIES {
+            // Full: only a backed newcomer gets in, in the place of the oldest unbacked
+            // entry (`kept` is newest first). Newcomers are backed first: none is left.
+            let Some(i) = kept.iter().rposition(|k| !backed(k)).filter(|_| backed(&s)) else {
+                break;
+            };
+            let out = kept.remove(i);
+            if let Some(n) = per_host.get_mut(&host(&out.signed.url)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        *per_host.entry(host(&s.signed.url)).or_default() += 1;
+        added += 1;
+        kept.push(s);
     }
     capped(kept)
 }
@@ -330,12 +417,13 @@ fn host(url: &str) -> String {
 }
 
 /// Every record in `value` that verifies for `channel`/`arch` at `now` (newest per node,
-/// highest version first), and every entry that does not, with its reason.
+/// in [`sort_found`] order), and every entry that does not, with its reason.
 pub fn verify(
     value: &[u8],
     channel: &str,
     arch: &str,
     now: u64,
+    verified: &Verified,
 ) -> (Vec<ProviderRecord>, Vec<Rejected>) {
     let (entries, mut rejected) = match decode(value) {
         Ok(d) => d,
@@ -361,13 +449,22 @@ pub fn verify(
         .into_values()
         .map(|s| s.signed)
         .collect();
-    sort_found(&mut found);
+    sort_found(&mut found, verified);
     (found, rejected)
 }
 
-/// Highest version first, then newest, then by node (a stable order for output).
-pub fn sort_found(found: &mut [ProviderRecord]) {
-    found.sort_by(|a, b| (b.version, b.issued, &a.node).cmp(&(a.version, a.issued, &b.node)));
+/// Backed entries first (an advertised version is unverified: a made-up high one must not
+/// outrank a release this node verified), then the highest version, then the newest, then
+/// by node (a stable order for output).
+pub fn sort_found(found: &mut [ProviderRecord], verified: &Verified) {
+    found.sort_by(|a, b| {
+        (verified.backs(b.version), b.version, b.issued, &a.node).cmp(&(
+            verified.backs(a.version),
+            a.version,
+            a.issued,
+            &b.node,
+        ))
+    });
 }
 
 #[cfg(test)]
@@ -375,6 +472,7 @@ mod tests {
     use super::*;
 
     const NOW: u64 = 1_700_000_000;
+    const NONE: Verified = Verified(std::collections::BTreeSet::new());
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
@@ -413,6 +511,7 @@ mod tests {
             "stable",
             "x86_64",
             NOW + 10,
+            &NONE,
         );
         assert_eq!(found, vec![s.signed]);
         assert!(rej.is_empty());
@@ -435,6 +534,7 @@ mod tests {
             "stable",
             "x86_64",
             NOW,
+            &NONE,
         );
         assert!(found.is_empty());
         assert_eq!(reasons(&rej), ["bad_signature"; 4]);
@@ -504,20 +604,32 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let (found, rej) = verify(&value(&[s]), "stable", "x86_64", NOW);
+            let (found, rej) = verify(&value(&[s]), "stable", "x86_64", NOW, &NONE);
             assert!(found.is_empty(), "{want}");
             assert_eq!(reasons(&rej), [want]);
         }
         // A small skew is tolerated.
         let s = rec("http://10.0.0.5:8080/", 1, NOW + 200).sign(&k);
-        assert_eq!(verify(&value(&[s]), "stable", "x86_64", NOW).0.len(), 1);
+        assert_eq!(
+            verify(&value(&[s]), "stable", "x86_64", NOW, &NONE).0.len(),
+            1
+        );
         // Whole values.
         assert_eq!(
-            reasons(&verify(b"{}", "stable", "x86_64", NOW).1),
+            reasons(&verify(b"{}", "stable", "x86_64", NOW, &NONE).1),
             ["malformed"]
         );
         assert_eq!(
-            reasons(&verify(&vec![b' '; MAX_VALUE_BYTES + 1], "stable", "x86_64", NOW).1),
+            reasons(
+                &verify(
+                    &vec![b' '; MAX_VALUE_BYTES + 1],
+                    "stable",
+                    "x86_64",
+                    NOW,
+                    &NONE
+                )
+                .1
+            ),
             ["too_large"]
         );
         // One unreadable entry does not hide the good ones.
@@ -526,7 +638,7 @@ mod tests {
             r#"[{{"signed":{{"node":"ab"}},"sig":"x"}},{}]"#,
             serde_json::to_string(&good).unwrap()
         );
-        let (found, rej) = verify(mixed.as_bytes(), "stable", "x86_64", NOW);
+        let (found, rej) = verify(mixed.as_bytes(), "stable", "x86_64", NOW, &NONE);
         assert_eq!(found, vec![good.signed]);
         assert_eq!(
             rej,
@@ -556,7 +668,7 @@ mod tests {
                 sig: hex::encode(&sig.to_bytes()),
             };
             assert_eq!(
-                reasons(&verify(&value(&[s]), "stable", "x86_64", NOW).1),
+                reasons(&verify(&value(&[s]), "stable", "x86_64", NOW, &NONE).1),
                 ["bad_signature"]
             );
         }
@@ -567,7 +679,10 @@ mod tests {
                 &phase_release::keys::Keypair::from_seed(&[1; 32]).sign(&r.signing_input()),
             ),
         };
-        assert_eq!(verify(&value(&[s]), "stable", "x86_64", NOW).0.len(), 1);
+        assert_eq!(
+            verify(&value(&[s]), "stable", "x86_64", NOW, &NONE).0.len(),
+            1
+        );
     }
 
     #[test]
@@ -585,19 +700,47 @@ mod tests {
         let key_ = record_key("stable", "x86_64");
         let a1 = rec("http://10.0.0.1:8080/", 1, NOW).sign(&key(1));
         let b1 = rec("http://10.0.0.2:8080/", 1, NOW).sign(&key(2));
-        let v = merge(None, &value(std::slice::from_ref(&a1)), &key_, NOW).unwrap();
-        let v = merge(Some(&v), &value(std::slice::from_ref(&b1)), &key_, NOW).unwrap();
-        let (found, rej) = verify(&v, "stable", "x86_64", NOW);
+        let v = merge(None, &value(std::slice::from_ref(&a1)), &key_, NOW, &NONE).unwrap();
+        let v = merge(
+            Some(&v),
+            &value(std::slice::from_ref(&b1)),
+            &key_,
+            NOW,
+            &NONE,
+        )
+        .unwrap();
+        let (found, rej) = verify(&v, "stable", "x86_64", NOW, &NONE);
         assert!(rej.is_empty());
         assert_eq!(found.len(), 2);
         // A newer record from node 1 replaces its older one; an older one does not come back.
         let a2 = rec("http://10.0.0.1:9090/", 2, NOW + 10).sign(&key(1));
-        let v = merge(Some(&v), &value(std::slice::from_ref(&a2)), &key_, NOW + 10).unwrap();
-        let v = merge(Some(&v), &value(std::slice::from_ref(&a1)), &key_, NOW + 10).unwrap();
-        let (found, _) = verify(&v, "stable", "x86_64", NOW + 10);
+        let v = merge(
+            Some(&v),
+            &value(std::slice::from_ref(&a2)),
+            &key_,
+            NOW + 10,
+            &NONE,
+        )
+        .unwrap();
+        let v = merge(
+            Some(&v),
+            &value(std::slice::from_ref(&a1)),
+            &key_,
+            NOW + 10,
+            &NONE,
+        )
+        .unwrap();
+        let (found, _) = verify(&v, "stable", "x86_64", NOW + 10, &NONE);
         assert_eq!(found, vec![a2.signed.clone(), b1.signed.clone()]);
         // Deterministic: the same set in any order encodes to the same bytes.
-        let w = merge(None, &value(&[b1.clone(), a2.clone()]), &key_, NOW + 10).unwrap();
+        let w = merge(
+            None,
+            &value(&[b1.clone(), a2.clone()]),
+            &key_,
+            NOW + 10,
+            &NONE,
+        )
+        .unwrap();
         assert_eq!(v, w);
         assert_eq!(v, encode(&[a2.clone(), b1.clone()]));
     }
@@ -619,29 +762,30 @@ mod tests {
             &value(&[forged.clone(), good.clone(), expired.clone(), beta]),
             &key_,
             NOW,
+            &NONE,
         )
         .unwrap();
         assert_eq!(v, encode(std::slice::from_ref(&good)));
         // Nothing valid at all: nothing to store.
         assert_eq!(
-            merge(None, &value(&[forged, expired]), &key_, NOW),
+            merge(None, &value(&[forged, expired]), &key_, NOW, &NONE),
             Err(RecordError::Empty)
         );
         // What was stored expires too.
         assert_eq!(
-            merge(Some(&v), b"[]", &key_, NOW + 3600),
+            merge(Some(&v), b"[]", &key_, NOW + 3600, &NONE),
             Err(RecordError::Empty)
         );
         assert_eq!(
-            merge(None, b"nope", &key_, NOW),
+            merge(None, b"nope", &key_, NOW, &NONE),
             Err(RecordError::Malformed)
         );
         assert_eq!(
-            merge(None, &v, b"/elsewhere", NOW),
+            merge(None, &v, b"/elsewhere", NOW, &NONE),
             Err(RecordError::BadKey)
         );
         assert_eq!(
-            merge(None, &vec![b' '; MAX_VALUE_BYTES + 1], &key_, NOW),
+            merge(None, &vec![b' '; MAX_VALUE_BYTES + 1], &key_, NOW, &NONE),
             Err(RecordError::TooLarge)
         );
     }
@@ -654,7 +798,7 @@ mod tests {
             .collect();
         let v = prune(&value(&set), &key_, NOW).unwrap();
         assert!(v.len() <= MAX_VALUE_BYTES);
-        let (found, _) = verify(&v, "stable", "x86_64", NOW);
+        let (found, _) = verify(&v, "stable", "x86_64", NOW, &NONE);
         assert_eq!(found.len(), MAX_ENTRIES);
         assert_eq!(found.iter().map(|r| r.issued).min(), Some(NOW - 100 + 6));
     }
@@ -667,9 +811,9 @@ mod tests {
         let honest: Vec<SignedRecord> = (1..=3u8)
             .map(|i| rec(&format!("http://10.0.0.{i}:8080/"), 1, NOW - 600).sign(&key(i)))
             .collect();
-        let mut v = merge(None, &value(&honest[..1]), &key_, NOW).unwrap();
+        let mut v = merge(None, &value(&honest[..1]), &key_, NOW, &NONE).unwrap();
         for h in &honest[1..] {
-            v = merge(Some(&v), &value(std::slice::from_ref(h)), &key_, NOW).unwrap();
+            v = merge(Some(&v), &value(std::slice::from_ref(h)), &key_, NOW, &NONE).unwrap();
         }
         let flood: Vec<SignedRecord> = (0..64u8)
             .map(|i| {
@@ -682,16 +826,16 @@ mod tests {
             })
             .collect();
         // One put adds at most MAX_NEW_PER_PUT new nodes.
-        let once = merge(Some(&v), &value(&flood), &key_, NOW).unwrap();
+        let once = merge(Some(&v), &value(&flood), &key_, NOW, &NONE).unwrap();
         assert_eq!(
-            verify(&once, "stable", "x86_64", NOW).0.len(),
+            verify(&once, "stable", "x86_64", NOW, &NONE).0.len(),
             3 + MAX_NEW_PER_PUT
         );
         v = once;
         for f in &flood {
-            v = merge(Some(&v), &value(std::slice::from_ref(f)), &key_, NOW).unwrap();
+            v = merge(Some(&v), &value(std::slice::from_ref(f)), &key_, NOW, &NONE).unwrap();
         }
-        let (found, _) = verify(&v, "stable", "x86_64", NOW);
+        let (found, _) = verify(&v, "stable", "x86_64", NOW, &NONE);
         assert_eq!(found.len(), MAX_ENTRIES);
         for h in &honest {
             assert!(found.contains(&h.signed), "{} pushed out", h.signed.url);
@@ -700,17 +844,89 @@ mod tests {
         let mut w = encode(&honest);
         for i in 0..8u8 {
             let s = rec("http://10.9.9.9:8080/", 2, NOW).sign(&key(200 + i));
-            w = merge(Some(&w), &value(std::slice::from_ref(&s)), &key_, NOW).unwrap();
+            w = merge(
+                Some(&w),
+                &value(std::slice::from_ref(&s)),
+                &key_,
+                NOW,
+                &NONE,
+            )
+            .unwrap();
         }
         assert_eq!(
-            verify(&w, "stable", "x86_64", NOW).0.len(),
+            verify(&w, "stable", "x86_64", NOW, &NONE).0.len(),
             3 + MAX_PER_HOST
         );
         // A value is checked for at most MAX_CHECKED entries.
         let many: Vec<SignedRecord> = (0..=MAX_CHECKED as u64)
             .map(|i| rec("http://10.0.0.1:8080/", 1, NOW).sign(&key((i % 250) as u8 + 1)))
             .collect();
-        let (_, rej) = verify(&value(&many), "stable", "x86_64", NOW);
+        let (_, rej) = verify(&value(&many), "stable", "x86_64", NOW, &NONE);
         assert!(reasons(&rej).contains(&"too_many_entries"), "{rej:?}");
+    }
+
+    /// The set already full of a flood (64 fresh keys, made-up versions, 16 hosts): an
+    /// honest provider of a release this node verified still gets in, in the place of the
+    /// oldest flood entry, and a second flood cannot push it out; a lookup lists it first.
+    #[test]
+    fn a_flood_cannot_keep_a_provider_of_a_verified_release_out() {
+        let key_ = record_key("stable", "x86_64");
+        let verified = Verified::new([2]);
+        let flood = |base: u8| -> Vec<SignedRecord> {
+            (0..MAX_ENTRIES as u8)
+                .map(|i| {
+                    rec(
+                        &format!("http://10.{base}.{}.1:8080/", i / 4),
+                        999,
+                        NOW + i as u64 % 7,
+                    )
+                    .sign(&key(base.wrapping_add(i)))
+                })
+                .collect()
+        };
+        let mut v = encode(&[]);
+        for f in flood(100) {
+            v = merge(
+                Some(&v),
+                &value(std::slice::from_ref(&f)),
+                &key_,
+                NOW,
+                &verified,
+            )
+            .unwrap_or(v);
+        }
+        assert_eq!(
+            verify(&v, "stable", "x86_64", NOW, &verified).0.len(),
+            MAX_ENTRIES
+        );
+        let honest = rec("http://10.0.0.1:8080/", 2, NOW - 600).sign(&key(1));
+        let one = value(std::slice::from_ref(&honest));
+        // Without knowing version 2 (as before), a full set keeps every newcomer out.
+        let blind = merge(Some(&v), &one, &key_, NOW, &NONE).unwrap();
+        assert!(!verify(&blind, "stable", "x86_64", NOW, &NONE)
+            .0
+            .contains(&honest.signed));
+        let v = merge(Some(&v), &one, &key_, NOW, &verified).unwrap();
+        let (found, _) = verify(&v, "stable", "x86_64", NOW, &verified);
+        assert_eq!(found.len(), MAX_ENTRIES);
+        assert_eq!(
+            found[0], honest.signed,
+            "listed before every claim of version 999"
+        );
+        // Unbacked newcomers replace nothing; a second flood leaves the honest entry held.
+        let mut w = v.clone();
+        for f in flood(170) {
+            w = merge(
+                Some(&w),
+                &value(std::slice::from_ref(&f)),
+                &key_,
+                NOW,
+                &verified,
+            )
+            .unwrap();
+        }
+        assert!(w == v, "a full set takes no unbacked newcomer");
+        let (found, _) = verify(&w, "stable", "x86_64", NOW, &verified);
+        assert!(found.contains(&honest.signed));
     }
 }
