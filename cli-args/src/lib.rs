@@ -59,9 +59,33 @@ impl Program {
     }
 
     /// `PROGRAM help`: the list of commands (the table's `help` row runs this).
+    /// `PROGRAM help COMMAND` is `PROGRAM COMMAND --help`.
     pub fn help_command(&self, args: Args) -> i32 {
-        let usage = format!("Usage: {} help\n\nPrint the list of commands.", self.name);
-        self.parsed("help", &usage, no_options(args), |()| help(&self.help()))
+        let usage = format!(
+            "Usage: {0} help [COMMAND]\n\nPrint the list of commands, or COMMAND's usage \
+             ({0} COMMAND --help).",
+            self.name
+        );
+        let parsed = (|| {
+            use lexopt::prelude::*;
+            let mut p = lexopt::Parser::from_args(args);
+            let mut command = None;
+            while let Some(arg) = p.next()? {
+                match arg {
+                    Short('h') | Long("help") => return Ok(Parsed::Help),
+                    Value(v) if command.is_none() => command = Some(v.string()?),
+                    _ => return Err(arg.unexpected()),
+                }
+            }
+            Ok(Parsed::Run(command))
+        })();
+        self.parsed("help", &usage, parsed, |command| match command {
+            None => help(&self.help()),
+            Some(name) => match self.commands.iter().find(|c| c.name == name) {
+                Some(c) => (c.run)(vec!["--help".into()]),
+                None => self.usage_error("help", &usage, format!("unknown command {name:?}")),
+            },
+        })
     }
 
     /// `PROGRAM version` (the table's `version` row runs this).

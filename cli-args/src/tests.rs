@@ -7,6 +7,15 @@ fn ok(_: Args) -> i32 {
     0
 }
 
+/// 0 when asked for its usage and nothing else, 3 otherwise.
+fn usage_only(args: Args) -> i32 {
+    if args == [OsString::from("--help")] {
+        0
+    } else {
+        3
+    }
+}
+
 const TABLE: &[Command] = &[
     Command {
         name: "short",
@@ -24,7 +33,7 @@ const TABLE: &[Command] = &[
         name: "bare",
         synopsis: "",
         about: "no synopsis",
-        run: ok,
+        run: usage_only,
     },
 ];
 
@@ -54,12 +63,20 @@ fn a_wrapped_about_is_not_read_as_a_command() {
 #[test]
 fn dispatch_runs_the_named_command_and_refuses_others() {
     let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Args>();
-    assert_eq!(PROGRAM.run(os(&["bare"])), 0);
+    assert_eq!(PROGRAM.run(os(&["bare", "--help"])), 0);
+    assert_eq!(PROGRAM.run(os(&["bare"])), 3);
     assert_eq!(PROGRAM.run(os(&["--help"])), 0);
     assert_eq!(PROGRAM.run(os(&["-V"])), 0);
     assert_eq!(PROGRAM.run(os(&[])), 2);
     assert_eq!(PROGRAM.run(os(&["frob"])), 2);
-    assert_eq!(PROGRAM.subcommand("cmd", "about", TABLE, os(&["short"])), 0);
+    assert_eq!(PROGRAM.help_command(os(&[])), 0);
+    assert_eq!(PROGRAM.help_command(os(&["bare"])), 0);
+    assert_eq!(PROGRAM.help_command(os(&["frob"])), 2);
+    assert_eq!(PROGRAM.help_command(os(&["bare", "short"])), 2);
+    assert_eq!(
+        PROGRAM.subcommand("cmd", "about", TABLE, os(&["bare", "x"])),
+        3
+    );
     assert_eq!(PROGRAM.subcommand("cmd", "about", TABLE, os(&["help"])), 0);
     assert_eq!(PROGRAM.subcommand("cmd", "about", TABLE, os(&[])), 2);
     assert_eq!(PROGRAM.subcommand("cmd", "about", TABLE, os(&["frob"])), 2);
