@@ -5,8 +5,8 @@
 //! unknown requester with `not_allowed` and runs the allowed one's job; a node killed mid-job
 //! makes the requester fail over to the next node within a stated bound; a job submitted
 //! with `phase job run --discover` (no address given) runs on the one node whose signed
-//! capability record offers the memory it needs. Uses the example jobs in out/jobs
-//! (`make build`).
+//! capability record offers the memory it needs, and a node stopped with SIGTERM is then
+//! found withdrawn (no free slot). Uses the example jobs in out/jobs (`make build`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -284,6 +284,34 @@ fn five_nodes_run_verify_refuse_and_fail_over() {
     assert_eq!(passed.len(), 4, "{s}");
     assert_eq!(d["providers"], 5, "{s}");
     assert_eq!(nodes[3].wait("job.done")["job_id"], "found");
+
+    // A node that stops (SIGTERM) withdraws its record: it is found with no free slot, and
+    // the job goes elsewhere.
+    let status = Command::new("kill")
+        .args(["-TERM", &nodes[1].child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(nodes[1].child.wait().unwrap().code(), Some(0));
+    let (out, s) = submit(&["--discover", "--bootstrap", &boot, hello], b"");
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert_ne!(s["node"], nodes[1].addr.as_str(), "{s}");
+    let d = &s["discovered"];
+    let fit: Vec<&str> = d["fit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["addr"].as_str())
+        .collect();
+    assert!(!fit.contains(&nodes[1].addr.as_str()), "{s}");
+    // Node 1 is passed over; so may node 3 be, if the record it signed while running the
+    // last job is still the newest (free slots are re-published at most every 2 s).
+    let passed = d["passed"].as_array().unwrap();
+    assert!(passed.iter().all(|p| p["reason"] == "no_free_slot"), "{s}");
+    assert_eq!(fit.len() + passed.len(), 5, "{s}");
+    // Its events are consumed here, so later waits see only what comes later.
+    let ran = nodes.iter().find(|n| s["node"] == n.addr.as_str()).unwrap();
+    assert_eq!(ran.wait("job.done")["outcome"], "exit");
 
     // Failover: a job that runs until its 2 s deadline goes to node 2, which is killed once the
     // job started; node 3 runs it (outcome timeout: exit status 125) and its receipt verifies.
