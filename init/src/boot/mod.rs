@@ -16,6 +16,7 @@ mod local;
 mod medium;
 mod modules;
 pub mod network;
+mod node;
 mod scrub;
 mod serve;
 mod services;
@@ -64,6 +65,9 @@ pub enum Step {
     Services,
     /// Stage 2: serve this node's release and announce it (not in private mode).
     Serve,
+    /// Stage 2: the job node (libp2p host + executor), supervised task `node`; emits
+    /// `node.ready`.
+    Node,
     /// Stage 2: the status endpoint (`phase.status=`), supervised task `status`.
     Status,
     /// Stage 2: read the whole verity device once in the background (`phase.scrub`).
@@ -89,6 +93,7 @@ impl Step {
             Step::Stage2Start => "stage2",
             Step::Services => "services",
             Step::Serve => "serve",
+            Step::Node => "node",
             Step::Status => "status",
             Step::Scrub => "scrub",
             Step::Selftest => "selftest",
@@ -120,6 +125,7 @@ pub const STAGE2: &[Step] = &[
     Step::Cmdline,
     Step::Services,
     Step::Serve,
+    Step::Node,
     Step::Status,
     Step::Scrub,
     Step::Selftest,
@@ -164,10 +170,16 @@ pub struct Boot {
     pub stage: crate::config::Stage,
     /// Announcements to withdraw at shutdown (what, how), run before services stop.
     pub withdraw: Vec<(String, Withdraw)>,
+    /// Work to let finish at shutdown, after the withdrawals and before services stop
+    /// (the job node's answers in flight).
+    pub drain: Vec<(String, Withdraw)>,
     /// Modules still loading in the background (see `modules::settle`).
     pub modules: modules::Pending,
     /// The node's libp2p peers, as the status endpoint shows them.
     pub peers: crate::status::server::Peers,
+    /// The DHT announcement the serve step asks the node step to make through its host.
+    #[cfg(feature = "executor")]
+    pub dht_ad: Option<serve::DhtAd>,
     shutdown_tx: UnboundedSender<ShutdownRequest>,
     shutdown_rx: UnboundedReceiver<ShutdownRequest>,
 }
@@ -187,6 +199,7 @@ impl Boot {
             Step::Stage2Start => early::stage2(self),
             Step::Services => services::run(self),
             Step::Serve => serve::run(self).await,
+            Step::Node => node::run(self),
             Step::Status => status::run(self),
             Step::Scrub => scrub::run(self),
             Step::Selftest => crate::selftest::run(self).await,
@@ -220,8 +233,11 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage)
         bootstrap: Vec::new(),
         stage,
         withdraw: Vec::new(),
+        drain: Vec::new(),
         modules: modules::Pending::default(),
         peers: Default::default(),
+        #[cfg(feature = "executor")]
+        dht_ad: None,
         shutdown_tx,
         shutdown_rx,
     };
@@ -283,6 +299,11 @@ async fn shutdown(boot: &mut Boot, req: ShutdownRequest) -> PowerAction {
             tracing::warn!("withdrawing the {what} announcement took over {STOP_BOUND:?}");
         }
         boot.events.emit(Event::ProviderWithdrawn { how: what });
+    }
+    for (what, d) in boot.drain.drain(..) {
+        if tokio::time::timeout(STOP_BOUND, d).await.is_err() {
+            tracing::warn!("the {what} task's work in flight took over {STOP_BOUND:?}");
+        }
     }
     tracing::info!("shutting down ({reason}): stopping services");
     boot.supervisor.stop(STOP_BOUND).await;
@@ -354,7 +375,10 @@ mod tests {
         );
         assert_eq!(
             STAGE2.iter().map(|s| s.name()).collect::<Vec<_>>(),
-            ["stage2", "cmdline", "services", "serve", "status", "scrub", "selftest", "ready"]
+            [
+                "stage2", "cmdline", "services", "serve", "node", "status", "scrub", "selftest",
+                "ready"
+            ]
         );
     }
 }

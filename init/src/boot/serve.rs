@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The supervised tasks that serve and announce this node's release (stopped for good when
 /// the background scrub finds the rootfs's medium returning bad blocks).
@@ -115,9 +114,23 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
         }
     }
     if plan.dht {
+        // One libp2p host per machine: with the job node, the record goes out through the
+        // node's host (boot/node.rs); an init without the executor runs a DHT node for it.
+        #[cfg(feature = "executor")]
+        {
+            boot.dht_ad = Some(DhtAd { url, txt });
+        }
+        #[cfg(not(feature = "executor"))]
         announce_dht(boot, url, txt);
     }
     Ok(())
+}
+
+/// What this node announces in the DHT: where it serves which release.
+#[derive(Debug, Clone)]
+pub struct DhtAd {
+    pub url: String,
+    pub txt: crate::discover::mdns::Txt,
 }
 
 /// The provider's socket, on every address of the node.
@@ -129,13 +142,15 @@ async fn listen() -> Result<tokio::net::TcpListener, String> {
 
 /// The node's identity in the DHT, kept with the rest of its state (persistent in
 /// internet mode).
+#[cfg(not(feature = "executor"))]
 pub const NODE_KEY: &str = "/var/lib/phase/node.key";
 /// A DHT record lives this long; the node signs and publishes it afresh every half of it.
-const RECORD_TTL_S: u64 = 3600;
+pub const RECORD_TTL_S: u64 = 3600;
 
 /// Publish a signed provider record in the DHT, refreshed for the life of the node
 /// (supervised task `dht`); at shutdown the node is closed and the record is no longer
 /// refreshed, so it expires.
+#[cfg(not(feature = "executor"))]
 fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
     use crate::discover::dht::{self, DhtConfig};
     let peers = match dht::parse_bootstrap(&boot.bootstrap.join("\n")) {
@@ -185,7 +200,7 @@ fn announce_dht(boot: &mut Boot, url: String, txt: crate::discover::mdns::Txt) {
                     .parse()
                     .map_err(|e| format!("listen address: {e}"))?];
                 cfg.bootstrap = peers;
-                cfg.refresh = Duration::from_secs(RECORD_TTL_S / 2);
+                cfg.refresh = std::time::Duration::from_secs(RECORD_TTL_S / 2);
                 // The release it serves verified: peers advertising it are preferred.
                 cfg.verified = crate::discover::record::Verified::new([txt.version]);
                 let (node, published) =

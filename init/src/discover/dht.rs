@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The Kademlia protocol: a network of its own, apart from the IPFS DHT.
 pub const PROTOCOL: &str = "/phase-boot/kad/1.0.0";
@@ -198,6 +198,8 @@ enum Command {
     Bootstrap(oneshot::Sender<Result<usize, DhtError>>),
     Announce(SignedRecord, oneshot::Sender<Result<(), DhtError>>),
     StopAnnouncing(oneshot::Sender<()>),
+    /// Answer once every job request received so far has had its answer sent (or failed).
+    Drain(oneshot::Sender<()>),
     #[cfg(test)]
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
     #[cfg(test)]
@@ -253,6 +255,9 @@ pub struct Dht {
     /// This node's mDNS announcement and browser (goodbye at shutdown).
     lan: Mutex<Option<crate::p2p::mdns::Presence>>,
     new_peer: Arc<tokio::sync::Notify>,
+    ended: watch::Receiver<()>,
+    /// Dropped with the handle: the node stops even while [`Port`] clones remain.
+    _handle: oneshot::Sender<()>,
 }
 
 /// A cloneable sender of this node's own values (the capability publisher's task).
@@ -264,24 +269,50 @@ pub struct Port {
     new_peer: Arc<tokio::sync::Notify>,
 }
 
+/// A handle on a running node that does not keep it running: once the node's [`Dht`] is
+/// dropped or shut down, every call answers [`DhtError::Stopped`].
+#[derive(Clone)]
+pub struct DhtRef {
+    cmd: mpsc::WeakSender<Command>,
+    query_timeout: Duration,
+}
+
+/// Resolves once a node's task has ended: its swarm, listeners and connections are gone.
+pub struct Ended(watch::Receiver<()>);
+
+impl Ended {
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `changed` fails when the node drops the sender as it ends.
+        while self.0.changed().await.is_ok() {}
+    }
+}
+
+/// Send one command to the node task and wait for its answer, bounded by the query
+/// timeout plus a grace.
+async fn ask<T>(
+    cmd: &mpsc::Sender<Command>,
+    query_timeout: Duration,
+    what: &'static str,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, DhtError> {
+    let after = query_timeout + GRACE;
+    let (tx, rx) = oneshot::channel();
+    let asked = async {
+        cmd.send(make(tx)).await.map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    };
+    tokio::time::timeout(after, asked)
+        .await
+        .map_err(|_| DhtError::Timeout { what, after })?
+}
+
 impl Port {
     async fn ask<T>(
         &self,
         what: &'static str,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, DhtError> {
-        let after = self.query_timeout + GRACE;
-        let (tx, rx) = oneshot::channel();
-        let asked = async {
-            self.cmd
-                .send(make(tx))
-                .await
-                .map_err(|_| DhtError::Stopped)?;
-            rx.await.map_err(|_| DhtError::Stopped)
-        };
-        tokio::time::timeout(after, asked)
-            .await
-            .map_err(|_| DhtError::Timeout { what, after })?
+        ask(&self.cmd, self.query_timeout, what, make).await
     }
 
     /// Put one of this node's own values under `key` (stored here, then at the closest
@@ -317,6 +348,43 @@ impl Port {
     /// Stop announcing (peers forget the provider record when it expires).
     pub async fn stop_providing(&self, key: Vec<u8>) {
         let _ = tokio::time::timeout(GRACE, self.cmd.send(Command::StopProviding(key))).await;
+    }
+}
+
+impl DhtRef {
+    async fn ask<T>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, DhtError> {
+        let cmd = self.cmd.upgrade().ok_or(DhtError::Stopped)?;
+        ask(&cmd, self.query_timeout, what, make).await
+    }
+
+    /// [`Dht::bootstrap`] on the node this handle came from.
+    pub async fn bootstrap(&self) -> Result<usize, DhtError> {
+        self.ask("bootstrap", Command::Bootstrap).await?
+    }
+
+    /// [`Dht::announce`] on the node this handle came from.
+    pub async fn announce(&self, signed: SignedRecord) -> Result<(), DhtError> {
+        self.ask("announce", |tx| Command::Announce(signed, tx))
+            .await?
+    }
+
+    /// Wait until every job request the node has received so far was answered on the wire
+    /// (or failed): at shutdown, so that a job's answer is not cut off.
+    pub async fn drain(&self) -> Result<(), DhtError> {
+        self.ask("drain", Command::Drain).await
+    }
+
+    /// Stop republishing, without waiting (usable from `Drop`): the request is queued if
+    /// the node still runs and has room for it.
+    pub fn stop_announcing_now(&self) {
+        if let Some(cmd) = self.cmd.upgrade() {
+            let (tx, _) = oneshot::channel();
+            let _ = cmd.try_send(Command::StopAnnouncing(tx));
+        }
     }
 }
 
@@ -364,6 +432,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
     #[cfg(not(test))]
     let permits = None;
     tokio::spawn(verifier(verify_rx, checked_tx, permits));
+    let (alive, ended) = watch::channel(());
     let mut node = Node {
         swarm,
         protocol: StreamProtocol::new(PROTOCOL),
@@ -381,6 +450,9 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         bootstrap,
         listen: listen.clone(),
         new_peer: new_peer.clone(),
+        answering: HashSet::new(),
+        drained: Vec::new(),
+        _alive: alive,
     };
     let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
     while !waiting.is_empty() {
@@ -418,7 +490,8 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         }
     }
     let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(node.run(rx, answered_rx, checked_rx, cfg.refresh));
+    let (handle, handle_gone) = oneshot::channel();
+    let task = tokio::spawn(node.run(rx, answered_rx, checked_rx, handle_gone, cfg.refresh));
     Ok(Dht {
         cmd: tx,
         peer_id,
@@ -428,6 +501,8 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         offer: Mutex::new(None),
         lan: Mutex::new(None),
         new_peer,
+        ended,
+        _handle: handle,
     })
 }
 
@@ -450,6 +525,20 @@ impl Dht {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, DhtError> {
         self.port().ask(what, make).await
+    }
+
+    /// A handle on this node that does not keep it running.
+    pub fn weak(&self) -> DhtRef {
+        DhtRef {
+            cmd: self.cmd.downgrade(),
+            query_timeout: self.query_timeout,
+        }
+    }
+
+    /// Resolves once this node's task has ended (after a drop of the handle, a shutdown,
+    /// or a failure of the task).
+    pub fn ended(&self) -> Ended {
+        Ended(self.ended.clone())
     }
 
     /// Join the network through the bootstrap peers: returns how many peers are in the
@@ -653,6 +742,12 @@ struct Node {
     /// Job requests this node sent, waiting for their answers.
     submits: HashMap<OutboundRequestId, oneshot::Sender<Result<JobResponse, SubmitError>>>,
     new_peer: Arc<tokio::sync::Notify>,
+    /// Job requests handed to the handler whose answers are not on the wire yet.
+    answering: HashSet<request_response::InboundRequestId>,
+    /// Waiting for `answering` to empty.
+    drained: Vec<oneshot::Sender<()>>,
+    /// What [`Ended`] waits for. Fields drop in order: this one last, after the swarm.
+    _alive: watch::Sender<()>,
 }
 
 type Answered = (ResponseChannel<JobResponse>, JobResponse);
@@ -710,6 +805,7 @@ impl Node {
         mut rx: mpsc::Receiver<Command>,
         mut answered: mpsc::UnboundedReceiver<Answered>,
         mut checked: mpsc::Receiver<CheckedPut>,
+        mut handle_gone: oneshot::Receiver<()>,
         refresh: Duration,
     ) {
         let now = tokio::time::Instant::now();
@@ -719,6 +815,7 @@ impl Node {
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = &mut handle_gone => break,
                 cmd = rx.recv() => match cmd {
                     None | Some(Command::Shutdown) => break,
                     Some(c) => self.command(c),
@@ -799,6 +896,10 @@ impl Node {
             Command::StopAnnouncing(reply) => {
                 self.announcing.clear();
                 let _ = reply.send(());
+            }
+            Command::Drain(reply) => {
+                self.drained.push(reply);
+                self.answered_one(None);
             }
             #[cfg(test)]
             Command::PutRaw(key, value, reply) => {
@@ -1032,11 +1133,14 @@ impl Node {
                 peer,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        request,
+                        channel,
+                        request_id,
                     },
                 ..
             } => match &self.jobs {
                 Some(h) => {
+                    self.answering.insert(request_id);
                     let answer = h.handle(peer, request);
                     let tx = self.answered.clone();
                     tokio::spawn(async move {
@@ -1068,10 +1172,28 @@ impl Node {
                     let _ = reply.send(Err(SubmitError::from_outbound(&error, &peer)));
                 }
             }
-            Event::InboundFailure { peer, error, .. } => {
+            Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 tracing::debug!("job: inbound from {peer} failed: {error}");
+                self.answered_one(Some(request_id));
             }
-            Event::ResponseSent { .. } => {}
+            Event::ResponseSent { request_id, .. } => self.answered_one(Some(request_id)),
+        }
+    }
+
+    /// A job's answer went out (or failed); wake drain waiters once none is left.
+    fn answered_one(&mut self, id: Option<request_response::InboundRequestId>) {
+        if let Some(id) = id {
+            self.answering.remove(&id);
+        }
+        if self.answering.is_empty() {
+            for w in self.drained.drain(..) {
+                let _ = w.send(());
+            }
         }
     }
 

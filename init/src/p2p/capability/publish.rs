@@ -141,6 +141,13 @@ pub fn publish(
 /// The offer key's WASM part: the executor's one target.
 const WASM: &str = super::WASM_TARGET;
 
+/// A publication dropped without a withdrawal (its host stopped or was dropped) stops too.
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Publishing {
     /// Stop publishing without withdrawing (a replaced offer).
     pub fn abort(self) {
