@@ -2,7 +2,9 @@
 //! `tests/run.rs` asserts it): boot `out/phase-x86_64.img` (release N) by itself under
 //! UEFI with a provider of `out/release-next` (N+1) on 127.0.0.1 forwarded in (user
 //! networking `restrict=on`, one guestfwd); stage 1 verifies N, finds the provider,
-//! verifies N+1 and kexecs into its kernel; stage 2 runs N+1 and powers off. The boot
+//! verifies N+1 and kexecs into its kernel; stage 2 runs N+1 and its job node; the host
+//! submits `hello.wasm` to that node through a second forward (`phase job run`), prints its
+//! output and verifies its receipt; the job's `job.done` powers the guest off. The boot
 //! is a copy of the image (its state partition records what the run trusted), the menu
 //! choice and the extra kernel words are written into the copy's grubenv, as an
 //! operator would (docs/usb.md).
@@ -27,6 +29,8 @@ pub struct Options {
     pub keep: bool,
     /// Where the boot chart SVG goes.
     pub chart_svg: PathBuf,
+    /// Where the host's job receipt goes.
+    pub receipt: PathBuf,
 }
 
 impl Default for Options {
@@ -36,12 +40,61 @@ impl Default for Options {
             firmware: Firmware::Uefi,
             keep: false,
             chart_svg: crate::out_dir().join("run-boot-chart.svg"),
+            receipt: crate::out_dir().join("run-receipt.json"),
         }
     }
 }
 
-/// The event the guest powers off after: the end of the story.
-pub const FINAL_EVENT: &str = "init.ready";
+/// The event the guest powers off after: the end of the story (the node sends the job's
+/// answer before it stops).
+pub const FINAL_EVENT: &str = "job.done";
+
+/// The guest's job node port (init/src/boot/node.rs) and status endpoint port.
+pub const NODE_PORT: u16 = 4001;
+pub const STATUS_PORT: u16 = 8090;
+
+/// What the host forwards into the guest (loopback ports on this machine).
+#[derive(Debug, Clone, Copy)]
+pub struct Forwards {
+    pub node: u16,
+    /// The status endpoint (`make run KEEP=1`).
+    pub status: Option<u16>,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// The host's job, sent to the guest's node once it is ready.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The command, as an operator would type it.
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    /// `phase job run --summary`: verified, node, peer_id, outcome, ms.
+    pub summary: serde_json::Value,
+    /// `phase receipt verify` of the written receipt, run again on its own.
+    pub verdict: serde_json::Value,
+    /// Where the receipt (a DSSE envelope) was written.
+    pub receipt: PathBuf,
+}
+
+impl Job {
+    /// Ran, exit 0, and the receipt verified both in the requester and on its own.
+    pub fn verified(&self) -> bool {
+        self.exit_code == Some(0)
+            && self.summary["verified"] == true
+            && self.verdict["verified"] == true
+    }
+}
+
+/// The arguments `hello.wasm` gets, and what it must print (them, reversed).
+pub const JOB_ARGS: [&str; 2] = ["phase", "boot"];
 
 /// Where the provider appears inside the guest (the harness's guestfwd).
 pub const PROVIDER_URL: &str = "http://10.0.2.100:8080/";
@@ -54,12 +107,15 @@ pub struct Story {
     pub chart: Chart,
     pub chapters: Vec<Chapter>,
     pub svg: PathBuf,
+    /// The host's job (none if the node never became ready).
+    pub job: Option<Job>,
 }
 
 impl Story {
     /// Every chapter happened and the guest powered off cleanly.
     pub fn complete(&self) -> bool {
         self.chapters.iter().all(|c| c.seen.is_some())
+            && self.job.as_ref().is_some_and(Job::verified)
             && self.boot.outcome == crate::Outcome::PowerOff
             && self.boot.qemu_status == Some(0)
     }
@@ -84,50 +140,81 @@ pub fn kernel_words(extra: &[String], keep: bool) -> String {
     w.join(" ")
 }
 
-/// The story as a checklist: each chapter is the first event after the previous one that
-/// matches it, so they must also happen in this order.
+/// The story as a checklist: each chapter is the first matching event after the chapter it
+/// follows (the previous one, except that stage 2's end of boot and its job node, two
+/// supervised paths, may come in either order after N+1's rootfs is mounted).
 pub fn chapters(events: &[Event], n: u64, next: u64) -> Vec<Chapter> {
     type Check = fn(&Event, u64, u64) -> bool;
-    let book: [(&'static str, &'static str, Check); 7] = [
+    // (what, event, index of the chapter it follows, check)
+    let book: [(&'static str, &'static str, Option<usize>, Check); 9] = [
         (
             "stage 1 verifies release N on the image, mounts it",
             "rootfs.mounted",
+            None,
             |e, n, _| e.fields["release"] == n,
         ),
-        ("finds the provider", "provider.found", |_, _, _| true),
+        (
+            "finds the provider",
+            "provider.found",
+            Some(0),
+            |_, _, _| true,
+        ),
         (
             "verifies release N+1's signed metadata",
             "release.verified",
+            Some(1),
             |e, _, next| e.fields["version"] == next,
         ),
         (
             "downloads N+1, every artifact checked",
             "artifacts.verified",
+            Some(2),
             |e, _, next| e.fields["version"] == next,
         ),
-        ("kexecs into N+1's kernel", "kexec.start", |e, _, next| {
-            e.fields["to"] == next
-        }),
+        (
+            "kexecs into N+1's kernel",
+            "kexec.start",
+            Some(3),
+            |e, _, next| e.fields["to"] == next,
+        ),
         (
             "N+1's kernel verifies the carried rootfs, mounts it",
             "rootfs.mounted",
+            Some(4),
             |e, _, next| e.fields["release"] == next,
         ),
-        ("stage 2 runs N+1", "init.ready", |e, _, _| {
+        ("stage 2 runs N+1", "init.ready", Some(5), |e, _, _| {
             e.fields["stage"] == 2
         }),
+        ("its job node listens", "node.ready", Some(5), |_, _, _| {
+            true
+        }),
+        (
+            "runs the host's hello.wasm, answers with a signed receipt",
+            "job.done",
+            Some(7),
+            |e, _, _| e.fields["outcome"] == "exit",
+        ),
     ];
-    let mut from = 0;
+    let mut at: Vec<Option<usize>> = Vec::with_capacity(book.len());
     book.iter()
-        .map(|(what, event, check)| {
-            let found = events[from.min(events.len())..]
-                .iter()
-                .position(|e| e.name == *event && check(e, n, next));
-            let seen = found.map(|i| {
-                from += i + 1;
-                events[from - 1].t_ms
+        .map(|(what, event, after, check)| {
+            let from = match after {
+                None => Some(0),
+                Some(a) => at.get(*a).copied().flatten().map(|i| i + 1),
+            };
+            let found = from.and_then(|from| {
+                events[from.min(events.len())..]
+                    .iter()
+                    .position(|e| e.name == *event && check(e, n, next))
+                    .map(|i| from + i)
             });
-            Chapter { what, event, seen }
+            at.push(found);
+            Chapter {
+                what,
+                event,
+                seen: found.map(|i| events[i].t_ms),
+            }
         })
         .collect()
 }
@@ -260,8 +347,9 @@ pub fn choose_menu(image: &Path, vars: &[(&str, &str)]) -> Result<(), String> {
     f.sync_all().map_err(|e| fail(&e))
 }
 
-/// The guest of the run: a copy of the image in `dir`, with the menu choice written in.
-pub fn prepare(dir: &Path, o: &Options, port: u16) -> Result<Vm, String> {
+/// The guest of the run: a copy of the image in `dir`, with the menu choice written in, the
+/// provider on `port` forwarded in and the node (and status) ports forwarded out.
+pub fn prepare(dir: &Path, o: &Options, port: u16, fwd: Forwards) -> Result<Vm, String> {
     let img = copy_of(&artifact("phase-x86_64.img"), dir)?;
     choose_menu(
         &img,
@@ -270,9 +358,14 @@ pub fn prepare(dir: &Path, o: &Options, port: u16) -> Result<Vm, String> {
             ("phase_extra", &kernel_words(&o.kernel_args, o.keep)),
         ],
     )?;
-    Ok(Vm::disk_boot(&img)
+    let mut vm = Vm::disk_boot(&img)
         .firmware(o.firmware)
         .user_net_to(port)
+        .hostfwd(fwd.node, NODE_PORT);
+    if let Some(status) = fwd.status {
+        vm = vm.hostfwd(status, STATUS_PORT);
+    }
+    Ok(vm
         // UEFI, two kernels and a ~115 MB download under TCG.
         .timeout(Duration::from_secs(360)))
 }
@@ -289,14 +382,35 @@ pub fn run(o: &Options, mut progress: impl FnMut(&Event)) -> Result<Story, Strin
     let (_provider, port) =
         crate::provider::serve(&next_dir).map_err(|e| format!("phase provider serve: {e}"))?;
     let (tx, rx) = mpsc::channel();
-    let vm = prepare(&dir, o, port)?.live_events(tx);
+    let fwd = Forwards {
+        node: free_port()?,
+        status: None,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let vm = prepare(&dir, o, port, fwd)?
+        .live_events(tx)
+        .stop_when(stop.clone());
     let guest = std::thread::spawn(move || vm.run());
-    // The live events, shifted as `continuous` does, until the guest ends.
+    // The live events, shifted as `continuous` does, until the guest ends; once stage 2's
+    // node is ready (after the kexec), the host's job.
     let mut seen = Vec::new();
+    let mut job = None;
     while let Ok(e) = rx.recv_timeout(scaled(Duration::from_secs(400))) {
+        let kexeced = seen.iter().any(|e: &Event| e.name == "kexec.start");
+        let ready = (e.name == "node.ready" && kexeced && job.is_none())
+            .then(|| e.str("peer_id").map(str::to_string))
+            .flatten();
         seen.push(e);
         if let Some(last) = continuous(&seen).pop() {
             progress(&last);
+        }
+        if let Some(peer_id) = ready {
+            let j = submit(&dir, fwd.node, &peer_id, &o.receipt)?;
+            if !j.verified() {
+                // The guest would wait for a job.done that is not coming.
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            job = Some(j);
         }
     }
     let boot = guest
@@ -315,6 +429,60 @@ pub fn run(o: &Options, mut progress: impl FnMut(&Event)) -> Result<Story, Strin
         chart,
         svg: o.chart_svg.clone(),
         boot,
+        job,
+    })
+}
+
+/// `phase job run` of `hello.wasm` against the guest's node through the forward, with the
+/// receipt written and then verified again on its own with `phase receipt verify`.
+pub fn submit(dir: &Path, port: u16, peer_id: &str, receipt: &Path) -> Result<Job, String> {
+    let phase = artifact("phase-node");
+    let hello = artifact("jobs/hello.wasm");
+    let _ = std::fs::remove_file(receipt);
+    let node = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}");
+    let mut cmd = std::process::Command::new(&phase);
+    cmd.args(["job", "run", "--summary", "--node", &node])
+        .arg(&hello)
+        .arg("--receipt")
+        .arg(receipt)
+        .arg("--")
+        .args(JOB_ARGS)
+        .stdin(std::process::Stdio::null());
+    let command = format!(
+        "out/phase-node job run --node {node} out/jobs/hello.wasm --receipt {} -- {}",
+        receipt.display(),
+        JOB_ARGS.join(" ")
+    );
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{}: {e}", phase.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let summary = serde_json::from_str(err.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| serde_json::json!({"verified": false, "error": err.trim()}));
+    let output = dir.join("job.stdout");
+    std::fs::write(&output, &stdout).map_err(|e| format!("{}: {e}", output.display()))?;
+    let v = std::process::Command::new(&phase)
+        .args(["receipt", "verify"])
+        .arg(receipt)
+        .arg("--module")
+        .arg(&hello)
+        .arg("--stdout")
+        .arg(&output)
+        .arg("--")
+        .args(JOB_ARGS)
+        .output()
+        .map_err(|e| format!("{}: {e}", phase.display()))?;
+    let verdict = serde_json::from_slice(&v.stdout).unwrap_or_else(
+        |_| serde_json::json!({"verified": false, "error": String::from_utf8_lossy(&v.stderr)}),
+    );
+    Ok(Job {
+        command,
+        exit_code: out.status.code(),
+        stdout,
+        summary,
+        verdict,
+        receipt: receipt.to_path_buf(),
     })
 }
 
@@ -344,14 +512,19 @@ mod tests {
             ev("kexec.start", 9500, json!({"to": 2})),
             ev("init.start", 1800, json!({})),
             ev("rootfs.mounted", 2500, json!({"release": 2})),
+            ev("node.ready", 2900, json!({"peer_id": "12D3KooW"})),
             ev("init.ready", 3000, json!({"stage": 2})),
+            ev("job.done", 4000, json!({"outcome": "exit"})),
         ]
     }
 
     #[test]
     fn the_new_kernel_clock_follows_kexec_start() {
         let t: Vec<u64> = continuous(&upgrade()).iter().map(|e| e.t_ms).collect();
-        assert_eq!(t, [2000, 3000, 4000, 4100, 9000, 9500, 11300, 12000, 12500]);
+        assert_eq!(
+            t,
+            [2000, 3000, 4000, 4100, 9000, 9500, 11300, 12000, 12400, 12500, 13500]
+        );
         // No kexec: unchanged.
         let one = &upgrade()[..5];
         assert_eq!(continuous(one), one.to_vec());
@@ -375,7 +548,23 @@ mod tests {
     fn every_chapter_of_an_upgrade_is_seen_in_order() {
         let c = chapters(&continuous(&upgrade()), 1, 2);
         assert!(c.iter().all(|c| c.seen.is_some()), "{c:?}");
-        assert_eq!(c.last().and_then(|c| c.seen), Some(12500));
+        assert_eq!(c.last().and_then(|c| c.seen), Some(13500));
+        // The node may also be ready after stage 2's last step.
+        let mut late = upgrade();
+        late.swap(8, 9);
+        let c = chapters(&continuous(&late), 1, 2);
+        assert!(c.iter().all(|c| c.seen.is_some()), "{c:?}");
+    }
+
+    #[test]
+    fn a_job_before_the_node_is_ready_or_one_that_failed_is_not_the_story() {
+        let mut early = upgrade();
+        early.swap(8, 10);
+        let c = chapters(&continuous(&early), 1, 2);
+        assert_eq!(c[8].seen, None, "{c:?}");
+        let mut trapped = upgrade();
+        trapped[10].fields["outcome"] = "trap".into();
+        assert_eq!(chapters(&trapped, 1, 2)[8].seen, None);
     }
 
     #[test]
@@ -410,7 +599,7 @@ mod tests {
     fn the_run_words_put_the_callers_last() {
         assert_eq!(
             kernel_words(&["phase.debug".into()], false),
-            "phase.provider=http://10.0.2.100:8080/ phase.poweroff=init.ready phase.debug"
+            "phase.provider=http://10.0.2.100:8080/ phase.poweroff=job.done phase.debug"
         );
         assert_eq!(
             kernel_words(&[], true),

@@ -1,7 +1,8 @@
 //! The `make run` scenario (`phase_qemu::story`, what `phase-run` prints) as a test: the
 //! hybrid image boots release N under OVMF, finds the provider of release N+1 on
-//! 127.0.0.1, verifies and downloads it, kexecs into its kernel, stage 2 runs it, and the
-//! guest powers off; the timeline and the boot chart SVG are produced.
+//! 127.0.0.1, verifies and downloads it, kexecs into its kernel, stage 2 runs it and its job
+//! node, the host's `hello.wasm` runs there with a verified receipt, and the guest powers
+//! off on that job's `job.done`; the timeline and the boot chart SVG are produced.
 
 use phase_qemu::story::{self, Options};
 use phase_qemu::{artifact, tempdir};
@@ -11,6 +12,7 @@ fn make_run_tells_the_whole_story() {
     let dir = tempdir("run-story");
     let o = Options {
         chart_svg: dir.join("run-boot-chart.svg"),
+        receipt: dir.join("run-receipt.json"),
         ..Options::default()
     };
     let mut live = 0;
@@ -44,6 +46,18 @@ fn make_run_tells_the_whole_story() {
     );
     let ready = s.boot.expect("init.ready");
     assert_eq!(ready.fields["stage"], 2, "{}", ready.fields);
+    // Stage 2's node ran the host's hello.wasm: its output, and the receipt verified in the
+    // requester and again on its own.
+    let job = s.job.as_ref().expect("the host's job");
+    assert_eq!(job.stdout, "toob esahp\n", "{job:?}");
+    assert!(job.verified(), "{job:?}");
+    assert_eq!(job.verdict["peer_id"], job.summary["peer_id"], "{job:?}");
+    let done = s.boot.expect("job.done");
+    assert_eq!(done.str("outcome"), Some("exit"), "{}", done.fields);
+    assert_eq!(
+        s.boot.expect("shutdown").str("reason"),
+        Some("phase.poweroff")
+    );
     // The timeline has both kernels' steps, end to end, and the chart was written.
     let steps: Vec<_> = s.chart.spans.iter().map(|sp| sp.stage).collect();
     assert!(steps.contains(&1) && steps.contains(&2), "{steps:?}");
