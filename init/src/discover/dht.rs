@@ -372,8 +372,9 @@ impl DhtRef {
             .await?
     }
 
-    /// Wait until every job request the node has received so far was answered on the wire
-    /// (or failed): at shutdown, so that a job's answer is not cut off.
+    /// Wait until every job request the node has received was answered (or failed) and every
+    /// requester has closed its connection (so it has its answer): at shutdown, so that a
+    /// job's answer is not cut off. Bound it: a requester may stay connected.
     pub async fn drain(&self) -> Result<(), DhtError> {
         self.ask("drain", Command::Drain).await
     }
@@ -451,6 +452,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         listen: listen.clone(),
         new_peer: new_peer.clone(),
         answering: HashSet::new(),
+        requesters: HashSet::new(),
         drained: Vec::new(),
         _alive: alive,
     };
@@ -744,7 +746,9 @@ struct Node {
     new_peer: Arc<tokio::sync::Notify>,
     /// Job requests handed to the handler whose answers are not on the wire yet.
     answering: HashSet<request_response::InboundRequestId>,
-    /// Waiting for `answering` to empty.
+    /// Peers sent job requests, while they stay connected.
+    requesters: HashSet<PeerId>,
+    /// Waiting for `answering` and `requesters` to empty.
     drained: Vec<oneshot::Sender<()>>,
     /// What [`Ended`] waits for. Fields drop in order: this one last, after the swarm.
     _alive: watch::Sender<()>,
@@ -1103,6 +1107,14 @@ impl Node {
     fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => self.listened(address),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.requesters.remove(&peer_id);
+                self.answered_one(None)
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => match self.listen.lock() {
                 Ok(mut l) => l.retain(|a| *a != address),
                 Err(poisoned) => poisoned.into_inner().retain(|a| *a != address),
@@ -1141,6 +1153,7 @@ impl Node {
             } => match &self.jobs {
                 Some(h) => {
                     self.answering.insert(request_id);
+                    self.requesters.insert(peer);
                     let answer = h.handle(peer, request);
                     let tx = self.answered.clone();
                     tokio::spawn(async move {
@@ -1186,11 +1199,16 @@ impl Node {
     }
 
     /// A job's answer went out (or failed); wake drain waiters once none is left.
+    /// A job's answer went out (or failed), or a requester left. Drain waiters are woken once
+    /// no answer is pending and every requester that was answered has closed its connection:
+    /// an answer handed to a stream (`ResponseSent`) may still sit in the muxer's buffers, and
+    /// only the requester's close says it has it (a requester that stays connected holds the
+    /// drain up to the caller's bound).
     fn answered_one(&mut self, id: Option<request_response::InboundRequestId>) {
         if let Some(id) = id {
             self.answering.remove(&id);
         }
-        if self.answering.is_empty() {
+        if self.answering.is_empty() && self.requesters.is_empty() {
             for w in self.drained.drain(..) {
                 let _ = w.send(());
             }
@@ -1929,5 +1947,93 @@ mod tests {
         );
         assert!(t.elapsed() < Duration::from_secs(8));
         n.shutdown().await;
+    }
+
+    /// Answers every job with a refusal, after saying that it answered (as the node's
+    /// `job.done` comes before the answer is on the wire).
+    struct AnswersThenSays(Mutex<Option<oneshot::Sender<()>>>);
+
+    impl JobHandler for AnswersThenSays {
+        fn handle(
+            &self,
+            _peer: PeerId,
+            _request: JobRequest,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = JobResponse> + Send>> {
+            if let Some(tx) = self.0.lock().ok().and_then(|mut t| t.take()) {
+                let _ = tx.send(());
+            }
+            Box::pin(async {
+                JobResponse::Refused {
+                    reason: crate::p2p::wire::Refusal::Busy,
+                    retry_after_ms: None,
+                }
+            })
+        }
+    }
+
+    /// The shutdown that `phase.poweroff=job.done` starts: the answer of the job that
+    /// triggered it must still reach the requester. Drained, then dropped, the node has sent
+    /// it; dropping the handle then ends the node's task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drained_node_has_sent_the_answer_of_the_job_that_stopped_it() {
+        let (said, heard) = oneshot::channel();
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        cfg.jobs = Some(Arc::new(AnswersThenSays(Mutex::new(Some(said)))));
+        let node = start(cfg).await.unwrap();
+        let (peer, addrs) = (node.peer_id(), node.listen_addrs());
+        let requester = start(DhtConfig::new(Keypair::generate_ed25519()))
+            .await
+            .unwrap();
+        let key = phase_release::keys::Keypair::from_seed(&[7; 32]);
+        let node_key = signing_key(&Keypair::generate_ed25519())
+            .unwrap()
+            .verifying_key()
+            .to_bytes();
+        let request = crate::p2p::wire::sign(
+            &crate::p2p::wire::Draft {
+                id: "j",
+                nonce: "0123456789abcdef0123456789abcdef",
+                node: &node_key,
+                module: b"\0asm",
+                send_module: true,
+                args: &[],
+                env: &[],
+                stdin: &[],
+                limits: phase_release::receipt::Limits {
+                    memory_bytes: 1 << 20,
+                    fuel: 1000,
+                    timeout_ms: 100,
+                    stdout_bytes: 10,
+                    stderr_bytes: 10,
+                },
+                issued_unix_ms: 0,
+            },
+            &key,
+        );
+        let asked = tokio::spawn(async move {
+            let r = requester
+                .submit(peer, addrs, request, Duration::from_secs(20))
+                .await;
+            requester.shutdown().await;
+            r
+        });
+        heard.await.unwrap();
+        let (weak, ended) = (node.weak(), node.ended());
+        tokio::time::timeout(Duration::from_secs(10), weak.drain())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(node);
+        tokio::time::timeout(Duration::from_secs(10), ended.wait())
+            .await
+            .unwrap();
+        assert_eq!(weak.drain().await.unwrap_err().reason(), "stopped");
+        match asked.await.unwrap() {
+            Ok(JobResponse::Refused { reason, .. }) => {
+                assert_eq!(reason, crate::p2p::wire::Refusal::Busy)
+            }
+            other => panic!("the answer was cut off: {other:?}"),
+        }
     }
 }
