@@ -45,8 +45,8 @@ impl Default for Options {
     }
 }
 
-/// The event the guest powers off after: the end of the story (the node sends the job's
-/// answer before it stops).
+/// The event the guest powers off after: the end of the story (the node lets the host have
+/// the job's answer before it stops).
 pub const FINAL_EVENT: &str = "job.done";
 
 /// The guest's job node port (init/src/boot/node.rs) and status endpoint port.

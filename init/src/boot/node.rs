@@ -11,8 +11,8 @@
 //!   (the initramfs's, plus the one carried across a kexec) in internet mode only.
 //! - A restarted run first waits (bounded) until the previous run's host has gone: the
 //!   listener uses SO_REUSEPORT, so an old host still open would take half the connections.
-//! - At shutdown the job answers in flight are sent before the tasks stop, so
-//!   `phase.poweroff=job.done` does not cut off the answer of the job that triggered it.
+//! - At shutdown, before the tasks stop, the node waits (bounded) until its requesters have
+//!   their answers, so `phase.poweroff=job.done` does not cut off the job that triggered it.
 //!
 //! An init built without the executor (the initramfs's) starts no node and says so: the step
 //! fails with reason `no_executor`.
@@ -96,7 +96,7 @@ mod with_executor {
                 );
                 task(node_run(setup, events, host_tx, previous))
             });
-        // At shutdown (`phase.poweroff=job.done` too): the answers in flight go out first.
+        // At shutdown (`phase.poweroff=job.done` too): the requesters get their answers first.
         let current = host_rx.clone();
         boot.drain.push((
             TASK.into(),
