@@ -299,7 +299,12 @@ fn jobs_do_not_block_the_async_thread() {
             !running.is_finished(),
             "the async thread waited for the job"
         );
+        // Either limit may end the spin first (fuel runs out sooner on a fast machine or
+        // with a large timeout scale); what matters is that it ended by a limit.
         let done = running.await.map(|d| d.outcome).ok();
-        assert_eq!(done, Some(Outcome::Timeout));
+        assert!(
+            matches!(done, Some(Outcome::Timeout | Outcome::OutOfFuel)),
+            "{done:?}"
+        );
     });
 }
