@@ -21,8 +21,10 @@
 use super::{Boot, StepError};
 
 /// The TCP port of the node's libp2p host (jobs, Kademlia, identify, ping).
+#[cfg(feature = "executor")]
 pub const NODE_PORT: u16 = 4001;
 /// The supervised task that runs the node (`phase.selftest=kill-node`).
+#[cfg(feature = "executor")]
 pub const TASK: &str = "node";
 
 #[cfg(not(feature = "executor"))]
@@ -81,6 +83,8 @@ mod with_executor {
             // The capability record: internet and local modes (a private node tells no one).
             announce: !private,
             max_memory_bytes: None,
+            // The status endpoint's `peers`.
+            connected: boot.peers.clone(),
         };
         let (host_tx, host_rx) = watch::channel::<Option<DhtRef>>(None);
         let host_tx = Arc::new(host_tx);

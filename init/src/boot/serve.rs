@@ -127,6 +127,7 @@ pub async fn run(boot: &mut Boot) -> Result<(), StepError> {
 }
 
 /// What this node announces in the DHT: where it serves which release.
+#[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
 #[derive(Debug, Clone)]
 pub struct DhtAd {
     pub url: String,

@@ -85,10 +85,16 @@ pub struct DhtConfig {
     /// Release versions this node verified itself: entries advertising them are preferred
     /// when stored and listed first by lookups ([`record::Verified`]).
     pub verified: record::Verified,
+    /// The peers connected now (peer ids), kept current by the swarm's task and emptied
+    /// when the node stops: the status endpoint's `peers`.
+    pub connected: Connected,
     /// Tests: the verifier takes a queued put only with a permit from here.
     #[cfg(test)]
     pub verify_permits: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// The peer ids a node is connected to, shared with whoever reports them.
+pub type Connected = Arc<Mutex<Vec<String>>>;
 
 /// What became of the inbound puts a filtering node received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,6 +136,7 @@ impl DhtConfig {
             filter_inbound: true,
             jobs: None,
             verified: record::Verified::default(),
+            connected: Connected::default(),
             #[cfg(test)]
             verify_permits: None,
         }
@@ -199,6 +206,7 @@ enum Command {
     Announce(SignedRecord, oneshot::Sender<Result<(), DhtError>>),
     StopAnnouncing(oneshot::Sender<()>),
     /// Answer once every job request received so far has had its answer sent (or failed).
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
     Drain(oneshot::Sender<()>),
     #[cfg(test)]
     PutRaw(Vec<u8>, Vec<u8>, oneshot::Sender<Result<(), DhtError>>),
@@ -255,6 +263,7 @@ pub struct Dht {
     /// This node's mDNS announcement and browser (goodbye at shutdown).
     lan: Mutex<Option<crate::p2p::mdns::Presence>>,
     new_peer: Arc<tokio::sync::Notify>,
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
     ended: watch::Receiver<()>,
     /// Dropped with the handle: the node stops even while [`Port`] clones remain.
     _handle: oneshot::Sender<()>,
@@ -271,6 +280,7 @@ pub struct Port {
 
 /// A handle on a running node that does not keep it running: once the node's [`Dht`] is
 /// dropped or shut down, every call answers [`DhtError::Stopped`].
+#[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
 #[derive(Clone)]
 pub struct DhtRef {
     cmd: mpsc::WeakSender<Command>,
@@ -278,8 +288,10 @@ pub struct DhtRef {
 }
 
 /// Resolves once a node's task has ended: its swarm, listeners and connections are gone.
+#[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
 pub struct Ended(watch::Receiver<()>);
 
+#[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
 impl Ended {
     pub async fn wait(mut self) {
         // Nothing is ever sent: `changed` fails when the node drops the sender as it ends.
@@ -351,6 +363,7 @@ impl Port {
     }
 }
 
+#[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
 impl DhtRef {
     async fn ask<T>(
         &self,
@@ -450,6 +463,7 @@ pub async fn start(cfg: DhtConfig) -> Result<Dht, DhtError> {
         settled: Vec::new(),
         bootstrap,
         listen: listen.clone(),
+        connected: cfg.connected.clone(),
         new_peer: new_peer.clone(),
         answering: HashSet::new(),
         requesters: HashSet::new(),
@@ -530,6 +544,7 @@ impl Dht {
     }
 
     /// A handle on this node that does not keep it running.
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
     pub fn weak(&self) -> DhtRef {
         DhtRef {
             cmd: self.cmd.downgrade(),
@@ -539,6 +554,7 @@ impl Dht {
 
     /// Resolves once this node's task has ended (after a drop of the handle, a shutdown,
     /// or a failure of the task).
+    #[cfg_attr(not(feature = "executor"), allow(dead_code))] // used by stage 2's job node
     pub fn ended(&self) -> Ended {
         Ended(self.ended.clone())
     }
@@ -737,6 +753,7 @@ struct Node {
     settled: Vec<oneshot::Sender<InboundStats>>,
     bootstrap: Vec<(PeerId, Multiaddr)>,
     listen: Arc<Mutex<Vec<Multiaddr>>>,
+    connected: Connected,
     /// Answers inbound job requests (none: inbound jobs are not accepted).
     jobs: Option<Arc<dyn JobHandler>>,
     /// Where a job's task sends its answer back to the swarm.
@@ -835,7 +852,15 @@ impl Node {
                 _ = prune.tick() => self.prune(),
             }
         }
+        self.set_connected(|c| c.clear());
         tracing::debug!("dht: node stopped");
+    }
+
+    fn set_connected(&self, change: impl FnOnce(&mut Vec<String>)) {
+        match self.connected.lock() {
+            Ok(mut c) => change(&mut c),
+            Err(poisoned) => change(&mut poisoned.into_inner()),
+        }
     }
 
     fn listened(&mut self, addr: Multiaddr) {
@@ -1107,11 +1132,21 @@ impl Node {
     fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => self.listened(address),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                let id = peer_id.to_string();
+                self.set_connected(|c| {
+                    if !c.contains(&id) {
+                        c.push(id);
+                    }
+                });
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
             } => {
+                let id = peer_id.to_string();
+                self.set_connected(|c| c.retain(|p| *p != id));
                 self.requesters.remove(&peer_id);
                 self.answered_one(None)
             }
@@ -1717,6 +1752,50 @@ mod tests {
         .sign(&signing_key(kp).unwrap())
     }
 
+    /// Poll `connected` until `want` holds (bounded: a failure names what was seen).
+    async fn connected_until(c: &Connected, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now: Vec<String> = c.lock().map(|c| c.clone()).unwrap_or_default();
+            if want(&now) || tokio::time::Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status endpoint's `peers`: a peer is listed while connected, gone once it
+    /// stops, and the list is empty once the node itself stops.
+    #[tokio::test]
+    async fn connected_peers_are_kept_current() {
+        let mut cfg = DhtConfig::new(Keypair::generate_ed25519());
+        cfg.listen = vec![localhost()];
+        cfg.query_timeout = Duration::from_secs(5);
+        let seen = cfg.connected.clone();
+        let a = start(cfg).await.unwrap();
+        let addr = with_peer(&a.listen_addrs()[0], a.peer_id());
+        let b = node(&[addr], true).await;
+        b.bootstrap().await.unwrap();
+        let b_id = b.peer_id().to_string();
+        let now = connected_until(&seen, |c| c.contains(&b_id)).await;
+        assert_eq!(now, vec![b_id.clone()]);
+        drop(b);
+        let now = connected_until(&seen, |c| c.is_empty()).await;
+        assert!(now.is_empty(), "{now:?} after {b_id} stopped");
+        // A node that stops (a restart of the task) lists no one.
+        let c = node(&[with_peer(&a.listen_addrs()[0], a.peer_id())], true).await;
+        c.bootstrap().await.unwrap();
+        let c_id = c.peer_id().to_string();
+        assert_eq!(
+            connected_until(&seen, |l| l.contains(&c_id)).await,
+            vec![c_id]
+        );
+        let ended = a.ended();
+        drop(a);
+        ended.wait().await;
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
     /// Wait until every node has checked and merged the puts it received.
     async fn settle(nodes: &[Dht]) {
         for n in nodes {
@@ -1974,6 +2053,7 @@ mod tests {
     /// The shutdown that `phase.poweroff=job.done` starts: the answer of the job that
     /// triggered it must still reach the requester. Drained, then dropped, the node has sent
     /// it; dropping the handle then ends the node's task.
+    #[cfg(feature = "executor")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_drained_node_has_sent_the_answer_of_the_job_that_stopped_it() {
         let (said, heard) = oneshot::channel();

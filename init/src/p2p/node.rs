@@ -37,6 +37,8 @@ pub struct NodeSetup {
     pub announce: bool,
     /// The largest job memory admitted (default: the executor's, 256 MiB).
     pub max_memory_bytes: Option<u64>,
+    /// Kept current with the host's connected peers (the status endpoint's `peers`).
+    pub connected: dht::Connected,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,7 @@ pub async fn start(setup: NodeSetup, events: Arc<EventLog>) -> Result<Dht, NodeE
     cfg.listen = setup.listen;
     cfg.bootstrap = setup.bootstrap.clone();
     cfg.jobs = Some(Arc::new(server));
+    cfg.connected = setup.connected.clone();
     let host = dht::start(cfg).await.map_err(NodeError::Host)?;
     let peers = if setup.bootstrap.is_empty() {
         0

@@ -136,6 +136,7 @@ async fn run_node(o: NodeOpts) -> Result<(), String> {
         disk_cache: !o.ephemeral,
         announce: !o.ephemeral,
         max_memory_bytes: o.max_memory_mib.map(|m| m << 20),
+        connected: Default::default(),
     };
     let host = super::node::start(setup, Arc::new(EventLog::new()))
         .await
