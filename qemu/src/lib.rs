@@ -61,6 +61,18 @@ pub fn host_phase() -> PathBuf {
     }
 }
 
+/// The `phase` that submits jobs to a guest's node from this host (`job run`, `receipt
+/// verify`): `$PHASE_HOST_PHASE` if set (the debug build has the executor too), else
+/// `out/phase-node`. A requester signs its request with its own clock and a node refuses
+/// one more than five minutes off its clock, so under `make test-future` the requester
+/// must see the moved clock as the guest does.
+pub fn host_phase_node() -> PathBuf {
+    match std::env::var_os("PHASE_HOST_PHASE") {
+        Some(p) => PathBuf::from(p),
+        None => artifact("phase-node"),
+    }
+}
+
 /// `-rtc base=` for a guest whose clock reads `t`: UTC, `YYYY-MM-DDTHH:MM:SS`.
 pub fn rtc_base(t: SystemTime) -> String {
     let secs = t

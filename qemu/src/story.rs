@@ -436,7 +436,7 @@ pub fn run(o: &Options, mut progress: impl FnMut(&Event)) -> Result<Story, Strin
 /// `phase job run` of `hello.wasm` against the guest's node through the forward, with the
 /// receipt written and then verified again on its own with `phase receipt verify`.
 pub fn submit(dir: &Path, port: u16, peer_id: &str, receipt: &Path) -> Result<Job, String> {
-    let phase = artifact("phase-node");
+    let phase = crate::host_phase_node();
     let hello = artifact("jobs/hello.wasm");
     let _ = std::fs::remove_file(receipt);
     let node = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}");

@@ -5,7 +5,7 @@
 //! the restart; the job's `job.done` powers the guest off (`phase.poweroff=job.done`), its
 //! answer delivered first, the tasks stopped in reverse start order.
 
-use phase_qemu::{artifact, provider, scaled, tempdir, Event, Vm};
+use phase_qemu::{artifact, host_phase, host_phase_node, provider, scaled, tempdir, Event, Vm};
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::mpsc;
@@ -52,7 +52,7 @@ fn ready_after_restart(seen: &[Event]) -> Option<&Event> {
 
 /// `out/phase status ARGS…` on this host.
 fn phase_status(args: &[&str]) -> String {
-    let out = Command::new(artifact("phase"))
+    let out = Command::new(host_phase())
         .arg("status")
         .args(args)
         .output()
@@ -150,7 +150,7 @@ fn guest_node_runs_a_job_from_the_host_after_its_task_is_killed_and_restarted() 
     let node = format!("/ip4/127.0.0.1/tcp/{node_port}/p2p/{peer_id}");
     let hello = artifact("jobs/hello.wasm");
     let receipt = dir.join("receipt.json");
-    let run = Command::new(artifact("phase-node"))
+    let run = Command::new(host_phase_node())
         .args([
             "job",
             "run",
@@ -189,7 +189,7 @@ fn guest_node_runs_a_job_from_the_host_after_its_task_is_killed_and_restarted() 
     let verify = |stdout: &[u8]| {
         let out = dir.join("stdout");
         std::fs::write(&out, stdout).unwrap();
-        let v = Command::new(artifact("phase-node"))
+        let v = Command::new(host_phase_node())
             .args(["receipt", "verify"])
             .arg(&receipt)
             .arg("--module")
