@@ -55,10 +55,7 @@ pub fn tempdir(name: &str) -> PathBuf {
 /// at the dynamically linked build of the same source, because libfaketime (LD_PRELOAD)
 /// cannot move the clock of the static `out/phase`.
 pub fn host_phase() -> PathBuf {
-    match std::env::var_os("PHASE_HOST_PHASE") {
-        Some(p) => PathBuf::from(p),
-        None => artifact("phase"),
-    }
+    host_build_or("phase")
 }
 
 /// The `phase` that submits jobs to a guest's node from this host (`job run`, `receipt
@@ -67,9 +64,14 @@ pub fn host_phase() -> PathBuf {
 /// one more than five minutes off its clock, so under `make test-future` the requester
 /// must see the moved clock as the guest does.
 pub fn host_phase_node() -> PathBuf {
+    host_build_or("phase-node")
+}
+
+/// `$PHASE_HOST_PHASE` if set, else `out/NAME`.
+fn host_build_or(name: &str) -> PathBuf {
     match std::env::var_os("PHASE_HOST_PHASE") {
         Some(p) => PathBuf::from(p),
-        None => artifact("phase-node"),
+        None => artifact(name),
     }
 }
 

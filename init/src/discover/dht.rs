@@ -251,6 +251,12 @@ enum Command {
     Shutdown,
 }
 
+/// A shared list's lock; a panic elsewhere while it was held leaves the list usable (it
+/// only ever holds whole values), so a poisoned lock is taken as it is.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A handle on a running node.
 pub struct Dht {
     cmd: mpsc::Sender<Command>,
@@ -529,10 +535,7 @@ impl Dht {
 
     /// The addresses this node listens on (as the transport reported them).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        match self.listen.lock() {
-            Ok(l) => l.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        locked(&self.listen).clone()
     }
 
     async fn ask<T>(
@@ -655,10 +658,7 @@ impl Dht {
     /// Keep this node's capability record published (see `p2p::capability::publish`)
     /// until shutdown, which withdraws it. A second offer replaces the first.
     pub fn offer(&self, publishing: crate::p2p::capability::Publishing) {
-        let old = match self.offer.lock() {
-            Ok(mut o) => o.replace(publishing),
-            Err(poisoned) => poisoned.into_inner().replace(publishing),
-        };
+        let old = locked(&self.offer).replace(publishing);
         if let Some(old) = old {
             old.abort();
         }
@@ -667,10 +667,7 @@ impl Dht {
     #[cfg_attr(not(feature = "executor"), allow(dead_code))]
     /// Keep this node announced on the LAN until shutdown.
     pub fn join_lan(&self, presence: crate::p2p::mdns::Presence) {
-        let old = match self.lan.lock() {
-            Ok(mut l) => l.replace(presence),
-            Err(poisoned) => poisoned.into_inner().replace(presence),
-        };
+        let old = locked(&self.lan).replace(presence);
         if let Some(old) = old {
             old.stop();
         }
@@ -692,17 +689,11 @@ impl Dht {
     /// Withdraw the capability record (if offered), stop announcing, close the swarm
     /// (bounded).
     pub async fn shutdown(self) {
-        let offer = match self.offer.lock() {
-            Ok(mut o) => o.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let offer = locked(&self.offer).take();
         if let Some(offer) = offer {
             offer.withdraw().await;
         }
-        let lan = match self.lan.lock() {
-            Ok(mut l) => l.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let lan = locked(&self.lan).take();
         if let Some(lan) = lan {
             // Goodbye packets wait for the responder (bounded): off the async thread.
             let _ = tokio::task::spawn_blocking(move || lan.stop()).await;
@@ -852,23 +843,13 @@ impl Node {
                 _ = prune.tick() => self.prune(),
             }
         }
-        self.set_connected(|c| c.clear());
+        locked(&self.connected).clear();
         tracing::debug!("dht: node stopped");
-    }
-
-    fn set_connected(&self, change: impl FnOnce(&mut Vec<String>)) {
-        match self.connected.lock() {
-            Ok(mut c) => change(&mut c),
-            Err(poisoned) => change(&mut poisoned.into_inner()),
-        }
     }
 
     fn listened(&mut self, addr: Multiaddr) {
         tracing::info!("dht: listening on {addr}");
-        match self.listen.lock() {
-            Ok(mut l) => l.push(addr),
-            Err(poisoned) => poisoned.into_inner().push(addr),
-        }
+        locked(&self.listen).push(addr);
     }
 
     fn kad(&mut self) -> &mut kad::Behaviour<MemoryStore> {
@@ -1134,11 +1115,10 @@ impl Node {
             SwarmEvent::NewListenAddr { address, .. } => self.listened(address),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 let id = peer_id.to_string();
-                self.set_connected(|c| {
-                    if !c.contains(&id) {
-                        c.push(id);
-                    }
-                });
+                let mut c = locked(&self.connected);
+                if !c.contains(&id) {
+                    c.push(id);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1146,14 +1126,13 @@ impl Node {
                 ..
             } => {
                 let id = peer_id.to_string();
-                self.set_connected(|c| c.retain(|p| *p != id));
+                locked(&self.connected).retain(|p| *p != id);
                 self.requesters.remove(&peer_id);
                 self.answered_one(None)
             }
-            SwarmEvent::ExpiredListenAddr { address, .. } => match self.listen.lock() {
-                Ok(mut l) => l.retain(|a| *a != address),
-                Err(poisoned) => poisoned.into_inner().retain(|a| *a != address),
-            },
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                locked(&self.listen).retain(|a| *a != address)
+            }
             // Learn a peer's listen addresses (an inbound connection does not tell us where
             // to dial it), but only if it speaks our Kademlia as a server.
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
