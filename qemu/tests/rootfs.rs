@@ -145,6 +145,65 @@ fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Where the stage-2 init's data blocks lie in the squashfs: (first byte, length).
+fn init_blocks(squashfs: &Path) -> (u64, u64) {
+    use backhand::{InnerNode, SquashfsFileReader};
+    let f = std::io::BufReader::new(std::fs::File::open(squashfs).unwrap());
+    let fs = backhand::FilesystemReader::from_reader(f).unwrap();
+    let node = fs
+        .files()
+        .find(|n| n.fullpath == Path::new("/usr/lib/phase/phase"))
+        .expect("the rootfs holds /usr/lib/phase/phase");
+    let InnerNode::File(file) = &node.inner else {
+        panic!("/usr/lib/phase/phase is not a file")
+    };
+    let (start, sizes) = match file {
+        SquashfsFileReader::Basic(b) => (u64::from(b.blocks_start), &b.block_sizes),
+        SquashfsFileReader::Extended(e) => (e.blocks_start, &e.block_sizes),
+    };
+    (start, sizes.iter().map(|s| u64::from(s.size())).sum())
+}
+
+/// A byte flipped inside the stage-2 init: the root mounts (dm-verity checks only what is
+/// read), the init is read whole in the background, and the handoff refuses it, so the
+/// boot stays on the initramfs.
+#[test]
+fn flipped_byte_in_the_stage2_init_keeps_the_boot_on_the_initramfs() {
+    let dir = tempdir("initflip");
+    let disk = disk_copy(&dir);
+    let (start, len) = init_blocks(&artifact("rootfs.squashfs"));
+    assert!(len > 1 << 20, "the init's blocks: {len} bytes");
+    let at = partition_offset(&disk, "phase-root") + start + len / 2;
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut byte).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[byte[0] ^ 0x01]).unwrap();
+    }
+    let b = boot_disk(&disk);
+    b.assert_clean_poweroff();
+    b.assert_order(&["rootfs.mounted", "verify.failed", "fallback", "init.ready"]);
+    let f = b.expect("verify.failed");
+    assert_eq!(
+        (f.str("artifact"), f.str("reason")),
+        (Some("/usr/lib/phase/phase"), Some("verity_mismatch")),
+        "{}",
+        f.fields
+    );
+    let fb = b.expect("fallback");
+    assert_eq!(fb.str("step"), Some("handoff"), "{}", fb.fields);
+    assert!(b.event("stage2.start").is_none(), "{}", b.explain());
+    assert_eq!(b.expect("init.ready").fields["stage"], 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A byte flipped in the middle of the squashfs (kernel modules that are not in the
 /// initramfs: never read while booting) passes boot, dm-verity checking only what is read;
 /// the background scrub reads every block past the page cache and finds it.

@@ -33,6 +33,26 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     };
     // No module load may be cut short by the exec.
     super::modules::settle_all(boot);
+    // Every block of the init stage 2 runs, read through dm-verity since the root was
+    // mounted: a bad one keeps this boot on the initramfs.
+    if let Some(check) = boot.init_check.take() {
+        match check.finish() {
+            Ok(bytes) => tracing::info!("{STAGE2_INIT}: {bytes} bytes read and verified"),
+            Err(e) => {
+                boot.events.emit(Event::VerifyFailed {
+                    artifact: STAGE2_INIT.into(),
+                    reason: e.reason().into(),
+                    provider: None,
+                });
+                super::local::teardown();
+                boot.root = None;
+                return Err(StepError {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
     // Everything stage 2 needs from this stage, in one typed value; /run moves along.
     if let Err(e) = carry(boot, Some(root.version)).write(paths::CARRY) {
         tracing::warn!("{e}; stage 2 starts with no network or bootstrap peers");
@@ -119,6 +139,7 @@ pub async fn kexec(boot: &mut Boot, choice: &Choice, dir: &Path) -> Result<(), S
         return Ok(());
     }
     // The point of no return: stop what runs, flush and unmount what is writable.
+    boot.init_check = None;
     boot.supervisor.stop(super::STOP_BOUND).await;
     rustix::fs::sync();
     super::local::teardown();

@@ -587,7 +587,7 @@ fn open_state(boot: &Boot, m: &Medium) -> Option<String> {
 
 /// squashfs lower + tmpfs upper → overlay at NEW_ROOT; then the state directory.
 pub(super) fn assemble(
-    boot: &Boot,
+    boot: &mut Boot,
     device: &str,
     state_dev: Option<&str>,
 ) -> Result<(), StepError> {
@@ -632,17 +632,14 @@ pub(super) fn assemble(
         data: "lowerdir=/run/phase/lower,upperdir=/run/phase/rw/upper,workdir=/run/phase/rw/work",
     };
     mount(&overlay).map_err(|e| err("overlay_failed", e.to_string()))?;
-    // Read what stage 2 will exec now, while the initramfs is still there to fall back on.
+    // What stage 2 will exec: present now, read whole through dm-verity in the
+    // background, judged by the handoff while the initramfs is still there to fall back on.
     let init = format!("{NEW_ROOT}{}", super::handoff::STAGE2_INIT);
-    match std::fs::read(&init) {
-        Ok(b) if !b.is_empty() => {}
-        Ok(_) => return Err(err("rootfs_no_init", format!("{init} is empty"))),
-        Err(e) if e.raw_os_error() == Some(5) => {
-            return Err(err("verity_mismatch", format!("read {init}: {e}")))
-        }
-        Err(e) => return Err(err("rootfs_no_init", format!("read {init}: {e}"))),
-    }
-    state(boot, state_dev)
+    let check = super::initcheck::start(&init).map_err(|e| err(e.reason(), e.to_string()))?;
+    // A failed state mount drops `check`, which stops the read.
+    state(boot, state_dev)?;
+    boot.init_check = Some(check);
+    Ok(())
 }
 
 /// `/var/lib/phase`: the persistent partition already open at STATE_MNT (internet/local

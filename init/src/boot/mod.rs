@@ -12,6 +12,7 @@ mod early;
 mod fetch;
 mod grow;
 mod handoff;
+mod initcheck;
 mod local;
 mod medium;
 mod modules;
@@ -159,6 +160,8 @@ pub struct Boot {
     /// The verified release whose rootfs is assembled at `local::NEW_ROOT` (by the local,
     /// carry or fetch step); the handoff switches root into it.
     pub root: Option<crate::kexec::decide::Offer>,
+    /// The read of that root's stage-2 init, joined by the handoff (`initcheck`).
+    pub init_check: Option<initcheck::InitCheck>,
     /// The configured interface, if the network step ran (in stage 2: the carried one).
     pub net: Option<network::Up>,
     /// After a kexec: the interface the previous kernel configured, for the network step.
@@ -228,6 +231,7 @@ pub async fn run(t0_ms: u64, events: Arc<EventLog>, stage: crate::config::Stage)
         children: Arc::new(Children::new()),
         trust: None,
         root: None,
+        init_check: None,
         net: None,
         carried_net: None,
         bootstrap: Vec::new(),
