@@ -6,12 +6,13 @@ set -euo pipefail
 # inside a test network namespace (private config, no D-Bus), tcpdump captures on the test
 # bridge. Neither is started on the host by the tests. grub-common + grub-efi-amd64-bin build
 # the UEFI network loader of out/netboot; ipxe-qemu is the PXE ROM QEMU's netboot tests use.
-# xz-utils (with zstd) lets `make bench` compare initramfs compressors.
+# lz4 compresses the initramfs (phase-image initramfs); xz-utils (with zstd) lets `make bench`
+# compare initramfs compressors.
 # grub-pc-bin and grub-efi-ia32-bin (with the above) build the hybrid image's BIOS and IA32
 # loaders rootless; ovmf-ia32 is the 32-bit UEFI firmware its boot test uses; qemu-img
 # (qemu-utils) makes the qcow2. faketime runs `make test` with the clock moved ahead
 # (docs/testing.md, "No time bomb").
-pkgs=(xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 python3-venv dnsmasq-base avahi-daemon tcpdump faketime)
+pkgs=(lz4 xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 python3-venv dnsmasq-base avahi-daemon tcpdump faketime)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

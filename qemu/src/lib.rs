@@ -13,6 +13,7 @@
 //! binaries under libfaketime, moves every guest's date with them (docs/testing.md).
 
 pub mod chart;
+pub mod floor;
 pub mod lan;
 pub mod provider;
 pub mod story;

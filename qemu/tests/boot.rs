@@ -313,3 +313,37 @@ fn init_binary_is_static_and_a_cli_off_pid1() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// An archive appended to out/initramfs.img (as the kexec carry is, `boot/handoff.rs`:
+/// zeros to a multiple of 4, then a plain cpio) is unpacked over it: the lz4 legacy frame
+/// has no end of its own, and without phase-image's zero chunk size after it the kernel
+/// reads the appended cpio as one more lz4 chunk and fails. Seen here by the floor the
+/// init reports, which the appended `/etc/phase/release-floor` raises.
+#[test]
+fn an_archive_appended_to_the_initramfs_is_unpacked_too() {
+    let dir = tempdir("appended-archive");
+    std::fs::create_dir_all(dir.join("root/etc/phase")).unwrap();
+    std::fs::write(dir.join("root/etc/phase/release-floor"), "7\n").unwrap();
+    let cpio = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "echo etc/phase/release-floor | cpio -o -H newc --quiet",
+        ])
+        .current_dir(dir.join("root"))
+        .output()
+        .expect("cpio runs");
+    assert!(cpio.status.success());
+    let mut img = std::fs::read(artifact("initramfs.img")).unwrap();
+    img.resize(img.len().next_multiple_of(4), 0);
+    img.extend_from_slice(&cpio.stdout);
+    let initrd = dir.join("initramfs.img");
+    std::fs::write(&initrd, img).unwrap();
+    let b = Vm::new(&artifact("vmlinuz"), &initrd)
+        .append("phase.mode=private phase.poweroff=trust.ready")
+        .run()
+        .expect("qemu runs");
+    b.assert_clean_poweroff();
+    let t = b.expect("trust.ready");
+    assert_eq!(t.fields["release_floor"], 7, "{}", t.fields);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,7 +2,9 @@
 //!
 //! Boots `out/vmlinuz` + `out/initramfs.img` RUNS times (default 5) with
 //! `phase.poweroff=init.ready` and prints medians of kernel start → `init.start` and
-//! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size,
+//! `init.start` → `init.ready` (guest CLOCK_BOOTTIME), the wall time and the initramfs size;
+//! before each of those boots, the floor (`phase_qemu::floor`: a static probe as `/init`,
+//! same Vm and command line) and the ratio to it (`BENCH_ONLY=start` stops there);
 //! and for each kind of boot the step table of its median boot, with an SVG boot chart in
 //! `out/bench/` (`phase_qemu::chart`).
 //! Then LAN discovery (`net.up` -> `provider.found` by mDNS, on a test bridge) and DHT
@@ -18,7 +20,14 @@
 //! fails is named and left out of the medians; the others still count.
 
 use phase_qemu::chart::{median_boot, Chart};
-use phase_qemu::{accel, artifact, Boot, Outcome, Vm};
+use phase_qemu::{accel, artifact, floor, Boot, Outcome, Vm};
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg has them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
 
 /// Print the boot chart of the median boot (by the `until` event's time) and write its SVG
 /// to `out/bench/<file>`.
@@ -100,8 +109,39 @@ fn main() {
         .unwrap_or(0);
     let (mut start, mut ready_d, mut ready, mut wall) = (vec![], vec![], vec![], vec![]);
     let mut boots = vec![];
-    println!("phase-bench: {runs} boots, accelerator {:?}", accel());
+    println!(
+        "phase-bench: {runs} boots, accelerator {:?}, load average {}",
+        accel(),
+        load_average()
+    );
+    // The floor: the static probe as /init under the same Vm and command line, booted
+    // right before each phase boot (the machine is shared; batches apart would compare
+    // two different loads).
+    let floor_dir = phase_qemu::tempdir("bench-floor");
+    let probe = match floor::probe_initramfs(&floor::probe_source(), &floor_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!(
+                "floor: cannot build the probe from {}: {e}",
+                floor::probe_source().display()
+            );
+            None
+        }
+    };
+    let mut floor_ms = vec![];
     for i in 0..runs {
+        if let Some(probe) = &probe {
+            match Vm::new(&artifact("vmlinuz"), probe)
+                .append("phase.poweroff=init.ready")
+                .run()
+            {
+                Ok(b) => match floor::probe_uptime_ms(&b.console) {
+                    Some(ms) => floor_ms.push(ms),
+                    None => eprintln!("floor run {i}: no PROBE-UPTIME line\n{}", b.explain()),
+                },
+                Err(e) => eprintln!("floor run {i}: qemu failed: {e}"),
+            }
+        }
         let b = match Vm::default_artifacts()
             .append("phase.poweroff=init.ready")
             .run()
@@ -128,6 +168,21 @@ fn main() {
     let (m_start, m_work, m_ready, m_wall) =
         (median(start), median(ready_d), median(ready), median(wall));
     println!("kernel start -> init.start   median {m_start:.0} ms (guest)");
+    let m_floor = median(floor_ms.clone());
+    if !floor_ms.is_empty() {
+        println!(
+            "floor kernel start -> /init   median {m_floor:.0} ms (guest; static probe as /init, same Vm, interleaved, {} boots)",
+            floor_ms.len()
+        );
+        println!(
+            "ratio kernel->init start   phase/floor  = {:.2} (floor interleaved in this run; goal <= 1.10)",
+            m_start / m_floor
+        );
+    }
+    let _ = std::fs::remove_dir_all(&floor_dir);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("start") {
+        return;
+    }
     println!("init.start -> init.ready     median {m_work:.0} ms (guest)");
     println!("kernel start -> init.ready   median {m_ready:.0} ms (guest), {m_wall:.0} ms wall incl. firmware+poweroff");
     println!(
@@ -285,7 +340,7 @@ fn main() {
         );
     }
     println!(
-        "ratio kernel->init start   phase/floor  = {:.2}",
+        "ratio kernel->init start   phase/debian-floor = {:.2} (the script's floor: other QEMU line, booted before)",
         m_start / (floor_up * 1000.0)
     );
     println!("ratio boot to ready        debian/phase = {:.2}x (kernel start -> root init vs -> init.ready)", deb_up * 1000.0 / m_ready);
@@ -485,34 +540,65 @@ fn dht_lookup(n: usize, runs: usize) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The initramfs under each compressor the kernel unpacks (gzip, zstd, xz; `none` is the
-/// bare cpio): its size and the median kernel start -> `init.start`, and the unpack time as
-/// the difference to the bare cpio. Picks the fastest that stays within 4 MiB.
+/// What compressed `img` is, by its magic: the name and the command that unpacks it.
+fn compression_of(img: &[u8]) -> (&'static str, &'static [&'static str]) {
+    match img {
+        [0x1f, 0x8b, ..] => ("gzip", &["gzip", "-dc"]),
+        [0x02, 0x21, 0x4c, 0x18, ..] => ("lz4 (legacy)", &["lz4", "-dc"]),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => ("zstd", &["zstd", "-dc"]),
+        [0xfd, b'7', b'z', b'X', b'Z', ..] => ("xz", &["xz", "-dc"]),
+        _ => ("uncompressed", &["cat"]),
+    }
+}
+
+/// The initramfs under each compressor the kernel unpacks (gzip, lz4 in the legacy format
+/// the kernel reads, zstd, xz; `none` is the bare cpio): its size and the median kernel
+/// start -> `init.start`, and the unpack time as the difference to the bare cpio. The
+/// variants boot in rounds (one boot of each per round), so a change of load on the
+/// shared machine hits them all alike. Picks the fastest that stays within 4 MiB.
 fn compressors(runs: usize) {
     use std::process::{Command, Stdio};
     const LIMIT: u64 = 4 << 20;
     let dir = phase_qemu::tempdir("bench-compress");
     let cpio = dir.join("initramfs.cpio");
-    let Ok(out) = Command::new("gzip")
-        .arg("-dc")
-        .arg(artifact("initramfs.img"))
-        .output()
-    else {
-        eprintln!("compressor bench: gzip not found");
-        return;
+    let current = std::fs::read(artifact("initramfs.img")).unwrap_or_default();
+    let (current_kind, unpack) = compression_of(&current);
+    // phase-image ends an lz4 initramfs with a zero chunk size, which the kernel reads as
+    // the end and the lz4 tool as an error: unpack what comes before it.
+    let body = match current.strip_suffix(&[0u8; 4]) {
+        Some(b) if unpack[0] == "lz4" => b,
+        _ => &current[..],
     };
-    if !out.status.success() || std::fs::write(&cpio, &out.stdout).is_err() {
-        eprintln!("compressor bench: cannot unpack out/initramfs.img");
-        return;
+    let current_img = dir.join("current.img");
+    let unpacked = std::fs::write(&current_img, body)
+        .and_then(|()| std::fs::File::open(&current_img))
+        .and_then(|input| {
+            Command::new(unpack[0])
+                .args(&unpack[1..])
+                .stdin(input)
+                .stderr(Stdio::null())
+                .output()
+        });
+    match unpacked {
+        Ok(out) if out.status.success() && std::fs::write(&cpio, &out.stdout).is_ok() => {}
+        _ => {
+            eprintln!(
+                "compressor bench: cannot unpack out/initramfs.img ({current_kind}) with {}",
+                unpack[0]
+            );
+            return;
+        }
     }
-    // The kernel's xz decoder wants CRC32 checks (docs: filesystems/ramfs-rootfs-initramfs).
-    let variants: [(&str, &[&str]); 4] = [
+    // The kernel's xz decoder wants CRC32 checks (docs: filesystems/ramfs-rootfs-initramfs);
+    // its lz4 decoder reads only the legacy format (`lz4 -l`).
+    let variants: [(&str, &[&str]); 5] = [
         ("none", &[]),
         ("gzip -9", &["gzip", "-9", "-n", "-c"]),
+        ("lz4 -l -9", &["lz4", "-l", "-9", "-c"]),
         ("zstd -19", &["zstd", "-19", "-q", "-c"]),
         ("xz -9", &["xz", "--check=crc32", "-9", "-c"]),
     ];
-    let mut rows: Vec<(&str, u64, f64)> = Vec::new();
+    let mut made: Vec<(&str, std::path::PathBuf, u64)> = Vec::new();
     for (name, cmd) in variants {
         let img = dir.join(format!(
             "initramfs-{}.img",
@@ -521,7 +607,7 @@ fn compressors(runs: usize) {
         if cmd.is_empty() {
             let _ = std::fs::copy(&cpio, &img);
         } else {
-            let made = std::fs::File::open(&cpio).and_then(|input| {
+            let ok = std::fs::File::open(&cpio).and_then(|input| {
                 Command::new(cmd[0])
                     .args(&cmd[1..])
                     .stdin(input)
@@ -529,25 +615,31 @@ fn compressors(runs: usize) {
                     .stderr(Stdio::null())
                     .status()
             });
-            if !made.is_ok_and(|s| s.success()) {
+            if !ok.is_ok_and(|s| s.success()) {
                 eprintln!("compressor bench: {} failed", cmd[0]);
                 continue;
             }
         }
         let size = std::fs::metadata(&img).map(|m| m.len()).unwrap_or(0);
-        let mut start = vec![];
-        for _ in 0..runs {
-            let b = Vm::new(&artifact("vmlinuz"), &img)
+        made.push((name, img, size));
+    }
+    let mut start: Vec<Vec<f64>> = vec![Vec::new(); made.len()];
+    for _ in 0..runs {
+        for (i, (_, img, _)) in made.iter().enumerate() {
+            let b = Vm::new(&artifact("vmlinuz"), img)
                 .append("phase.mode=private phase.poweroff=init.start")
                 .run();
             if let Some(s) = b.ok().and_then(|b| b.event("init.start").map(|e| e.t_ms)) {
-                start.push(s as f64);
+                start[i].push(s as f64);
             }
         }
-        if !start.is_empty() {
-            rows.push((name, size, median(start)));
-        }
     }
+    let rows: Vec<(&str, u64, f64)> = made
+        .iter()
+        .zip(start)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|((name, _, size), s)| (*name, *size, median(s)))
+        .collect();
     let bare = rows.iter().find(|r| r.0 == "none").map(|r| r.2);
     for (name, size, t) in &rows {
         let unpack = bare.map(|b| format!("{:.0}", t - b)).unwrap_or("?".into());
@@ -562,8 +654,9 @@ fn compressors(runs: usize) {
         .min_by(|a, b| a.2.total_cmp(&b.2))
     {
         println!(
-            "fastest compressor within 4 MiB: {} (out/initramfs.img is gzip)",
-            best.0
+            "fastest compressor within 4 MiB: {} (out/initramfs.img is {current_kind}, {:.2} MiB)",
+            best.0,
+            current.len() as f64 / 1048576.0
         );
     }
     let _ = std::fs::remove_dir_all(dir);
