@@ -283,6 +283,15 @@ fn private_mode_writes_nothing_to_disk() {
         before,
         "a private boot changed the disk image"
     );
+    // Nor does it load the state partition's filesystems (ext4 would only compete for
+    // the CPU with the local step).
+    assert!(
+        b.all("modules.loaded")
+            .iter()
+            .all(|m| m.str("group") != Some("state")),
+        "{}",
+        b.explain()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -1,5 +1,6 @@
 //! Load the kernel modules the initramfs carries: what the local step needs first; the
-//! state partition's filesystems in the background alongside the local step; network
+//! state partition's filesystems in the background alongside the local step (in the modes
+//! that open it); network
 //! drivers in the background and only when the network step may run. Each group loads by
 //! dependency level on every CPU.
 //!
@@ -114,9 +115,9 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let network_may_run = !boot.config.providers.is_empty()
         || boot.config.mode.allows_lan()
         || boot.config.stage == crate::config::Stage::Two;
-    for need in [Need::State, Need::Network] {
+    for need in background_groups(boot.config.mode.persists(), network_may_run) {
         let wanted = kmod::wanted_for(&table, &wanted, need);
-        if wanted.is_empty() || (need == Need::Network && !network_may_run) {
+        if wanted.is_empty() {
             continue;
         }
         let (d, t, b) = (dir.clone(), table.clone(), builtin.clone());
@@ -139,6 +140,20 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         }
     }
     report(boot, Need::Local, local)
+}
+
+/// The groups loaded in the background, in order (PURE): the state partition's
+/// filesystems only in a mode that opens it (private mode never mounts a disk writable,
+/// and a thread loading ext4 on a small VM's one CPU would only slow the local step), the
+/// network drivers only when the network step may run.
+fn background_groups(state_may_mount: bool, network_may_run: bool) -> Vec<Need> {
+    [
+        (Need::State, state_may_mount),
+        (Need::Network, network_may_run),
+    ]
+    .into_iter()
+    .filter_map(|(need, may)| may.then_some(need))
+    .collect()
 }
 
 /// Wait for a group loading in the background (bounded by the kernel's own module
@@ -170,5 +185,18 @@ pub fn settle(boot: &mut Boot, need: Need) {
 pub fn settle_all(boot: &mut Boot) {
     for need in [Need::State, Need::Network] {
         settle(boot, need);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_groups_follow_what_the_boot_may_need() {
+        assert_eq!(background_groups(true, true), [Need::State, Need::Network]);
+        assert_eq!(background_groups(false, true), [Need::Network]);
+        assert_eq!(background_groups(true, false), [Need::State]);
+        assert!(background_groups(false, false).is_empty());
     }
 }
