@@ -290,20 +290,42 @@ pub async fn get(
         if buf.is_empty() {
             buf = vec![0u8; MAX_HEAD]; // an empty buffer would read as the end of the body
         }
-        let n = match c.read_some(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = sink.take(buf, 0..0);
-                return Err(e);
+        // Fill the buffer before handing it over (a read returns what the socket holds,
+        // often a fraction of it): one handoff, and one wakeup per hashing thread, per
+        // buffer instead of per read. Stop at the end of what the body still owes.
+        let owed = body.owed().saturating_add(body.skip);
+        let mut filled = 0usize;
+        let mut ended = false;
+        let mut failed = None;
+        while filled < buf.len() {
+            match c.read_some(&mut buf[filled..]).await {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    filled += n;
+                    got += n as u64;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
-        };
-        got += n as u64;
-        let range = body.next(n);
+            if filled as u64 >= owed || body_len.is_some_and(|l| got >= l) {
+                break;
+            }
+        }
+        // What arrived before an error still counts: the next attempt resumes after it.
+        let range = body.next(filled);
         sink.take(buf, range).map_err(|err| FetchError::Verify {
             url: u.clone(),
             err,
         })?;
-        if n == 0 || body.complete() {
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if ended || body.complete() {
             break;
         }
     }
@@ -345,6 +367,12 @@ impl Body {
         }
         self.delivered += (to - from) as u64;
         from..to
+    }
+
+    /// Bytes still to deliver (`u64::MAX`: up to the end of the body).
+    fn owed(&self) -> u64 {
+        self.want
+            .map_or(u64::MAX, |w| w.saturating_sub(self.delivered))
     }
 
     fn complete(&self) -> bool {

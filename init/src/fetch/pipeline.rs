@@ -1,5 +1,5 @@
-//! The receive/verify pipeline: a connection reads the body into buffers from a small
-//! pool and hands each filled buffer (not a copy) to one worker thread, which writes it to
+//! The receive/verify pipeline: a connection fills buffers from a small pool with the
+//! body (several reads each) and hands each filled buffer (not a copy) to one worker thread, which writes it to
 //! the output and feeds it to the artifact's [`Check`], then returns the buffer. An
 //! artifact with verity parameters (the rootfs) is checked by its tree: the worker shares
 //! the buffer with a pool of hashing threads, one per CPU (`phase_release::verity::stream`),

@@ -13,14 +13,14 @@
 use super::{hash_block, levels, VerityError, BLOCK};
 use crate::doc::Verity;
 use std::ops::Range;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 /// Bytes the caller shares with the pool.
 pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-/// Blocks per pool job: small enough to spread one 1 MiB piece over every thread.
-const JOB_BLOCKS: usize = 64;
+/// The fewest blocks worth a job of their own (a handoff costs a thread wakeup).
+const MIN_JOB_BLOCKS: usize = 16;
 
 /// Whole blocks of a shared piece to hash: `piece[range]` starts at block `first`.
 struct Job {
@@ -44,7 +44,11 @@ pub struct TreeStream {
     stitch: Vec<u8>,
     /// Leaves hashed here (stitched blocks, or everything without a pool).
     own: Runs,
-    jobs: Option<mpsc::Sender<Job>>,
+    /// One queue per pool thread, dealt round robin: no shared queue for the threads to
+    /// contend on, and each thread sleeps only while its own queue is empty.
+    jobs: Vec<mpsc::Sender<Job>>,
+    /// The queue that gets the next job.
+    next: usize,
     pool: Vec<JoinHandle<Runs>>,
 }
 
@@ -53,25 +57,21 @@ impl TreeStream {
     /// caller's thread).
     pub fn new(v: &Verity, threads: usize) -> Result<TreeStream, VerityError> {
         let (salt, root) = super::signed_params(v)?;
-        let (jobs, pool) = if threads == 0 {
-            (None, Vec::new())
-        } else {
+        let (mut jobs, mut pool) = (Vec::new(), Vec::new());
+        for i in 0..threads {
             let (tx, rx) = mpsc::channel::<Job>();
-            let rx = Arc::new(Mutex::new(rx));
-            let mut pool = Vec::new();
-            for i in 0..threads {
-                let rx = rx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("verity {i}"))
-                    .spawn(move || hash_jobs(&rx, &salt));
-                match spawned {
-                    Ok(h) => pool.push(h),
-                    // Fewer threads (or none: hashed in the caller) still check every block.
-                    Err(_) => break,
+            let spawned = std::thread::Builder::new()
+                .name(format!("verity {i}"))
+                .spawn(move || hash_jobs(&rx, &salt));
+            match spawned {
+                Ok(h) => {
+                    pool.push(h);
+                    jobs.push(tx);
                 }
+                // Fewer threads (or none: hashed in the caller) still check every block.
+                Err(_) => break,
             }
-            (if pool.is_empty() { None } else { Some(tx) }, pool)
-        };
+        }
         Ok(TreeStream {
             salt,
             root,
@@ -81,6 +81,7 @@ impl TreeStream {
             stitch: Vec::with_capacity(BLOCK),
             own: Vec::new(),
             jobs,
+            next: 0,
             pool,
         })
     }
@@ -110,19 +111,28 @@ impl TreeStream {
                 self.stitch.clear();
             }
         }
-        let whole = (len - at) / BLOCK * BLOCK;
+        let whole = (len - at) / BLOCK;
+        // The whole blocks in one job per thread (fewer when there are few blocks): each
+        // thread wakes once per piece.
+        let n_jobs = self.jobs.len().min(whole.div_ceil(MIN_JOB_BLOCKS)).max(1);
         let mut start = at;
-        while start < at + whole {
-            let end = (start + JOB_BLOCKS * BLOCK).min(at + whole);
+        for j in 0..n_jobs {
+            let blocks = whole / n_jobs + usize::from(j < whole % n_jobs);
+            if blocks == 0 {
+                continue;
+            }
+            let end = start + blocks * BLOCK;
             let first = (self.seen + start as u64) / BLOCK as u64;
             let job = Job {
                 piece: piece.clone(),
                 range: range.start + start..range.start + end,
                 first,
             };
-            match self.jobs.as_ref().map(|tx| tx.send(job)) {
+            let queue = self.next % self.jobs.len().max(1);
+            self.next = self.next.wrapping_add(1);
+            match self.jobs.get(queue).map(|tx| tx.send(job)) {
                 Some(Ok(())) => {}
-                // No pool, or it is gone: hash here.
+                // No pool, or that thread is gone: hash here.
                 Some(Err(mpsc::SendError(job))) => self.own.push(hash_job(&job, &self.salt)),
                 None => self
                     .own
@@ -130,7 +140,7 @@ impl TreeStream {
             }
             start = end;
         }
-        self.stitch.extend_from_slice(&bytes[at + whole..]);
+        self.stitch.extend_from_slice(&bytes[start..]);
         self.seen += len as u64;
         Ok(())
     }
@@ -138,7 +148,7 @@ impl TreeStream {
     /// Every byte taken: the size must be the signed one and the tree's root the signed
     /// root hash.
     pub fn finish(mut self) -> Result<(), VerityError> {
-        self.jobs = None; // the pool drains what is queued, then ends
+        self.jobs.clear(); // the pool drains what is queued, then ends
         let mut runs = std::mem::take(&mut self.own);
         let mut lost = false;
         for h in self.pool.drain(..) {
@@ -190,7 +200,7 @@ impl TreeStream {
 impl Drop for TreeStream {
     /// Dropped unfinished (an attempt given up): the pool ends once its queue is empty.
     fn drop(&mut self) {
-        self.jobs = None;
+        self.jobs.clear();
         for h in self.pool.drain(..) {
             let _ = h.join();
         }
@@ -198,14 +208,9 @@ impl Drop for TreeStream {
 }
 
 /// A pool thread: jobs until the sender is gone.
-fn hash_jobs(rx: &Mutex<mpsc::Receiver<Job>>, salt: &[u8; 32]) -> Runs {
+fn hash_jobs(rx: &mpsc::Receiver<Job>, salt: &[u8; 32]) -> Runs {
     let mut runs = Vec::new();
-    loop {
-        let job = match rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => break,
-        };
-        let Ok(job) = job else { break };
+    for job in rx {
         runs.push(hash_job(&job, salt));
         // `job.piece` drops here: the caller may reuse the buffer once every job is done.
     }
