@@ -5,12 +5,13 @@
 # once after the first) against `curl -o /dev/null` of the same file from the same server,
 # as a throughput ratio; also against curl storing the file on tmpfs, as phase does, and
 # the client CPU time of each (on a loaded machine the wall ratio follows the CPU ratio).
-# They alternate, RUNS times each (default 5), and the best of each counts, so all see the
-# same machine; the load average is printed with the figures.
+# They alternate, RUNS times each (default 7), so all see the same machine; the median
+# and the best of each are printed, the ratios of both, and the load average (on a shared
+# machine the median says what to expect, the best what the code can do).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 out="$top/out"
-runs=${RUNS:-5}
+runs=${RUNS:-7}
 w=$(mktemp -d /dev/shm/phase-bench-fetch.XXXXXX); trap 'kill $srv 2>/dev/null || true; rm -rf "$w"' EXIT
 # The kernel and initramfs are small stand-ins: the figure is about the rootfs.
 head -c $((256 << 20)) /dev/urandom > "$w/big.bin"
@@ -30,21 +31,25 @@ url=$(grep -o 'http://[0-9.:]*/' "$w/srv.log")
 run() { local t; t=$( { TIMEFORMAT='%R %U %S'; time "$@" > /dev/null 2>&1 || echo FAILED; } 2>&1 )
   case "$t" in *FAILED*) echo "bench-fetch: $* failed" >&2; exit 1;; esac
   awk '{ printf "%d %d\n", $1 * 1000, ($2 + $3) * 1000 }' <<< "$t"; }
-# Best (lowest wall) of the runs, alternating the three, so all see the same machine.
-declare -A best cpu
-for k in null tmpfs phase; do best[$k]=999999; cpu[$k]=0; done
-keep() { local k=$1 r; r=($2); [ "${#r[@]}" -eq 2 ] || { echo "bench-fetch: a $k run failed" >&2; exit 1; }; if [ "${r[0]}" -lt "${best[$k]}" ]; then best[$k]=${r[0]}; cpu[$k]=${r[1]}; fi; }
+# Every run's "wall cpu", per command; alternating the three, so all see the same machine.
+declare -A runs_of
+keep() { local r; r=($2); [ "${#r[@]}" -eq 2 ] || { echo "bench-fetch: a $1 run failed" >&2; exit 1; }; runs_of[$1]+="$2"$'\n'; }
 for _ in $(seq "$runs"); do
   keep null "$(run curl -sf -o /dev/null "${url}${big}")"
   keep tmpfs "$(run curl -sf -o "$w/curl.out" "${url}${big}")"; rm -f "$w/curl.out"
   rm -rf "$w/got"
   keep phase "$(run "$out/phase" fetch --root "$out/trusted-root.json" --provider "$url" --out "$w/got")"
 done
+# "median_wall median_cpu best_wall" of one command's runs (the median run by wall time).
+stats() { grep . <<< "${runs_of[$1]}" | sort -n | awk '{ w[NR] = $1; c[NR] = $2 }
+  END { m = int((NR + 1) / 2); print w[m], c[m], w[1] }'; }
+declare -A med cpu best
+for k in null tmpfs phase; do read -r med[$k] cpu[$k] best[$k] <<< "$(stats $k)"; done
 others=$(( ($(du -sb "$w/rel" | cut -f1) - $(stat -c %s "$w/rel/$big")) >> 10 ))
-echo "fetch 256 MiB rootfs over loopback (best of $runs, alternating; wall ms, CPU ms of the client):"
-echo "  curl -o /dev/null          ${best[null]} ms  (CPU ${cpu[null]} ms)"
-echo "  curl -o FILE on tmpfs      ${best[tmpfs]} ms  (CPU ${cpu[tmpfs]} ms)"
-echo "  phase fetch+verify         ${best[phase]} ms  (CPU ${cpu[phase]} ms; rootfs by its verity tree on $(nproc) CPUs, written to tmpfs; incl. metadata + ${others} KiB tree and stand-in kernel and initramfs)"
-awk -v c="${best[null]}" -v t="${best[tmpfs]}" -v p="${best[phase]}" 'BEGIN {
-  printf "ratio phase/curl throughput = %.2f (goal >= 0.8; against curl storing to tmpfs too: %.2f)\n", c / p, t / p }'
+echo "fetch 256 MiB rootfs over loopback ($runs runs each, alternating; median wall ms, its client CPU ms, best wall ms):"
+echo "  curl -o /dev/null          ${med[null]} ms  (CPU ${cpu[null]} ms; best ${best[null]} ms)"
+echo "  curl -o FILE on tmpfs      ${med[tmpfs]} ms  (CPU ${cpu[tmpfs]} ms; best ${best[tmpfs]} ms)"
+echo "  phase fetch+verify         ${med[phase]} ms  (CPU ${cpu[phase]} ms; best ${best[phase]} ms; rootfs by its verity tree on $(nproc) CPUs, written to tmpfs; incl. metadata + ${others} KiB tree and stand-in kernel and initramfs)"
+awk -v c="${med[null]}" -v t="${med[tmpfs]}" -v p="${med[phase]}" -v bc="${best[null]}" -v bp="${best[phase]}" 'BEGIN {
+  printf "ratio phase/curl throughput = %.2f of medians, %.2f of bests (goal >= 0.8; against curl storing to tmpfs too: %.2f)\n", c / p, bc / bp, t / p }'
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"

@@ -612,7 +612,76 @@ impl Attempt<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Body;
+    use super::pipeline::{Sink, BUFFER_BYTES};
+    use super::{get, Body, Limits, Url};
+    use phase_release::verify::TrustError;
+    use std::io::{Read, Write};
+    use std::ops::Range;
+
+    /// A sink that records the length of each range handed over.
+    struct Handoffs(Vec<usize>);
+
+    impl Sink for Handoffs {
+        async fn buffer(&mut self) -> Vec<u8> {
+            vec![0u8; BUFFER_BYTES]
+        }
+        fn take(&mut self, _buf: Vec<u8>, range: Range<usize>) -> Result<(), TrustError> {
+            self.0.push(range.len());
+            Ok(())
+        }
+    }
+
+    /// A body written in 16 KiB pieces (each its own segment: the reads see fractions of a
+    /// buffer) on a connection the server keeps open: every buffer between the head's
+    /// leftover and the last goes over full, and the fetch ends at Content-Length instead
+    /// of waiting for more (it would stall out otherwise).
+    #[test]
+    fn a_body_arrives_in_full_buffers_and_ends_at_its_length() {
+        let len = 3 * BUFFER_BYTES + 5;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut b).unwrap();
+                assert!(n > 0, "request cut short");
+                head.extend_from_slice(&b[..n]);
+            }
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").unwrap();
+            let piece = vec![7u8; 16 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(piece.len());
+                s.write_all(&piece[..n]).unwrap();
+                left -= n;
+            }
+            // Held open until the client closes: only the length says the body ended.
+            let _ = s.read(&mut b);
+        });
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let limits = Limits::default();
+        let mut sink = Handoffs(Vec::new());
+        let got = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let deadline = tokio::time::Instant::now() + limits.total;
+                get(&url, "body", 0, None, &limits, deadline, &mut sink).await
+            });
+        assert_eq!(got.map_err(|e| e.reason()), Ok(len as u64));
+        server.join().unwrap();
+        let h = &sink.0;
+        assert_eq!(h.iter().sum::<usize>(), len, "{h:?}");
+        assert!(h.len() >= 3, "{h:?}");
+        assert!(
+            h[1..h.len() - 1].iter().all(|&n| n == BUFFER_BYTES),
+            "{h:?}"
+        );
+    }
 
     /// (what, skip, want, reads, the range delivered of each read)
     type Case = (
