@@ -28,6 +28,10 @@ pub enum Event {
         missing: Vec<String>,
         failed: Vec<String>,
         ms: std::collections::BTreeMap<String, u64>,
+        /// PCI functions held back from binding until the group that drives them (local).
+        held: Vec<String>,
+        /// Held PCI functions this group bound before loading its modules.
+        bound: Vec<String>,
     },
     /// The trust anchor in the initramfs verified.
     #[serde(rename = "trust.ready")]
@@ -542,6 +546,8 @@ mod tests {
                 missing: vec![],
                 failed: vec![],
                 ms: Default::default(),
+                held: vec![],
+                bound: vec![],
             },
             Event::TaskDone {
                 task: "t".into(),

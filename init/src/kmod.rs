@@ -71,6 +71,12 @@ pub enum Need {
     /// Network drivers and protocols (`kernel/drivers/net/`, `kernel/net/`): loaded only
     /// when the network step may run, in the background while the local step works.
     Network,
+    /// Hardware RNG drivers (`kernel/drivers/char/hw_random/`): in the background; the
+    /// root never waits for entropy.
+    Entropy,
+    /// `loop`: only a rootfs carried as a file, fetched, or copied to RAM is attached to a
+    /// loop device, so it loads when one is attached, never on the dm-verity disk path.
+    Loop,
 }
 
 impl Need {
@@ -81,6 +87,8 @@ impl Need {
             Some(p) if p.starts_with("kernel/drivers/net/") || p.starts_with("kernel/net/") => {
                 Need::Network
             }
+            Some(p) if p.starts_with("kernel/drivers/char/hw_random/") => Need::Entropy,
+            Some(p) if module_name(p) == "loop" => Need::Loop,
             Some(p)
                 if p.starts_with("kernel/fs/")
                     && !p.starts_with("kernel/fs/squashfs/")
@@ -97,6 +105,8 @@ impl Need {
             Need::Local => "local",
             Need::State => "state",
             Need::Network => "network",
+            Need::Entropy => "entropy",
+            Need::Loop => "loop",
         }
     }
 }
@@ -431,9 +441,9 @@ kernel/drivers/block/loop.ko:
     }
 
     #[test]
-    fn network_modules_are_told_apart_by_their_place_in_the_tree() {
+    fn groups_are_told_apart_by_their_place_in_the_tree() {
         let t = DepTable::parse(
-            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\nkernel/fs/squashfs/squashfs.ko:\nkernel/fs/overlayfs/overlay.ko:\nkernel/fs/fat/vfat.ko:\n",
+            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\nkernel/fs/squashfs/squashfs.ko:\nkernel/fs/overlayfs/overlay.ko:\nkernel/fs/fat/vfat.ko:\nkernel/drivers/char/hw_random/virtio-rng.ko:\nkernel/drivers/block/loop.ko:\nkernel/drivers/md/dm-verity.ko:\n",
         );
         let wanted: Vec<String> = [
             "virtio_net",
@@ -444,9 +454,14 @@ kernel/drivers/block/loop.ko:
             "nosuch",
             "overlay",
             "vfat",
+            "virtio_rng",
+            "loop",
+            "dm_verity",
         ]
         .map(String::from)
         .to_vec();
+        assert_eq!(wanted_for(&t, &wanted, Need::Entropy), ["virtio_rng"]);
+        assert_eq!(wanted_for(&t, &wanted, Need::Loop), ["loop"]);
         assert_eq!(
             wanted_for(&t, &wanted, Need::Network),
             ["virtio_net", "af-packet"]
@@ -454,7 +469,7 @@ kernel/drivers/block/loop.ko:
         assert_eq!(wanted_for(&t, &wanted, Need::State), ["ext4", "vfat"]);
         assert_eq!(
             wanted_for(&t, &wanted, Need::Local),
-            ["virtio_blk", "squashfs", "nosuch", "overlay"]
+            ["virtio_blk", "squashfs", "nosuch", "overlay", "dm_verity"]
         );
     }
 

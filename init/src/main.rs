@@ -69,6 +69,7 @@ mod status;
 mod supervise;
 mod sys;
 mod uevent;
+mod virtio;
 
 fn main() {
     if rustix::process::getpid().is_init() {

@@ -208,6 +208,7 @@ fn verified_device(
         phase_release::stream::verify_reader("rootfs.verity", &tree_artifact, open(&tree)?)
             .map_err(|e| stream_fail("rootfs.verity", e))?;
         let loop_fail = |e| fail(boot, "rootfs", "loop_failed", e);
+        super::modules::load_now(boot, crate::kmod::Need::Loop);
         let data_dev = crate::sys::loopdev::attach_readonly(image).map_err(loop_fail)?;
         let hash_dev = crate::sys::loopdev::attach_readonly(&tree).map_err(loop_fail)?;
         let params = verity_params(v, &data_dev, &hash_dev);
@@ -261,6 +262,7 @@ fn verified_device(
             ("sha256", rootfs.sha256.clone())
         }
     };
+    super::modules::load_now(boot, crate::kmod::Need::Loop);
     let dev = crate::sys::loopdev::attach_readonly(image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     boot.events.emit(Event::RootfsVerified {

@@ -249,6 +249,7 @@ fn mount(
     let image = std::path::Path::new(RELEASE_DIR).join(&rootfs.path);
     // The RAM copy was checked as it arrived (by its verity tree on every CPU, or hashed
     // whole without verity parameters): mount exactly those bytes.
+    super::modules::load_now(boot, crate::kmod::Need::Loop);
     let dev = crate::sys::loopdev::attach_readonly(&image)
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     let (method, root_hash) = match &rootfs.verity {

@@ -405,6 +405,7 @@ fn verified_device(boot: &Boot, m: &Medium, rootfs: &Artifact) -> Result<String,
         let _ = std::fs::remove_file(RAM_COPY);
         return Err(fail(boot, "rootfs", reason, format!("{data_dev}: {e}")));
     }
+    super::modules::load_now(boot, crate::kmod::Need::Loop);
     let dev = crate::sys::loopdev::attach_readonly(std::path::Path::new(RAM_COPY))
         .map_err(|e| fail(boot, "rootfs", "loop_failed", e))?;
     boot.events.emit(Event::RootfsVerified {

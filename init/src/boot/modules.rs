@@ -1,8 +1,14 @@
 //! Load the kernel modules the initramfs carries: what the local step needs first; the
 //! state partition's filesystems in the background alongside the local step (in the modes
-//! that open it); network
-//! drivers in the background and only when the network step may run. Each group loads by
-//! dependency level on every CPU.
+//! that open it); network drivers in the background and only when the
+//! network step may run; RNG drivers in the background; `loop` only when a step attaches
+//! a loop device ([`load_now`]). Each group loads by dependency level on every CPU.
+//!
+//! Virtio PCI functions that only a later group drives (NICs, RNGs) are held back before
+//! `virtio_pci` loads and bound by that group (`virtio` decides, `sys::pci` acts): each
+//! probe costs ~85 ms of firmware AML under QEMU, and the root needs only the disk.
+//! Background groups run at the lowest CPU priority, so on one CPU they use the time the
+//! boot path waits and never take it from the root; a step that needs one waits for it.
 //!
 //! The image builder writes `/lib/modules/<release>/modules.dep`, `modules.builtin` and
 //! `/etc/phase/modules` (the wanted names). `kmod` decides (groups, order, levels) and runs
@@ -12,9 +18,10 @@
 use super::{Boot, StepError};
 use crate::events::Event;
 use crate::kmod::{self, DepTable, Need};
-use crate::sys::module::{load, Loaded};
+use crate::sys::module::{load, present, Loaded};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const WANTED_LIST: &str = "/etc/phase/modules";
 
@@ -27,17 +34,39 @@ struct Report {
     missing: Vec<String>,
     failed: Vec<String>,
     ms: BTreeMap<String, u64>,
+    held: Vec<String>,
+    bound: Vec<String>,
 }
 
-/// Modules still loading in the background: each group and its thread.
-#[derive(Default)]
-pub struct Pending(Vec<(Need, std::thread::JoinHandle<Report>)>);
+/// Where a group's files come from.
+#[derive(Clone)]
+struct Source {
+    dir: PathBuf,
+    table: DepTable,
+    builtin: Vec<String>,
+}
 
-fn load_group(dir: &Path, table: &DepTable, builtin: &[String], wanted: &[String]) -> Report {
-    let plan = kmod::load_order(table, builtin, wanted);
+/// Groups a step loads when it needs them ([`load_now`]): each group's wanted names.
+type OnDemand = (Source, Vec<(Need, Vec<String>)>);
+
+/// Modules still loading in the background (each group and its thread), and the groups a
+/// step loads when it needs them.
+#[derive(Default)]
+pub struct Pending {
+    running: Vec<(Need, std::thread::JoinHandle<Report>)>,
+    on_demand: Mutex<Option<OnDemand>>,
+}
+
+fn load_group(src: &Source, wanted: &[String]) -> Report {
+    let plan = kmod::load_order(&src.table, &src.builtin, wanted);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let done = kmod::load_by_level(&kmod::levels(table, &plan.order), cpus, |rel| {
-        load(&dir.join(rel))
+    // A module another group loaded (a shared dependency) is not handed to the kernel again.
+    let done = kmod::load_by_level(&kmod::levels(&src.table, &plan.order), cpus, |rel| {
+        if present(&kmod::module_name(rel)) {
+            Ok(Loaded::Already)
+        } else {
+            load(&src.dir.join(rel))
+        }
     });
     let mut r = Report {
         builtin: plan.builtin,
@@ -59,9 +88,31 @@ fn load_group(dir: &Path, table: &DepTable, builtin: &[String], wanted: &[String
     for m in &r.missing {
         tracing::warn!(
             "module {m}: not in {}/modules.dep and not built in",
-            dir.display()
+            src.dir.display()
         );
     }
+    r
+}
+
+/// A background group: lowest priority, bind its held PCI functions, then load.
+fn background_group(src: &Source, wanted: &[String], release: &[String]) -> Report {
+    if let Err(e) = crate::sys::direct::background_thread() {
+        tracing::warn!("module loader keeps normal priority: {e}");
+    }
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
+    for address in release {
+        match crate::sys::pci::release(address) {
+            Ok(()) => bound.push(address.clone()),
+            Err(e) => {
+                tracing::warn!("PCI {address} not bound ({}): {e}", e.reason());
+                failed.push(address.clone());
+            }
+        }
+    }
+    let mut r = load_group(src, wanted);
+    r.bound = bound;
+    r.failed.extend(failed);
     r
 }
 
@@ -83,8 +134,25 @@ fn report(boot: &Boot, need: Need, r: Report) -> Result<(), StepError> {
         missing: r.missing,
         failed: r.failed,
         ms: r.ms,
+        held: r.held,
+        bound: r.bound,
     });
     result
+}
+
+/// The groups loaded in the background, in order (PURE): the state partition's
+/// filesystems only in a mode that opens it (private mode never mounts a disk writable,
+/// and a thread loading ext4 on a small VM's one CPU would only slow the local step), the
+/// network drivers only when the network step may run, the RNG drivers always.
+fn background_groups(state_may_mount: bool, network_may_run: bool) -> Vec<Need> {
+    [
+        (Need::State, state_may_mount),
+        (Need::Network, network_may_run),
+        (Need::Entropy, true),
+    ]
+    .into_iter()
+    .filter_map(|(need, may)| may.then_some(need))
+    .collect()
 }
 
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
@@ -100,70 +168,98 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         .filter(|l| !l.is_empty())
         .collect();
     let table = DepTable::parse(&read(&dir.join("modules.dep")));
-    let builtin = kmod::builtin_names(&read(&dir.join("modules.builtin")));
+    let src = Source {
+        builtin: kmod::builtin_names(&read(&dir.join("modules.builtin"))),
+        dir,
+        table,
+    };
+    let wanted_for = |need| kmod::wanted_for(&src.table, &wanted, need);
 
-    let local = load_group(
-        &dir,
-        &table,
-        &builtin,
-        &kmod::wanted_for(&table, &wanted, Need::Local),
-    );
-    // The state partition's filesystems load while the local step verifies the release.
-    // Network drivers only under the network step's own condition: private mode without
-    // a provider URL never brings a link up, so they are not loaded at all.
-    // After a kexec (`phase.stage=2`) the network the previous kernel had is carried.
+    // Before virtio_pci loads: functions a later group drives wait for it.
+    let mut held: Vec<(String, Need)> = Vec::new();
+    for (address, need) in crate::virtio::to_hold(&crate::sys::pci::functions()) {
+        match crate::sys::pci::hold(&address) {
+            Ok(()) => held.push((address, need)),
+            Err(e) => tracing::warn!("PCI {address} binds now ({}): {e}", e.reason()),
+        }
+    }
+    let mut local = load_group(&src, &wanted_for(Need::Local));
+    local.held = held.iter().map(|(a, _)| a.clone()).collect();
+
+    // Private mode without a provider URL never brings a link up; after a kexec
+    // (`phase.stage=2`) the network the previous kernel had is carried.
     let network_may_run = !boot.config.providers.is_empty()
         || boot.config.mode.allows_lan()
         || boot.config.stage == crate::config::Stage::Two;
     for need in background_groups(boot.config.mode.persists(), network_may_run) {
-        let wanted = kmod::wanted_for(&table, &wanted, need);
-        if wanted.is_empty() {
+        let release: Vec<String> = held
+            .iter()
+            .filter(|(_, n)| *n == need)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let wanted = wanted_for(need);
+        if wanted.is_empty() && release.is_empty() {
             continue;
         }
-        let (d, t, b) = (dir.clone(), table.clone(), builtin.clone());
-        let w = wanted.clone();
+        let s = src.clone();
+        let (w, r) = (wanted.clone(), release.clone());
         match std::thread::Builder::new()
             .name(format!("modules-{}", need.as_str()))
-            .spawn(move || load_group(&d, &t, &b, &w))
+            .spawn(move || background_group(&s, &w, &r))
         {
-            Ok(h) => boot.modules.0.push((need, h)),
+            Ok(h) => boot.modules.running.push((need, h)),
             Err(e) => {
                 tracing::warn!(
                     "cannot start the {} module loader ({e}): loading inline",
                     need.as_str()
                 );
-                let r = load_group(&dir, &table, &builtin, &wanted);
+                let r = background_group(&src, &wanted, &release);
                 if let Err(e) = report(boot, need, r) {
                     tracing::warn!("{}", e.message);
                 }
             }
         }
     }
+    let on_demand = vec![(Need::Loop, wanted_for(Need::Loop))];
+    match boot.modules.on_demand.lock() {
+        Ok(mut g) => *g = Some((src, on_demand)),
+        Err(p) => *p.into_inner() = Some((src, on_demand)),
+    }
     report(boot, Need::Local, local)
 }
 
-/// The groups loaded in the background, in order (PURE): the state partition's
-/// filesystems only in a mode that opens it (private mode never mounts a disk writable,
-/// and a thread loading ext4 on a small VM's one CPU would only slow the local step), the
-/// network drivers only when the network step may run.
-fn background_groups(state_may_mount: bool, network_may_run: bool) -> Vec<Need> {
-    [
-        (Need::State, state_may_mount),
-        (Need::Network, network_may_run),
-    ]
-    .into_iter()
-    .filter_map(|(need, may)| may.then_some(need))
-    .collect()
+/// Load an on-demand group now, once (`loop` before a loop device is attached), and
+/// report it; a failure is logged, and the step's own use of the module names it.
+pub fn load_now(boot: &Boot, need: Need) {
+    let taken = {
+        let mut g = match boot.modules.on_demand.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.as_mut().and_then(|(src, groups)| {
+            let i = groups.iter().position(|(n, _)| *n == need)?;
+            Some((src.clone(), groups.remove(i).1))
+        })
+    };
+    let Some((src, wanted)) = taken else {
+        return;
+    };
+    if wanted.is_empty() {
+        return;
+    }
+    if let Err(e) = report(boot, need, load_group(&src, &wanted)) {
+        tracing::warn!("{}", e.message);
+    }
 }
 
 /// Wait for a group loading in the background (bounded by the kernel's own module
 /// loading) and report it. The local step waits for `State` before mounting the state
 /// partition, the network step for `Network` before it looks for links.
 pub fn settle(boot: &mut Boot, need: Need) {
-    let Some(i) = boot.modules.0.iter().position(|(n, _)| *n == need) else {
+    let Some(i) = boot.modules.running.iter().position(|(n, _)| *n == need) else {
         return;
     };
-    let (need, handle) = boot.modules.0.remove(i);
+    let (need, handle) = boot.modules.running.remove(i);
     let r = match handle.join() {
         Ok(r) => r,
         Err(_) => {
@@ -183,7 +279,7 @@ pub fn settle(boot: &mut Boot, need: Need) {
 /// Every group still loading: before the handoff (no load may be cut short by the exec)
 /// and before `init.ready`, so each group is reported once.
 pub fn settle_all(boot: &mut Boot) {
-    for need in [Need::State, Need::Network] {
+    for need in [Need::State, Need::Network, Need::Entropy] {
         settle(boot, need);
     }
 }
@@ -194,9 +290,15 @@ mod tests {
 
     #[test]
     fn background_groups_follow_what_the_boot_may_need() {
-        assert_eq!(background_groups(true, true), [Need::State, Need::Network]);
-        assert_eq!(background_groups(false, true), [Need::Network]);
-        assert_eq!(background_groups(true, false), [Need::State]);
-        assert!(background_groups(false, false).is_empty());
+        assert_eq!(
+            background_groups(true, true),
+            [Need::State, Need::Network, Need::Entropy]
+        );
+        assert_eq!(
+            background_groups(false, true),
+            [Need::Network, Need::Entropy]
+        );
+        assert_eq!(background_groups(true, false), [Need::State, Need::Entropy]);
+        assert_eq!(background_groups(false, false), [Need::Entropy]);
     }
 }

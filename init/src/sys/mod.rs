@@ -10,6 +10,7 @@ pub mod loopdev;
 pub mod module;
 pub mod mount;
 pub mod netlink;
+pub mod pci;
 pub mod power;
 pub mod proc;
 pub mod reap;

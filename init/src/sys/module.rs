@@ -50,3 +50,11 @@ pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
         }),
     }
 }
+
+/// `/sys/module/<name>/initstate` reads `live` or `coming`: the module is loaded or being
+/// loaded. The kernel's own duplicate check comes only after it has hashed the whole file
+/// for its signature, so a caller asks this first.
+pub fn present(name: &str) -> bool {
+    let state = std::fs::read_to_string(Path::new("/sys/module").join(name).join("initstate"));
+    matches!(state.as_deref().map(str::trim), Ok("live" | "coming"))
+}
