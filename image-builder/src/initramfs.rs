@@ -99,12 +99,18 @@ pub fn archive(inp: &Inputs) -> Result<(Archive, Report)> {
 
     let tree = kmod::Tree::open(&inp.modules_dir)?;
     let release = &tree.release;
-    let sel = kmod::select(&tree.index, &tree.builtin, &inp.wanted, |rel| {
+    let mut sel = kmod::select(&tree.index, &tree.builtin, &inp.wanted, |rel| {
         tree.deps_of(rel)
     })?;
+    let gzipped = loaded_in_background_only(&sel, &inp.wanted);
     let base = format!("lib/modules/{release}");
-    for (rel, _) in sel.modules.values() {
-        let bytes = std::fs::read(inp.modules_dir.join(rel))?;
+    for (name, (rel, _)) in sel.modules.iter_mut() {
+        let mut bytes = std::fs::read(inp.modules_dir.join(&*rel))
+            .with_context(|| format!("reading module {rel}"))?;
+        if gzipped.contains(name) {
+            bytes = compress(&bytes, Compression::Gzip)?;
+            rel.push_str(".gz");
+        }
         add(&mut a, &format!("{base}/{rel}"), Kind::File(bytes), 0o644)?;
     }
     add(
@@ -143,6 +149,44 @@ pub fn archive(inp: &Inputs) -> Result<(Archive, Report)> {
         cpio_bytes: 0,
     };
     Ok((a, report))
+}
+
+/// Whether the init loads a module file in its `state` group, in the background (the rule
+/// of init/src/kmod.rs `Need::of`: under `kernel/fs/`, but not squashfs or overlayfs).
+fn state_group(rel: &str) -> bool {
+    rel.starts_with("kernel/fs/")
+        && !rel.starts_with("kernel/fs/squashfs/")
+        && !rel.starts_with("kernel/fs/overlayfs/")
+}
+
+/// The modules (by name) that only wanted modules of the `state` group need, themselves
+/// included: those are carried gzip'd (`.ko.gz`, inflated by the init when the group loads,
+/// init/src/kmod_gz.rs), since nothing before `init.start` or on the local step's path waits
+/// for them, while every byte of the initramfs costs the kernel's unpack before `/init`.
+pub fn loaded_in_background_only(
+    sel: &kmod::Selection,
+    wanted: &[String],
+) -> std::collections::BTreeSet<String> {
+    use std::collections::BTreeSet;
+    fn close(sel: &kmod::Selection, name: &str, into: &mut BTreeSet<String>) {
+        if let Some((_, deps)) = sel.modules.get(name) {
+            if into.insert(name.to_string()) {
+                for d in deps {
+                    close(sel, d, into);
+                }
+            }
+        }
+    }
+    let (mut background, mut foreground) = (BTreeSet::new(), BTreeSet::new());
+    for w in wanted {
+        let w = w.replace('-', "_");
+        match sel.modules.get(&w) {
+            Some((rel, _)) if state_group(rel) => close(sel, &w, &mut background),
+            Some(_) => close(sel, &w, &mut foreground),
+            None => {}
+        }
+    }
+    background.difference(&foreground).cloned().collect()
 }
 
 /// `cpio` compressed as `how` says.
@@ -247,6 +291,43 @@ mod tests {
         feeder.join().unwrap().unwrap();
         assert!(out.status.success());
         assert!(out.stdout == cpio, "lz4 -d gives the cpio back");
+    }
+
+    #[test]
+    fn only_what_the_state_group_alone_needs_is_gzipped() {
+        let m = |rel: &str, deps: &[&str]| {
+            (
+                rel.to_string(),
+                deps.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let mut sel = kmod::Selection::default();
+        for (name, rel, deps) in [
+            (
+                "ext4",
+                "kernel/fs/ext4/ext4.ko",
+                &["jbd2", "crc16", "crc32c"][..],
+            ),
+            ("jbd2", "kernel/fs/jbd2/jbd2.ko", &[][..]),
+            ("crc16", "kernel/lib/crc16.ko", &[][..]),
+            ("crc32c", "kernel/crypto/crc32c_generic.ko", &[][..]),
+            ("squashfs", "kernel/fs/squashfs/squashfs.ko", &[][..]),
+            ("overlay", "kernel/fs/overlayfs/overlay.ko", &[][..]),
+            ("dm_mod", "kernel/drivers/md/dm-mod.ko", &[][..]),
+        ] {
+            sel.modules.insert(name.into(), m(rel, deps));
+        }
+        let wanted: Vec<String> = ["squashfs", "overlay", "dm-mod", "ext4", "crc32c", "gone"]
+            .map(String::from)
+            .to_vec();
+        let gz: Vec<String> = loaded_in_background_only(&sel, &wanted)
+            .into_iter()
+            .collect();
+        // crc32c is also wanted by itself (the local group): it stays plain.
+        assert_eq!(gz, ["crc16", "ext4", "jbd2"]);
+        // Without ext4 nothing is gzipped.
+        let wanted: Vec<String> = wanted.into_iter().filter(|w| w != "ext4").collect();
+        assert!(loaded_in_background_only(&sel, &wanted).is_empty());
     }
 
     #[test]

@@ -39,6 +39,11 @@
 //!   copy-on-write instantiation is not something to hand-write. `hmac` + `sha2` check that
 //!   compile-cache files are this node's own; `rand_core` is the trait of the job's seeded
 //!   random source; `bytes` is the buffer type of WASI's output streams. Size: see README.
+//! - `flate2` (miniz_oxide backend, decoding only is linked): the big modules that load in
+//!   the background (ext4, jbd2, mbcache, crc16) are carried gzip'd in the initramfs and
+//!   inflated when their group loads (src/kmod_gz.rs): Debian's kernel cannot decompress
+//!   modules itself, and the initramfs's unpack before `/init` is paid per byte. The crate
+//!   `phase-image` already uses; a pure-Rust inflater with the gzip CRC-32 check.
 //! - `lexopt` (no dependencies, ~1k lines): the one argument parser of every `phase` command
 //!   (src/cli/). It only splits options and values, correctly (`--opt=value`, `--`, bundled
 //!   shorts, non-UTF-8), so each command keeps its own plain parsing loop and usage text
@@ -56,6 +61,7 @@ mod grow;
 mod handover;
 mod kexec;
 mod kmod;
+mod kmod_gz;
 mod log;
 mod net;
 #[cfg(feature = "executor")]

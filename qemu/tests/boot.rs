@@ -49,7 +49,8 @@ fn boots_to_ready_with_modules_and_powers_off() {
         assert!(m.fields["ms"][&name].is_u64(), "no load time for {name}");
     }
     assert!(!names(&m.fields["loaded"]).contains(&"virtio_net".to_string()));
-    // ext4 for the state partition in a group of its own, loaded alongside the local step.
+    // ext4 for the state partition in a group of its own, loaded alongside the local step;
+    // it and its dependencies are carried gzip'd (.ko.gz) and inflated by the init.
     let groups = b.all("modules.loaded");
     let group = |g: &str| {
         let found: Vec<_> = groups
@@ -60,7 +61,13 @@ fn boots_to_ready_with_modules_and_powers_off() {
         names(&found[0].fields["loaded"])
     };
     assert!(group("network").contains(&"virtio_net".to_string()));
-    assert!(group("state").contains(&"ext4".to_string()));
+    for m in ["ext4", "jbd2", "mbcache", "crc16"] {
+        assert!(
+            group("state").contains(&m.to_string()),
+            "{m}: {}",
+            b.explain()
+        );
+    }
     assert!(!names(&m.fields["loaded"]).contains(&"ext4".to_string()));
     // The RNG's PCI function (the Vm always has one) is held back while virtio_pci loads,
     // then bound by the entropy group, which loads virtio_rng in the background.

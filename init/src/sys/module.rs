@@ -1,4 +1,5 @@
-//! Kernel module loading.
+//! Kernel module loading: `finit_module` of a `.ko` file, or `init_module` of a `.ko.gz`
+//! file's image inflated by [`crate::kmod_gz`].
 
 use rustix::io::Errno;
 use std::path::Path;
@@ -27,10 +28,26 @@ pub enum ModuleError {
         #[source]
         errno: Errno,
     },
+    #[error("{path}: {}: {source}", .source.reason())]
+    Inflate {
+        path: String,
+        #[source]
+        source: crate::kmod_gz::GzError,
+    },
+    #[error("init_module({path}): {errno}")]
+    LoadImage {
+        path: String,
+        #[source]
+        errno: Errno,
+    },
 }
 
-/// `finit_module(open(path), "", flags)`; compressed files are handed to the kernel as-is.
+/// `finit_module(open(path), "", flags)`; a `.ko.gz` is inflated and given to
+/// `init_module(image, "")`; other compressed files are handed to the kernel as-is.
 pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
+    if crate::kmod_gz::is_gzip(&path.to_string_lossy()) {
+        return load_gzip(path);
+    }
     let file = std::fs::File::open(path).map_err(|source| ModuleError::Open {
         path: path.display().to_string(),
         source,
@@ -57,4 +74,21 @@ pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
 pub fn present(name: &str) -> bool {
     let state = std::fs::read_to_string(Path::new("/sys/module").join(name).join("initstate"));
     matches!(state.as_deref().map(str::trim), Ok("live" | "coming"))
+}
+
+fn load_gzip(path: &Path) -> Result<Loaded, ModuleError> {
+    let name = path.display().to_string();
+    let gz = std::fs::read(path).map_err(|source| ModuleError::Open {
+        path: name.clone(),
+        source,
+    })?;
+    let image = crate::kmod_gz::inflate(&gz).map_err(|source| ModuleError::Inflate {
+        path: name.clone(),
+        source,
+    })?;
+    match rustix::system::init_module(&image, c"") {
+        Ok(()) => Ok(Loaded::Now),
+        Err(Errno::EXIST) => Ok(Loaded::Already),
+        Err(errno) => Err(ModuleError::LoadImage { path: name, errno }),
+    }
 }
