@@ -81,6 +81,9 @@ build: kernel binaries jobs
 	    --file etc/phase/kernel.sha256=$(OUT)/kernel.sha256 \
 	    --file etc/phase/bootstrap-peers=$(OUT)/bootstrap-peers \
 	    --release-floor $(RELEASE_VERSION) --strict -o $(OUT)/initramfs.img
+	@# The initramfs's budget: 4 MiB as the bootloader loads it (docs/bench.md).
+	@s=$$(stat -c %s $(OUT)/initramfs.img); [ $$s -le 4194304 ] || \
+	  { echo "out/initramfs.img is $$s bytes, over its 4 MiB budget (4194304 bytes)"; exit 1; }
 	@rel=$$(sed -n 's/^release=//p' $(KDIR)/VERSION); \
 	  $(OUT)/phase-image rootfs --init $(OUT)/phase-node --modules-dir $(KDIR)/lib/modules/$$rel \
 	    --initramfs-modules initramfs/modules.txt --tree rootfs --version $(RELEASE_VERSION) \
