@@ -195,7 +195,11 @@ impl Boot {
             Step::Modules => modules::run(self),
             Step::Trust => trust::run(self),
             Step::Carry => carry::run(self),
-            Step::Local => local::run(self),
+            Step::Local => {
+                let r = local::run(self);
+                modules::after_root(self);
+                r
+            }
             Step::Network => network::run(self).await,
             Step::Fetch => fetch::run(self).await,
             Step::Handoff => handoff::run(self),

@@ -1,14 +1,15 @@
 //! Load the kernel modules the initramfs carries: what the local step needs first; the
 //! state partition's filesystems in the background alongside the local step (in the modes
-//! that open it); network drivers in the background and only when the
-//! network step may run; RNG drivers in the background; `loop` only when a step attaches
-//! a loop device ([`load_now`]). Each group loads by dependency level on every CPU.
+//! that open it); network drivers in the background and only when the network step may
+//! run; RNG drivers in the background once the local step is done ([`after_root`]);
+//! `loop` only when a step attaches a loop device ([`load_now`]). Each group loads by
+//! dependency level on every CPU.
 //!
 //! Virtio PCI functions that only a later group drives (NICs, RNGs) are held back before
 //! `virtio_pci` loads and bound by that group (`virtio` decides, `sys::pci` acts): each
 //! probe costs ~85 ms of firmware AML under QEMU, and the root needs only the disk.
-//! Background groups run at the lowest CPU priority, so on one CPU they use the time the
-//! boot path waits and never take it from the root; a step that needs one waits for it.
+//! Background groups run at the lowest CPU priority, so on one CPU they mostly use the time
+//! the boot path waits; a step that needs one waits for it.
 //!
 //! The image builder writes `/lib/modules/<release>/modules.dep`, `modules.builtin` and
 //! `/etc/phase/modules` (the wanted names). `kmod` decides (groups, order, levels) and runs
@@ -46,8 +47,9 @@ struct Source {
     builtin: Vec<String>,
 }
 
-/// Groups a step loads when it needs them ([`load_now`]): each group's wanted names.
-type OnDemand = (Source, Vec<(Need, Vec<String>)>);
+/// Groups that wait for a step ([`load_now`], [`after_root`]): each group's wanted names
+/// and the held PCI functions it binds.
+type OnDemand = (Source, Vec<(Need, Vec<String>, Vec<String>)>);
 
 /// Modules still loading in the background (each group and its thread), and the groups a
 /// step loads when it needs them.
@@ -143,12 +145,12 @@ fn report(boot: &Boot, need: Need, r: Report) -> Result<(), StepError> {
 /// The groups loaded in the background, in order (PURE): the state partition's
 /// filesystems only in a mode that opens it (private mode never mounts a disk writable,
 /// and a thread loading ext4 on a small VM's one CPU would only slow the local step), the
-/// network drivers only when the network step may run, the RNG drivers always.
+/// network drivers only when the network step may run. The RNG waits for the root
+/// ([`after_root`]).
 fn background_groups(state_may_mount: bool, network_may_run: bool) -> Vec<Need> {
     [
         (Need::State, state_may_mount),
         (Need::Network, network_may_run),
-        (Need::Entropy, true),
     ]
     .into_iter()
     .filter_map(|(need, may)| may.then_some(need))
@@ -191,36 +193,23 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let network_may_run = !boot.config.providers.is_empty()
         || boot.config.mode.allows_lan()
         || boot.config.stage == crate::config::Stage::Two;
-    for need in background_groups(boot.config.mode.persists(), network_may_run) {
-        let release: Vec<String> = held
-            .iter()
+    let release_for = |need| -> Vec<String> {
+        held.iter()
             .filter(|(_, n)| *n == need)
             .map(|(a, _)| a.clone())
-            .collect();
-        let wanted = wanted_for(need);
-        if wanted.is_empty() && release.is_empty() {
-            continue;
-        }
-        let s = src.clone();
-        let (w, r) = (wanted.clone(), release.clone());
-        match std::thread::Builder::new()
-            .name(format!("modules-{}", need.as_str()))
-            .spawn(move || background_group(&s, &w, &r))
-        {
-            Ok(h) => boot.modules.running.push((need, h)),
-            Err(e) => {
-                tracing::warn!(
-                    "cannot start the {} module loader ({e}): loading inline",
-                    need.as_str()
-                );
-                let r = background_group(&src, &wanted, &release);
-                if let Err(e) = report(boot, need, r) {
-                    tracing::warn!("{}", e.message);
-                }
-            }
-        }
+            .collect()
+    };
+    for need in background_groups(boot.config.mode.persists(), network_may_run) {
+        spawn_group(boot, &src, need, wanted_for(need), release_for(need));
     }
-    let on_demand = vec![(Need::Loop, wanted_for(Need::Loop))];
+    let on_demand = vec![
+        (Need::Loop, wanted_for(Need::Loop), Vec::new()),
+        (
+            Need::Entropy,
+            wanted_for(Need::Entropy),
+            release_for(Need::Entropy),
+        ),
+    ];
     match boot.modules.on_demand.lock() {
         Ok(mut g) => *g = Some((src, on_demand)),
         Err(p) => *p.into_inner() = Some((src, on_demand)),
@@ -228,20 +217,53 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     report(boot, Need::Local, local)
 }
 
+/// Start a group in the background (inline if no thread can be started).
+fn spawn_group(
+    boot: &mut Boot,
+    src: &Source,
+    need: Need,
+    wanted: Vec<String>,
+    release: Vec<String>,
+) {
+    if wanted.is_empty() && release.is_empty() {
+        return;
+    }
+    let s = src.clone();
+    let (w, r) = (wanted.clone(), release.clone());
+    match std::thread::Builder::new()
+        .name(format!("modules-{}", need.as_str()))
+        .spawn(move || background_group(&s, &w, &r))
+    {
+        Ok(h) => boot.modules.running.push((need, h)),
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the {} module loader ({e}): loading inline",
+                need.as_str()
+            );
+            let r = background_group(src, &wanted, &release);
+            if let Err(e) = report(boot, need, r) {
+                tracing::warn!("{}", e.message);
+            }
+        }
+    }
+}
+
+/// A group waiting for a step, taken out so that it loads once.
+fn take(boot: &Boot, need: Need) -> Option<(Source, Vec<String>, Vec<String>)> {
+    let mut g = match boot.modules.on_demand.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let (src, groups) = g.as_mut()?;
+    let i = groups.iter().position(|(n, _, _)| *n == need)?;
+    let (_, wanted, release) = groups.remove(i);
+    Some((src.clone(), wanted, release))
+}
+
 /// Load an on-demand group now, once (`loop` before a loop device is attached), and
 /// report it; a failure is logged, and the step's own use of the module names it.
 pub fn load_now(boot: &Boot, need: Need) {
-    let taken = {
-        let mut g = match boot.modules.on_demand.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        g.as_mut().and_then(|(src, groups)| {
-            let i = groups.iter().position(|(n, _)| *n == need)?;
-            Some((src.clone(), groups.remove(i).1))
-        })
-    };
-    let Some((src, wanted)) = taken else {
+    let Some((src, wanted, _)) = take(boot, need) else {
         return;
     };
     if wanted.is_empty() {
@@ -249,6 +271,15 @@ pub fn load_now(boot: &Boot, need: Need) {
     }
     if let Err(e) = report(boot, need, load_group(&src, &wanted)) {
         tracing::warn!("{}", e.message);
+    }
+}
+
+/// After the local step, whatever its outcome: the RNG group (bind the held RNG, load its
+/// driver) in the background. Not before: a PCI probe's AML runs in the kernel without
+/// yielding, so on one CPU it would hold the root back even at the lowest priority.
+pub fn after_root(boot: &mut Boot) {
+    if let Some((src, wanted, release)) = take(boot, Need::Entropy) {
+        spawn_group(boot, &src, Need::Entropy, wanted, release);
     }
 }
 
@@ -279,6 +310,7 @@ pub fn settle(boot: &mut Boot, need: Need) {
 /// Every group still loading: before the handoff (no load may be cut short by the exec)
 /// and before `init.ready`, so each group is reported once.
 pub fn settle_all(boot: &mut Boot) {
+    after_root(boot);
     for need in [Need::State, Need::Network, Need::Entropy] {
         settle(boot, need);
     }
@@ -290,15 +322,9 @@ mod tests {
 
     #[test]
     fn background_groups_follow_what_the_boot_may_need() {
-        assert_eq!(
-            background_groups(true, true),
-            [Need::State, Need::Network, Need::Entropy]
-        );
-        assert_eq!(
-            background_groups(false, true),
-            [Need::Network, Need::Entropy]
-        );
-        assert_eq!(background_groups(true, false), [Need::State, Need::Entropy]);
-        assert_eq!(background_groups(false, false), [Need::Entropy]);
+        assert_eq!(background_groups(true, true), [Need::State, Need::Network]);
+        assert_eq!(background_groups(false, true), [Need::Network]);
+        assert_eq!(background_groups(true, false), [Need::State]);
+        assert!(background_groups(false, false).is_empty());
     }
 }
