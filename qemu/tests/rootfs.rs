@@ -44,6 +44,21 @@ fn partition_offset(disk: &Path, name: &str) -> u64 {
     p["start"].as_u64().unwrap() * 512
 }
 
+/// Flip the lowest bit of the byte at `at` in `disk`, in place.
+fn flip_byte(disk: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut byte).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[byte[0] ^ 0x01]).unwrap();
+}
+
 /// Boot out/vmlinuz + out/initramfs.img with `disk` attached, to init.ready.
 fn boot_disk(disk: &Path) -> Boot {
     Vm::default_artifacts()
@@ -128,10 +143,7 @@ fn flipped_byte_in_rootfs_is_caught_and_boot_falls_back() {
     let dir = tempdir("flip");
     let disk = disk_copy(&dir);
     let at = partition_offset(&disk, "phase-root") + 100;
-    let mut bytes = std::fs::read(&disk).unwrap();
-    bytes[at as usize] ^= 0x01;
-    std::fs::write(&disk, &bytes).unwrap();
-    drop(bytes);
+    flip_byte(&disk, at);
     let b = boot_disk(&disk);
     b.assert_clean_poweroff();
     let f = b.expect("verify.failed");
@@ -174,19 +186,7 @@ fn flipped_byte_in_the_stage2_init_keeps_the_boot_on_the_initramfs() {
     let (start, len) = init_blocks(&artifact("rootfs.squashfs"));
     assert!(len > 1 << 20, "the init's blocks: {len} bytes");
     let at = partition_offset(&disk, "phase-root") + start + len / 2;
-    {
-        use std::io::{Read, Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk)
-            .unwrap();
-        let mut byte = [0u8; 1];
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.read_exact(&mut byte).unwrap();
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.write_all(&[byte[0] ^ 0x01]).unwrap();
-    }
+    flip_byte(&disk, at);
     let b = boot_disk(&disk);
     b.assert_clean_poweroff();
     b.assert_order(&["rootfs.mounted", "verify.failed", "fallback", "init.ready"]);
@@ -216,19 +216,7 @@ fn scrub_finds_a_block_boot_never_read_and_the_node_keeps_running() {
         .len();
     let in_rootfs = size / 2 + 100;
     let at = partition_offset(&disk, "phase-root") + in_rootfs;
-    {
-        use std::io::{Read, Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&disk)
-            .unwrap();
-        let mut byte = [0u8; 1];
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.read_exact(&mut byte).unwrap();
-        f.seek(SeekFrom::Start(at)).unwrap();
-        f.write_all(&[byte[0] ^ 0x01]).unwrap();
-    }
+    flip_byte(&disk, at);
     let b = Vm::default_artifacts()
         .disk(&disk)
         .append("phase.scrub=64 phase.poweroff=rootfs.scrubbed")
@@ -344,10 +332,7 @@ fn without_dm_verity_the_image_is_checked_by_its_tree_on_every_core() {
     assert_stage2(&b);
     // One flipped byte deep in the image: the tree check names it, nothing is mounted.
     let at = partition_offset(&disk, "phase-root") + 50 * 1024 * 1024 + 4097;
-    let mut bytes = std::fs::read(&disk).unwrap();
-    bytes[at as usize] ^= 0x01;
-    std::fs::write(&disk, &bytes).unwrap();
-    drop(bytes);
+    flip_byte(&disk, at);
     let b = Vm::new(&artifact("vmlinuz"), &initrd)
         .disk(&disk)
         .append("phase.mode=private phase.poweroff=init.ready")
