@@ -66,7 +66,10 @@ pub enum Need {
     /// whatever the path.
     Local,
     /// Filesystems for the state partition and the ESP (`kernel/fs/` but squashfs and
-    /// overlayfs): loaded in the background while the local step verifies the release.
+    /// overlayfs), and the CRC32C that ext4 and jbd2 checksum with (`kernel/crypto/crc32c*`:
+    /// the kernel asks for it by name, and no modprobe answers here): loaded in the
+    /// background while the local step verifies the release, and only in a mode that
+    /// mounts the state partition.
     State,
     /// Network drivers and protocols (`kernel/drivers/net/`, `kernel/net/`): loaded only
     /// when the network step may run, in the background while the local step works.
@@ -89,6 +92,7 @@ impl Need {
             }
             Some(p) if p.starts_with("kernel/drivers/char/hw_random/") => Need::Entropy,
             Some(p) if module_name(p) == "loop" => Need::Loop,
+            Some(p) if p.starts_with("kernel/crypto/crc32c") => Need::State,
             Some(p)
                 if p.starts_with("kernel/fs/")
                     && !p.starts_with("kernel/fs/squashfs/")
@@ -164,26 +168,31 @@ pub fn load_by_level<R: Send>(
     for level in levels {
         let next = AtomicUsize::new(0);
         let done: Mutex<Vec<(usize, Timed<R>)>> = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..workers.clamp(1, level.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = level.get(i) else { break };
-                    let started = Instant::now();
-                    let result = load(path);
-                    let ms = started.elapsed().as_millis() as u64;
-                    let t = Timed {
-                        path: path.clone(),
-                        result,
-                        ms,
-                    };
-                    match done.lock() {
-                        Ok(mut g) => g.push((i, t)),
-                        Err(p) => p.into_inner().push((i, t)),
-                    }
-                });
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = level.get(i) else { break };
+            let started = Instant::now();
+            let result = load(path);
+            let ms = started.elapsed().as_millis() as u64;
+            let t = Timed {
+                path: path.clone(),
+                result,
+                ms,
+            };
+            match done.lock() {
+                Ok(mut g) => g.push((i, t)),
+                Err(p) => p.into_inner().push((i, t)),
             }
-        });
+        };
+        match workers.clamp(1, level.len().max(1)) {
+            // One worker: this thread (a thread per level costs a TCG boot ~1 ms each).
+            1 => work(),
+            n => std::thread::scope(|s| {
+                for _ in 0..n {
+                    s.spawn(work);
+                }
+            }),
+        }
         let mut done = match done.into_inner() {
             Ok(d) => d,
             Err(p) => p.into_inner(),
@@ -443,7 +452,7 @@ kernel/drivers/block/loop.ko:
     #[test]
     fn groups_are_told_apart_by_their_place_in_the_tree() {
         let t = DepTable::parse(
-            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\nkernel/fs/squashfs/squashfs.ko:\nkernel/fs/overlayfs/overlay.ko:\nkernel/fs/fat/vfat.ko:\nkernel/drivers/char/hw_random/virtio-rng.ko:\nkernel/drivers/block/loop.ko:\nkernel/drivers/md/dm-verity.ko:\n",
+            "kernel/drivers/net/virtio_net.ko:\nkernel/net/packet/af_packet.ko:\nkernel/fs/ext4/ext4.ko:\nkernel/drivers/block/virtio_blk.ko:\nkernel/fs/squashfs/squashfs.ko:\nkernel/fs/overlayfs/overlay.ko:\nkernel/fs/fat/vfat.ko:\nkernel/drivers/char/hw_random/virtio-rng.ko:\nkernel/drivers/block/loop.ko:\nkernel/drivers/md/dm-verity.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/crypto/sha256_generic.ko:\n",
         );
         let wanted: Vec<String> = [
             "virtio_net",
@@ -457,6 +466,8 @@ kernel/drivers/block/loop.ko:
             "virtio_rng",
             "loop",
             "dm_verity",
+            "crc32c_generic",
+            "sha256_generic",
         ]
         .map(String::from)
         .to_vec();
@@ -466,10 +477,20 @@ kernel/drivers/block/loop.ko:
             wanted_for(&t, &wanted, Need::Network),
             ["virtio_net", "af-packet"]
         );
-        assert_eq!(wanted_for(&t, &wanted, Need::State), ["ext4", "vfat"]);
+        assert_eq!(
+            wanted_for(&t, &wanted, Need::State),
+            ["ext4", "vfat", "crc32c_generic"]
+        );
         assert_eq!(
             wanted_for(&t, &wanted, Need::Local),
-            ["virtio_blk", "squashfs", "nosuch", "overlay", "dm_verity"]
+            [
+                "virtio_blk",
+                "squashfs",
+                "nosuch",
+                "overlay",
+                "dm_verity",
+                "sha256_generic"
+            ]
         );
     }
 

@@ -92,16 +92,8 @@ fn pid1() -> ! {
     let events = std::sync::Arc::new(events::EventLog::new());
     boot::install_panic_hook(events.clone());
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => {
-                let stage = config::Stage::from_argv(std::env::args().nth(1).as_deref());
-                Ok(rt.block_on(boot::run(t0, events.clone(), stage)))
-            }
-            Err(e) => Err(e),
-        }
+        let stage = config::Stage::from_argv(std::env::args().nth(1).as_deref());
+        boot::run(t0, events.clone(), stage)
     }));
     let action = match outcome {
         Ok(Ok(action)) => action,

@@ -205,8 +205,8 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
             "no verified trust anchor: cannot trust the local release".into(),
         ));
     }
-    // The meta partition (phase_layout::meta): release metadata, then the root chain;
-    // read whole (1 MiB), each slot's trailing NULs trimmed.
+    // The meta partition (phase_layout::meta): release metadata, then the root chain,
+    // each slot read up to its first NUL.
     let meta = medium
         .parts
         .iter()
@@ -215,20 +215,21 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
         .unwrap_or(1);
     let meta_dev = part_dev(&medium.disk, meta);
     let artifact = format!("{meta_dev}:release.json");
-    let mut raw = Vec::new();
-    if let Err(e) = std::fs::File::open(&meta_dev).and_then(|f| {
-        f.take(phase_layout::meta::SIZE as u64)
-            .read_to_end(&mut raw)
+    let on_meta = match std::fs::File::open(&meta_dev).and_then(|f| {
+        use std::os::unix::fs::FileExt;
+        phase_layout::meta::read(|off, buf| f.read_at(buf, off))
     }) {
-        return Err(fail(
-            boot,
-            &artifact,
-            "meta_unreadable",
-            format!("{meta_dev}: {e}"),
-        ));
-    }
-    let on_meta = phase_layout::meta::decode(&raw);
-    let bytes = on_meta.release.to_vec();
+        Ok(docs) => docs,
+        Err(e) => {
+            return Err(fail(
+                boot,
+                &artifact,
+                "meta_unreadable",
+                format!("{meta_dev}: {e}"),
+            ))
+        }
+    };
+    let bytes = on_meta.release;
     // Verify with what is known before any writable disk is touched: the anchor, the
     // rotations this disk carries, the initramfs floor, the state in RAM.
     let Some(trust) = boot.trust.as_mut() else {
@@ -317,7 +318,7 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
 /// Walk the root chain on from where it is with the meta partition's root files, each
 /// verified as the next step (TUF order: the root first, then the release is judged with
 /// it). A file that does not verify ends the walk at the last root that did.
-fn walk_meta_roots(chain: &mut phase_release::chain::RootChain, roots: &[&[u8]], dev: &str) {
+fn walk_meta_roots(chain: &mut phase_release::chain::RootChain, roots: &[Vec<u8>], dev: &str) {
     let from = chain.root.version;
     if let Some(e) = chain.walk(|v| {
         roots
