@@ -32,6 +32,10 @@ pub enum Event {
         held: Vec<String>,
         /// Held PCI functions this group bound before loading its modules.
         bound: Vec<String>,
+        /// When the group began binding and loading, and when it was done (ms since kernel
+        /// start, the clock of `t_ms`); `t_ms` is when a step waited for it.
+        from_ms: u64,
+        to_ms: u64,
     },
     /// The trust anchor in the initramfs verified.
     #[serde(rename = "trust.ready")]
@@ -548,6 +552,8 @@ mod tests {
                 ms: Default::default(),
                 held: vec![],
                 bound: vec![],
+                from_ms: 0,
+                to_ms: 0,
             },
             Event::TaskDone {
                 task: "t".into(),

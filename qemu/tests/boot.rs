@@ -82,6 +82,12 @@ fn boots_to_ready_with_modules_and_powers_off() {
         b.explain()
     );
     assert!(!names(&m.fields["loaded"]).contains(&"virtio_rng".to_string()));
+    // A boot that looks for a disk binds the RNG only once the local step is done (its PCI
+    // probe would hold the root back on one vCPU); a diskless one binds it before the NIC
+    // (network.rs).
+    let waited = b.expect("disk.waited").t_ms;
+    let rng_from = entropy.and_then(|e| e.fields["from_ms"].as_u64());
+    assert!(rng_from.is_some_and(|r| waited <= r), "{}", b.explain());
     // No loop device is attached on this path, so loop is not loaded at all.
     assert_eq!(groups.len(), 4, "{}", b.explain());
     assert!(groups

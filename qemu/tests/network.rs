@@ -115,6 +115,37 @@ fn assert_diskless_boot(b: &Boot) {
     );
     assert_eq!(b.expect("init.ready").fields["stage"], 2);
     assert_eq!(b.expect("stage2.start").str("root_fs"), Some("overlay"));
+    assert_rng_bound_before_the_nic(b);
+}
+
+/// A diskless boot binds the RNG and loads its driver first, then binds the NIC, in one
+/// thread: the two PCI probes never overlap (at once they contend in the kernel's ACPI
+/// interpreter), and DHCP's first `getrandom` finds the RNG bound. Both before `net.up`.
+fn assert_rng_bound_before_the_nic(b: &Boot) {
+    let groups = b.all("modules.loaded");
+    let group = |g: &str| {
+        let found: Vec<_> = groups
+            .iter()
+            .filter(|e| e.str("group") == Some(g))
+            .collect();
+        assert_eq!(found.len(), 1, "one {g} group:\n{}", b.explain());
+        found[0]
+    };
+    let (entropy, network) = (group("entropy"), group("network"));
+    let bound = |e: &phase_qemu::Event| e.fields["bound"].as_array().map_or(0, |a| a.len());
+    assert_eq!((bound(entropy), bound(network)), (1, 1), "{}", b.explain());
+    let span = |e: &phase_qemu::Event| (e.fields["from_ms"].as_u64(), e.fields["to_ms"].as_u64());
+    let ((Some(rng_from), Some(rng_to)), (Some(nic_from), Some(nic_to))) =
+        (span(entropy), span(network))
+    else {
+        panic!("modules.loaded without from_ms/to_ms:\n{}", b.explain());
+    };
+    assert!(
+        rng_from <= rng_to && rng_to <= nic_from && nic_from <= nic_to,
+        "RNG {rng_from}..{rng_to} ms, NIC {nic_from}..{nic_to} ms:\n{}",
+        b.explain()
+    );
+    assert!(nic_to <= b.expect("net.up").t_ms, "{}", b.explain());
 }
 
 #[test]
