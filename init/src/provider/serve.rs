@@ -199,7 +199,7 @@ async fn connection(
         .ok()
         .and_then(|p| p.to_str())
         .and_then(|n| cfg.pinned.get(n));
-    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+    let Ok(file) = tokio::fs::File::open(&path).await else {
         return reply(&mut s, 404, &[], cfg).await;
     };
     let md = file.metadata().await?;
@@ -253,30 +253,189 @@ async fn connection(
     if req.method == Method::Head {
         return Ok(());
     }
-    file.seek(std::io::SeekFrom::Start(start)).await?;
     let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, SEND_BUFFER);
     let mut pace = Pace::new(
         cfg.min_send_rate,
         cfg.send_window,
         tokio::time::Instant::now(),
     );
+    let file = file.into_std().await;
+    let sent = send_file(&s, &file, start, count, &mut pace, cfg.idle_timeout).await;
+    let sent = match sent {
+        Ok(Spliced::Refused) => {
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            send_copied(&mut s, &mut file, count, &mut pace, cfg.idle_timeout).await
+        }
+        Ok(Spliced::Sent) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        // Reset rather than close: the bytes still queued for a slow reader are
+        // dropped with its slot, not trickled out for another minute.
+        let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
+        return Err(e);
+    }
+    s.shutdown().await
+}
+
+/// Bytes one blocking-pool job may move (a handoff per chunk, not per socket buffer).
+const SENDFILE_CHUNK: usize = 4 << 20;
+/// The longest a job waits for room in the socket buffer: a slow reader holds a
+/// blocking-pool thread for this long at a time, and a dropped connection frees it soon.
+const SENDFILE_WAIT: Duration = Duration::from_secs(1);
+
+/// Send `count` bytes of `file` from `start` with sendfile(2): the kernel hands the
+/// page-cache pages to the socket, no copy through this process (the copy through
+/// userspace cost about as much CPU as the client's receive, on a machine both share).
+/// The calls run on the blocking pool in chunks ([`send_chunk`]), because a block device
+/// (a disk-booted node's rootfs) may have to read from disk; each chunk is bounded in time
+/// ([`SENDFILE_WAIT`], the idle time, the end of the rate window), and idleness and rate
+/// are judged between chunks as in [`write_paced`]. A file that ends early ends the body (the client sees it short and
+/// retries).
+async fn send_file(
+    s: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    count: u64,
+    pace: &mut Pace,
+    idle: Duration,
+) -> std::io::Result<Spliced> {
+    let socket = Arc::new(rustix::io::dup(s)?);
+    let file = Arc::new(file.try_clone()?);
+    let (mut offset, end) = (start, start.saturating_add(count));
+    let mut idle_until = tokio::time::Instant::now() + idle;
+    while offset < end {
+        let until = idle_until
+            .min(pace.window_end())
+            .min(tokio::time::Instant::now() + SENDFILE_WAIT)
+            .into_std();
+        let n = usize::try_from(end - offset).map_or(SENDFILE_CHUNK, |n| n.min(SENDFILE_CHUNK));
+        let (socket, f) = (socket.clone(), file.clone());
+        let chunk = tokio::task::spawn_blocking(move || send_chunk(&socket, &f, offset, n, until))
+            .await
+            .map_err(std::io::Error::other)?;
+        let now = tokio::time::Instant::now();
+        match chunk {
+            Ok(Chunk { sent, ended }) => {
+                offset += sent as u64;
+                pace.add(sent);
+                if sent > 0 {
+                    idle_until = now + idle;
+                }
+                if ended {
+                    return Ok(Spliced::Sent); // the file shrank
+                }
+            }
+            Err(rustix::io::Errno::INVAL) if offset == start => return Ok(Spliced::Refused),
+            Err(e) => return Err(e.into()),
+        }
+        if offset < end && now >= idle_until {
+            return Err(stalled());
+        }
+        pace.judge(now).map_err(too_slow)?;
+    }
+    Ok(Spliced::Sent)
+}
+
+/// What one [`send_chunk`] moved, and whether the file ended before the chunk did.
+struct Chunk {
+    sent: usize,
+    ended: bool,
+}
+
+/// sendfile(2) `n` bytes of `file` from `offset` to the (non-blocking) `socket`, waiting
+/// for room with poll(2) until `until`: a blocking-pool job. A poll of its own, not
+/// tokio's readiness: clearing that from another thread could lose a wakeup. An error
+/// after some bytes went out reports them instead; the next call meets it again.
+fn send_chunk(
+    socket: &rustix::fd::OwnedFd,
+    file: &std::fs::File,
+    offset: u64,
+    n: usize,
+    until: std::time::Instant,
+) -> Result<Chunk, rustix::io::Errno> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    use rustix::io::Errno;
+    let (mut at, end) = (offset, offset + n as u64);
+    let sent = |at: u64| (at - offset) as usize;
+    while at < end {
+        let left = usize::try_from(end - at).unwrap_or(usize::MAX);
+        match rustix::fs::sendfile(socket, file, Some(&mut at), left) {
+            Ok(0) => {
+                return Ok(Chunk {
+                    sent: sent(at),
+                    ended: true,
+                })
+            }
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                let wait = until.saturating_duration_since(std::time::Instant::now());
+                let Ok(timeout) = rustix::time::Timespec::try_from(wait) else {
+                    break;
+                };
+                if wait.is_zero() {
+                    break;
+                }
+                let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+                match poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) if at == offset => return Err(e),
+                    Err(_) => break,
+                }
+            }
+            Err(e) if at == offset => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(Chunk {
+        sent: sent(at),
+        ended: false,
+    })
+}
+
+/// How [`send_file`] ended without an error.
+enum Spliced {
+    /// The body went out (or the file ended early).
+    Sent,
+    /// sendfile(2) refused the source (`EINVAL`) before the first byte: copy instead.
+    Refused,
+}
+
+/// The body copied through this process, for a source sendfile(2) refuses.
+async fn send_copied(
+    s: &mut TcpStream,
+    file: &mut tokio::fs::File,
+    count: u64,
+    pace: &mut Pace,
+    idle: Duration,
+) -> std::io::Result<()> {
     let mut left = count;
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {
-        let want = buf.len().min(left as usize);
+        let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
         let n = file.read(&mut buf[..want]).await?;
         if n == 0 {
             break; // the file shrank; the client sees a short body and retries
         }
-        if let Err(e) = write_paced(&mut s, &buf[..n], &mut pace, cfg.idle_timeout).await {
-            // Reset rather than close: the bytes still queued for a slow reader are
-            // dropped with its slot, not trickled out for another minute.
-            let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
-            return Err(e);
-        }
+        write_paced(s, &buf[..n], pace, idle).await?;
         left -= n as u64;
     }
-    s.shutdown().await
+    Ok(())
+}
+
+fn stalled() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "client stalled")
+}
+
+fn too_slow(e: crate::fetch::pace::TooSlow) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "client took {} bytes in a window, below {}",
+            e.bytes, e.min_bytes
+        ),
+    )
 }
 
 /// Write all of `b`, judging the reader's rate as it takes the bytes.
@@ -286,15 +445,6 @@ async fn write_paced(
     pace: &mut Pace,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let slow = |e: crate::fetch::pace::TooSlow| {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "client took {} bytes in a window, below {}",
-                e.bytes, e.min_bytes
-            ),
-        )
-    };
     let idle_until = tokio::time::Instant::now() + idle;
     while !b.is_empty() {
         let until = idle_until.min(pace.window_end());
@@ -307,15 +457,10 @@ async fn write_paced(
                 b = &b[n..];
             }
             Ok(Err(e)) => return Err(e),
-            Err(_) if now >= idle_until => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client stalled",
-                ))
-            }
+            Err(_) if now >= idle_until => return Err(stalled()),
             Err(_) => {}
         }
-        pace.judge(now).map_err(slow)?;
+        pace.judge(now).map_err(too_slow)?;
     }
     Ok(())
 }
