@@ -229,7 +229,9 @@ fn bytes_of(piece: &Shared) -> &[u8] {
 }
 
 fn hash_run(bytes: &[u8], salt: &[u8; 32]) -> Vec<[u8; 32]> {
-    bytes.chunks(BLOCK).map(|b| hash_block(salt, b)).collect()
+    let mut hashes = vec![[0u8; 32]; bytes.len().div_ceil(BLOCK)];
+    super::hash_blocks(salt, bytes, &mut hashes);
+    hashes
 }
 
 #[cfg(test)]
