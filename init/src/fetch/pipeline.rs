@@ -1,10 +1,12 @@
 //! The receive/verify pipeline: a connection fills buffers from a small pool with the
-//! body (several reads each) and hands each filled buffer (not a copy) to one worker thread, which writes it to
-//! the output and feeds it to the artifact's [`Check`], then returns the buffer. An
-//! artifact with verity parameters (the rootfs) is checked by its tree: the worker shares
-//! the buffer with a pool of hashing threads, one per CPU (`phase_release::verity::stream`),
-//! and the buffer comes back once its blocks are hashed; any other artifact is hashed whole
-//! (SHA-256) by the worker. Reading the next bytes and hashing the last ones overlap, so
+//! body (several reads each) and hands each filled buffer (not a copy) to one worker
+//! thread, which feeds it to the artifact's [`Check`]. An artifact with verity parameters
+//! (the rootfs) is checked by its tree: the worker shares the buffer with a pool of
+//! hashing threads, one per CPU (`phase_release::verity::stream`), each of which hashes
+//! its share of the blocks and then writes that share to the output at its offset, so
+//! the copy into the output is spread over the CPUs like the hashing; the buffer comes
+//! back once every share is done. Any other artifact is hashed whole (SHA-256) and
+//! written by the worker. Reading the next bytes and hashing the last ones overlap, so
 //! verification does not slow the download on a machine with a second core; with a
 //! single-threaded runtime (PID 1) hashing never holds up the timers either.
 //!
@@ -18,8 +20,8 @@ use phase_release::stream::ArtifactVerifier;
 use phase_release::verify::TrustError;
 use phase_release::verity::stream::{Shared, TreeStream};
 use phase_release::verity::VerityError;
-use std::io::Write;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::{mpsc, Arc};
 use tokio::sync::{mpsc as amsc, oneshot};
 
@@ -130,7 +132,7 @@ pub struct Pipeline {
     lent: usize,
     done: Option<oneshot::Receiver<Done>>,
     /// The first failed write to the output (RAM or local disk).
-    write_failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    write_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Pipeline {
@@ -142,52 +144,69 @@ impl Pipeline {
             msg,
         };
         let out = out.try_clone().map_err(|e| output(e.to_string()))?;
+        // Bytes go to `out` from its current position on, each at its own offset (the
+        // hashing threads write theirs in parallel).
+        let base = std::io::Seek::stream_position(&mut &out).map_err(|e| output(e.to_string()))?;
+        let out = Arc::new(out);
         let (to_worker, from_reader) = mpsc::channel::<(Vec<u8>, Range<usize>)>();
         let (give_back, back) = amsc::unbounded_channel();
         let (report, done) = oneshot::channel();
-        let write_failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let write_failed = Arc::new(std::sync::Mutex::new(None));
         let failed = write_failed.clone();
+        let write = move |at: u64, bytes: &[u8]| {
+            if let Err(e) = out.write_all_at(bytes, base + at) {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e.to_string());
+                }
+            }
+        };
         let mut check = check;
+        if let Check::Tree { tree, .. } = &mut check {
+            tree.write_to(Arc::new(write.clone()));
+        }
         std::thread::Builder::new()
             .name(format!("verify {name}"))
             .spawn(move || {
                 let mut rejected = None;
+                // Bytes taken so far: the offset of the next.
+                let mut pos = 0u64;
                 for (buf, range) in from_reader {
-                    let write = |bytes: &[u8]| {
-                        if let Err(e) = (&out).write_all(bytes) {
-                            if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(e.to_string());
-                            }
-                        }
-                    };
+                    let n = range.len() as u64;
                     match &mut check {
                         Check::Sha256(v) => {
                             let bytes = buf.get(range).unwrap_or_default();
                             if rejected.is_none() {
                                 rejected = v.update(bytes).err();
                             }
-                            write(bytes);
+                            write(pos, bytes);
                             // The reader may be gone (its attempt ended).
                             let _ = give_back.send(buf);
                         }
                         Check::Tree { tree, name, size } => {
-                            // Hashing starts on the pool while this thread writes.
+                            // The pool hashes and writes it; this thread goes on.
                             let lent = Arc::new(Lent {
                                 buf,
                                 back: give_back.clone(),
                             });
+                            let mut taken = false;
                             if rejected.is_none() {
                                 let shared: Shared = lent.clone();
-                                if tree.update(shared, range.clone()).is_err() {
-                                    rejected = Some(TrustError::ArtifactTooLong {
-                                        name: name.clone(),
-                                        declared: *size,
-                                    });
+                                match tree.update(shared, range.clone()) {
+                                    Ok(()) => taken = true,
+                                    Err(_) => {
+                                        rejected = Some(TrustError::ArtifactTooLong {
+                                            name: name.clone(),
+                                            declared: *size,
+                                        })
+                                    }
                                 }
                             }
-                            write(lent.buf.get(range).unwrap_or_default());
+                            if !taken {
+                                write(pos, lent.buf.get(range).unwrap_or_default());
+                            }
                         }
                     }
+                    pos += n;
                 }
                 let _ = report.send(Done { check, rejected });
             })

@@ -9,6 +9,11 @@
 //! when its `Arc` is dropped (the fetch pipeline returns the buffer to its pool then).
 //! More bytes than the signed tree covers are refused at once, like
 //! [`crate::stream::ArtifactVerifier`], so an endless body is cut off.
+//!
+//! With an output ([`TreeStream::write_to`]) the pool threads also write the bytes they
+//! took, each its share of a piece at its offset, after hashing it (while it is still in
+//! the cache): the copy into the output is spread over the pool like the hashing, instead
+//! of one thread writing everything.
 
 use super::{hash_block, levels, VerityError, BLOCK};
 use crate::doc::Verity;
@@ -19,14 +24,23 @@ use std::thread::JoinHandle;
 /// Bytes the caller shares with the pool.
 pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
+/// Where the pool writes what it took: `(offset in the artifact, bytes)`. It keeps its
+/// own first error; the caller asks it once the pieces are back.
+pub type WriteAt = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
+
 /// The fewest blocks worth a job of their own (a handoff costs a thread wakeup).
 const MIN_JOB_BLOCKS: usize = 16;
 
-/// Whole blocks of a shared piece to hash: `piece[range]` starts at block `first`.
+/// Whole blocks of a shared piece to hash: `piece[range]` starts at block `first`; then
+/// `piece[write]` to write at offset `at` (a job's share of the piece, stitched block
+/// bytes included).
 struct Job {
     piece: Shared,
     range: Range<usize>,
     first: u64,
+    write: Range<usize>,
+    at: u64,
+    out: Option<WriteAt>,
 }
 
 /// What one pool thread hashed: runs of consecutive leaves, each with its first block.
@@ -50,6 +64,7 @@ pub struct TreeStream {
     /// The queue that gets the next job.
     next: usize,
     pool: Vec<JoinHandle<Runs>>,
+    out: Option<WriteAt>,
 }
 
 impl TreeStream {
@@ -83,7 +98,13 @@ impl TreeStream {
             jobs,
             next: 0,
             pool,
+            out: None,
         })
+    }
+
+    /// Write every byte taken to `out` as well (set before the first [`Self::update`]).
+    pub fn write_to(&mut self, out: WriteAt) {
+        self.out = Some(out);
     }
 
     /// Bytes taken so far.
@@ -113,32 +134,38 @@ impl TreeStream {
         }
         let whole = (len - at) / BLOCK;
         // The whole blocks in one job per thread (fewer when there are few blocks): each
-        // thread wakes once per piece.
+        // thread wakes once per piece. The jobs' write shares cover the piece end to end.
         let n_jobs = self.jobs.len().min(whole.div_ceil(MIN_JOB_BLOCKS)).max(1);
-        let mut start = at;
+        let (mut start, mut written) = (at, 0);
         for j in 0..n_jobs {
             let blocks = whole / n_jobs + usize::from(j < whole % n_jobs);
-            if blocks == 0 {
-                continue;
-            }
             let end = start + blocks * BLOCK;
+            let write_end = if j + 1 == n_jobs { len } else { end };
             let first = (self.seen + start as u64) / BLOCK as u64;
+            if blocks == 0 && (self.out.is_none() || write_end == written) {
+                continue; // nothing to hash or write: no wakeup
+            }
             let job = Job {
                 piece: piece.clone(),
                 range: range.start + start..range.start + end,
                 first,
+                write: range.start + written..range.start + write_end,
+                at: self.seen + written as u64,
+                out: self.out.clone(),
             };
+            written = write_end;
+            start = end;
             let queue = self.next % self.jobs.len().max(1);
             self.next = self.next.wrapping_add(1);
-            match self.jobs.get(queue).map(|tx| tx.send(job)) {
-                Some(Ok(())) => {}
-                // No pool, or that thread is gone: hash here.
-                Some(Err(mpsc::SendError(job))) => self.own.push(hash_job(&job, &self.salt)),
-                None => self
-                    .own
-                    .push((first, hash_run(&bytes[start..end], &self.salt))),
-            }
-            start = end;
+            // No pool, or that thread is gone: here.
+            let job = match self.jobs.get(queue) {
+                Some(tx) => match tx.send(job) {
+                    Ok(()) => continue,
+                    Err(mpsc::SendError(job)) => job,
+                },
+                None => job,
+            };
+            self.own.push(do_job(&job, &self.salt));
         }
         self.stitch.extend_from_slice(&bytes[start..]);
         self.seen += len as u64;
@@ -211,17 +238,26 @@ impl Drop for TreeStream {
 fn hash_jobs(rx: &mpsc::Receiver<Job>, salt: &[u8; 32]) -> Runs {
     let mut runs = Vec::new();
     for job in rx {
-        runs.push(hash_job(&job, salt));
+        runs.push(do_job(&job, salt));
         // `job.piece` drops here: the caller may reuse the buffer once every job is done.
     }
     runs
 }
 
-fn hash_job(job: &Job, salt: &[u8; 32]) -> (u64, Vec<[u8; 32]>) {
-    let bytes = bytes_of(&job.piece)
-        .get(job.range.clone())
-        .unwrap_or_default();
-    (job.first, hash_run(bytes, salt))
+/// Hash a job's blocks, then write its share.
+fn do_job(job: &Job, salt: &[u8; 32]) -> (u64, Vec<[u8; 32]>) {
+    let piece = bytes_of(&job.piece);
+    let hashed = (
+        job.first,
+        hash_run(piece.get(job.range.clone()).unwrap_or_default(), salt),
+    );
+    if let Some(out) = &job.out {
+        let share = piece.get(job.write.clone()).unwrap_or_default();
+        if !share.is_empty() {
+            out(job.at, share);
+        }
+    }
+    hashed
 }
 
 fn bytes_of(piece: &Shared) -> &[u8] {

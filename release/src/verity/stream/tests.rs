@@ -68,6 +68,43 @@ fn any_cut_of_the_bytes_gives_the_whole_verdict() {
     }
 }
 
+/// With an output, the pool writes every byte taken at its offset, whatever the cut and
+/// the number of threads (none: the caller writes): the output equals the input.
+#[test]
+fn the_pool_writes_what_it_took_where_it_belongs() {
+    let data = image(300);
+    let v = params(&data, [4; 32]);
+    let cuts: &[&[usize]] = &[
+        &[data.len()],
+        &[1],
+        &[BLOCK - 1, BLOCK + 1],
+        &[65483],
+        &[7, 1 << 20, 100_000],
+    ];
+    for cut in cuts {
+        for threads in [0, 1, 3] {
+            let written = Arc::new(std::sync::Mutex::new(vec![0u8; data.len()]));
+            let w = written.clone();
+            let out: WriteAt = Arc::new(move |at: u64, bytes: &[u8]| {
+                let at = at as usize;
+                w.lock().unwrap()[at..at + bytes.len()].copy_from_slice(bytes);
+            });
+            let mut t = TreeStream::new(&v, threads).unwrap();
+            t.write_to(out);
+            let (mut at, mut k) = (0, 0);
+            while at < data.len() {
+                let n = cut[k % cut.len()].min(data.len() - at);
+                let mut buf = vec![0xeeu8; n + 9];
+                buf[3..3 + n].copy_from_slice(&data[at..at + n]);
+                t.update(Arc::new(buf), 3..3 + n).unwrap();
+                (at, k) = (at + n, k + 1);
+            }
+            assert_eq!(t.finish(), Ok(()), "{cut:?} {threads}");
+            assert!(*written.lock().unwrap() == data, "{cut:?} {threads}");
+        }
+    }
+}
+
 #[test]
 fn size_and_parameters_are_named() {
     let data = image(10);
