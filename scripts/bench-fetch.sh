@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Fetch+verify of a 256 MiB rootfs over loopback (`phase fetch`: the connection hands its
-# buffers to a worker that writes them and shares them with one hashing thread per CPU, the
-# rootfs checked by its dm-verity tree against the signed root hash; the other artifacts at
-# once after the first) against `curl -o /dev/null` of the same file from the same server,
+# buffers to a worker that shares them with one hashing thread per CPU, each of which hashes
+# its share of the 4 KiB blocks, two at a time on SHA-NI, and writes that share to the
+# file; the rootfs checked by its dm-verity tree against the signed root hash; the other
+# artifacts at once after the first) against `curl -o /dev/null` of the same file from the
+# same server (`phase provider serve`, which sends with sendfile(2)),
 # as a throughput ratio; also against curl storing the file on tmpfs, as phase does, and
 # the client CPU time of each (on a loaded machine the wall ratio follows the CPU ratio).
 # They alternate, RUNS times each (default 7), so all see the same machine; the median
@@ -27,29 +29,37 @@ big=$(basename "$(ls -S "$w/rel" | head -1)")
 srv=$!
 for _ in $(seq 100); do grep -q serving "$w/srv.log" 2>/dev/null && break; sleep 0.1; done
 url=$(grep -o 'http://[0-9.:]*/' "$w/srv.log")
-# One run of "$@": "wall_ms cpu_ms" (CPU = user + sys of the command, from bash's `time`).
-run() { local t; t=$( { TIMEFORMAT='%R %U %S'; time "$@" > /dev/null 2>&1 || echo FAILED; } 2>&1 )
+# The provider's CPU time so far (user + sys), in ms: it shares the 2 cores with the client.
+tick=$(getconf CLK_TCK)
+srv_ms() { awk -v t="$tick" '{ printf "%d\n", ($14 + $15) * 1000 / t }' "/proc/$srv/stat"; }
+# One run of "$@": "wall_ms cpu_ms provider_cpu_ms" (CPU = user + sys of the command, from
+# bash's `time`; the provider's from /proc, in clock ticks).
+run() { local t s0; s0=$(srv_ms)
+  t=$( { TIMEFORMAT='%R %U %S'; time "$@" > /dev/null 2>&1 || echo FAILED; } 2>&1 )
   case "$t" in *FAILED*) echo "bench-fetch: $* failed" >&2; exit 1;; esac
-  awk '{ printf "%d %d\n", $1 * 1000, ($2 + $3) * 1000 }' <<< "$t"; }
-# Every run's "wall cpu", per command; alternating the three, so all see the same machine.
+  awk -v s=$(( $(srv_ms) - s0 )) '{ printf "%d %d %d\n", $1 * 1000, ($2 + $3) * 1000, s }' <<< "$t"; }
+# Every run's "wall cpu provider", per command; alternating the three, so all see the same machine.
 declare -A runs_of
-keep() { local r; r=($2); [ "${#r[@]}" -eq 2 ] || { echo "bench-fetch: a $1 run failed" >&2; exit 1; }; runs_of[$1]+="$2"$'\n'; }
+keep() { local r; r=($2); [ "${#r[@]}" -eq 3 ] || { echo "bench-fetch: a $1 run failed" >&2; exit 1; }; runs_of[$1]+="$2"$'\n'; }
 for _ in $(seq "$runs"); do
   keep null "$(run curl -sf -o /dev/null "${url}${big}")"
   keep tmpfs "$(run curl -sf -o "$w/curl.out" "${url}${big}")"; rm -f "$w/curl.out"
   rm -rf "$w/got"
   keep phase "$(run "$out/phase" fetch --root "$out/trusted-root.json" --provider "$url" --out "$w/got")"
 done
-# "median_wall median_cpu best_wall" of one command's runs (the median run by wall time).
-stats() { grep . <<< "${runs_of[$1]}" | sort -n | awk '{ w[NR] = $1; c[NR] = $2 }
-  END { m = int((NR + 1) / 2); print w[m], c[m], w[1] }'; }
-declare -A med cpu best
-for k in null tmpfs phase; do read -r med[$k] cpu[$k] best[$k] <<< "$(stats $k)"; done
+# "median_wall median_cpu best_wall median_provider_cpu" of one command's runs (the median
+# run by wall time; the provider's median over all runs).
+stats() { local s; s=$(grep . <<< "${runs_of[$1]}" | awk '{ print $3 }' | sort -n | awk '{ s[NR] = $1 }
+  END { print s[int((NR + 1) / 2)] }')
+  grep . <<< "${runs_of[$1]}" | sort -n | awk -v s="$s" '{ w[NR] = $1; c[NR] = $2 }
+  END { m = int((NR + 1) / 2); print w[m], c[m], w[1], s }'; }
+declare -A med cpu best srvcpu
+for k in null tmpfs phase; do read -r med[$k] cpu[$k] best[$k] srvcpu[$k] <<< "$(stats $k)"; done
 others=$(( ($(du -sb "$w/rel" | cut -f1) - $(stat -c %s "$w/rel/$big")) >> 10 ))
 echo "fetch 256 MiB rootfs over loopback ($runs runs each, alternating; median wall ms, its client CPU ms, best wall ms):"
-echo "  curl -o /dev/null          ${med[null]} ms  (CPU ${cpu[null]} ms; best ${best[null]} ms)"
-echo "  curl -o FILE on tmpfs      ${med[tmpfs]} ms  (CPU ${cpu[tmpfs]} ms; best ${best[tmpfs]} ms)"
-echo "  phase fetch+verify         ${med[phase]} ms  (CPU ${cpu[phase]} ms; best ${best[phase]} ms; rootfs by its verity tree on $(nproc) CPUs, written to tmpfs; incl. metadata + ${others} KiB tree and stand-in kernel and initramfs)"
+echo "  curl -o /dev/null          ${med[null]} ms  (CPU ${cpu[null]} ms; best ${best[null]} ms; provider CPU ${srvcpu[null]} ms)"
+echo "  curl -o FILE on tmpfs      ${med[tmpfs]} ms  (CPU ${cpu[tmpfs]} ms; best ${best[tmpfs]} ms; provider CPU ${srvcpu[tmpfs]} ms)"
+echo "  phase fetch+verify         ${med[phase]} ms  (CPU ${cpu[phase]} ms; best ${best[phase]} ms; provider CPU ${srvcpu[phase]} ms; rootfs by its verity tree on $(nproc) CPUs, written to tmpfs; incl. metadata + ${others} KiB tree and stand-in kernel and initramfs)"
 awk -v c="${med[null]}" -v t="${med[tmpfs]}" -v p="${med[phase]}" -v bc="${best[null]}" -v bp="${best[phase]}" 'BEGIN {
   printf "ratio phase/curl throughput = %.2f of medians, %.2f of bests (goal >= 0.8; against curl storing to tmpfs too: %.2f)\n", c / p, bc / bp, t / p }'
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"

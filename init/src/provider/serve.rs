@@ -301,7 +301,8 @@ async fn send_file(
     pace: &mut Pace,
     idle: Duration,
 ) -> std::io::Result<Spliced> {
-    let socket = Arc::new(rustix::io::dup(s)?);
+    // Close-on-exec: a child started meanwhile must not inherit the connection.
+    let socket = Arc::new(rustix::io::fcntl_dupfd_cloexec(s, 0)?);
     let file = Arc::new(file.try_clone()?);
     let (mut offset, end) = (start, start.saturating_add(count));
     let mut idle_until = tokio::time::Instant::now() + idle;
