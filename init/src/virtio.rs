@@ -71,9 +71,31 @@ pub fn kind(vendor: u16, device: u16, subsystem_device: u16) -> Option<Kind> {
     }
 }
 
-/// A sysfs id file's contents (`0x1af4\n`).
-pub fn parse_id(text: &str) -> Option<u16> {
-    u16::from_str_radix(text.trim().strip_prefix("0x")?, 16).ok()
+impl PciFunction {
+    /// A function from its sysfs `uevent` file (`PCI_ID=1AF4:1001`, `PCI_SUBSYS_ID=1AF4:0002`,
+    /// `DRIVER=` once bound): one read per function instead of one per id.
+    pub fn from_uevent(address: &str, text: &str) -> Option<PciFunction> {
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        };
+        let pair = |key: &str| -> Option<(u16, u16)> {
+            let (a, b) = value(key)?.trim().split_once(':')?;
+            Some((
+                u16::from_str_radix(a, 16).ok()?,
+                u16::from_str_radix(b, 16).ok()?,
+            ))
+        };
+        let (vendor, device) = pair("PCI_ID")?;
+        let (_, subsystem_device) = pair("PCI_SUBSYS_ID")?;
+        Some(PciFunction {
+            address: address.to_string(),
+            vendor,
+            device,
+            subsystem_device,
+            bound: value("DRIVER").is_some(),
+        })
+    }
 }
 
 /// The functions to hold back before `virtio_pci` loads, each with the group that binds it
@@ -129,11 +151,23 @@ mod tests {
     }
 
     #[test]
-    fn ids_parse_as_sysfs_writes_them() {
-        assert_eq!(parse_id("0x1af4\n"), Some(0x1af4));
-        assert_eq!(parse_id("0x0004"), Some(4));
-        for bad in ["", "1af4", "0x", "0xzz", "0x12345"] {
-            assert_eq!(parse_id(bad), None, "{bad:?}");
+    fn functions_parse_as_sysfs_writes_their_uevent() {
+        let rng = "PCI_CLASS=FF0000\nPCI_ID=1AF4:1005\nPCI_SUBSYS_ID=1AF4:0004\nPCI_SLOT_NAME=0000:00:03.0\nMODALIAS=pci:v00001AF4d00001005sv00001AF4sd00000004bcFFsc00i00\n";
+        assert_eq!(
+            PciFunction::from_uevent("0000:00:03.0", rng),
+            Some(f("0000:00:03.0", VENDOR, 0x1005, 4, false))
+        );
+        let bound = format!("DRIVER=virtio-pci\n{rng}");
+        assert!(PciFunction::from_uevent("a", &bound).is_some_and(|f| f.bound));
+        for bad in [
+            "",
+            "PCI_ID=1AF4:1005\n",
+            "PCI_ID=1AF4\nPCI_SUBSYS_ID=1AF4:0004\n",
+            "PCI_ID=zz:1005\nPCI_SUBSYS_ID=1AF4:0004\n",
+            "PCI_ID=12345:1005\nPCI_SUBSYS_ID=1AF4:0004\n",
+            "XPCI_ID=1AF4:1005\nPCI_SUBSYS_ID=1AF4:0004\n",
+        ] {
+            assert_eq!(PciFunction::from_uevent("a", bad), None, "{bad:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! PCI functions in sysfs: list them, hold one back from driver binding
 //! (`driver_override`), and bind it later (`drivers_probe`).
 
-use crate::virtio::{parse_id, PciFunction};
+use crate::virtio::PciFunction;
 use std::path::Path;
 
 const DEVICES: &str = "/sys/bus/pci/devices";
@@ -35,7 +35,8 @@ fn write(path: &Path, value: &str) -> Result<(), PciError> {
     })
 }
 
-/// Every function under `/sys/bus/pci/devices` whose ids read; none if sysfs has no PCI bus.
+/// Every function under `/sys/bus/pci/devices` whose `uevent` reads; none if sysfs has no
+/// PCI bus.
 pub fn functions() -> Vec<PciFunction> {
     let Ok(dir) = std::fs::read_dir(DEVICES) else {
         return Vec::new();
@@ -43,15 +44,8 @@ pub fn functions() -> Vec<PciFunction> {
     let mut out: Vec<PciFunction> = dir
         .flatten()
         .filter_map(|e| {
-            let p = e.path();
-            let id = |f: &str| parse_id(&std::fs::read_to_string(p.join(f)).ok()?);
-            Some(PciFunction {
-                address: e.file_name().to_string_lossy().into_owned(),
-                vendor: id("vendor")?,
-                device: id("device")?,
-                subsystem_device: id("subsystem_device")?,
-                bound: p.join("driver").exists(),
-            })
+            let text = std::fs::read_to_string(e.path().join("uevent")).ok()?;
+            PciFunction::from_uevent(&e.file_name().to_string_lossy(), &text)
         })
         .collect();
     out.sort_by(|a, b| a.address.cmp(&b.address));
