@@ -62,8 +62,14 @@ pub fn start(path: &str) -> Result<InitCheck, InitCheckError> {
     let (p, s) = (path.to_string(), stop.clone());
     let (reader, inline) = match std::thread::Builder::new()
         .name("stage2-init-read".into())
-        .spawn(move || read_whole(&p, &s))
-    {
+        .spawn(move || {
+            // Below the boot path: the read may use what the root's mount leaves idle,
+            // never the CPU the steps to `rootfs.mounted` need (one vCPU under QEMU).
+            if let Err(e) = crate::sys::direct::background_thread() {
+                tracing::warn!("stage-2 init reader keeps normal priority: {e}");
+            }
+            read_whole(&p, &s)
+        }) {
         Ok(h) => (Some(h), None),
         Err(e) => {
             tracing::warn!("cannot start the reader of {path} ({e}): reading it inline");
