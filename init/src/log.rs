@@ -17,12 +17,24 @@ static KMSG: OnceLock<std::fs::File> = OnceLock::new();
 
 /// Install the subscriber. Safe to call once; later calls are ignored.
 pub fn init() {
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::fmt()
         .with_max_level(Level::DEBUG)
         .with_ansi(false)
         .with_timer(BootTime)
         .with_writer(Sink)
-        .try_init();
+        .finish()
+        // Asked before a record is formatted: a line nobody will see costs nothing.
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            shown(*m.level(), m.target(), DEBUG.load(Ordering::Relaxed))
+        }));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// Whether a record is shown: our own info lines; only warnings and errors from libraries
+/// (libp2p is chatty at info), unless `phase.debug`.
+fn shown(level: Level, target: &str, debug: bool) -> bool {
+    debug || level <= Level::WARN || (level <= Level::INFO && target.starts_with("phase"))
 }
 
 pub fn set_debug(on: bool) {
@@ -118,11 +130,7 @@ impl<'a> MakeWriter<'a> for Sink {
                 Level::WARN => 4,
                 _ => 7,
             },
-            // Our own info lines; only warnings and errors from libraries (libp2p is
-            // chatty at info), unless `phase.debug`.
-            enabled: DEBUG.load(Ordering::Relaxed)
-                || level <= Level::WARN
-                || (level <= Level::INFO && meta.target().starts_with("phase")),
+            enabled: shown(level, meta.target(), DEBUG.load(Ordering::Relaxed)),
         }
     }
 }
@@ -131,6 +139,26 @@ impl<'a> MakeWriter<'a> for Sink {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn library_info_and_every_debug_line_only_with_phase_debug() {
+        for (level, target, debug, want) in [
+            (Level::INFO, "phase::boot", false, true),
+            (Level::DEBUG, "phase::boot", false, false),
+            (Level::DEBUG, "phase::boot", true, true),
+            (Level::INFO, "libp2p_kad", false, false),
+            (Level::INFO, "libp2p_kad", true, true),
+            (Level::WARN, "libp2p_kad", false, true),
+            (Level::ERROR, "hyper", false, true),
+            (Level::TRACE, "phase", true, true),
+        ] {
+            assert_eq!(
+                shown(level, target, debug),
+                want,
+                "{level} {target} {debug}"
+            );
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {
