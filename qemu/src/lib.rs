@@ -305,6 +305,19 @@ impl Boot {
     pub fn all(&self, name: &str) -> Vec<&Event> {
         self.events.iter().filter(|e| e.name == name).collect()
     }
+    /// The one `modules.loaded` event of module group `group` (panics, explaining the boot,
+    /// unless there is exactly one).
+    pub fn modules_group(&self, group: &str) -> &Event {
+        let found: Vec<&Event> = self
+            .all("modules.loaded")
+            .into_iter()
+            .filter(|e| e.str("group") == Some(group))
+            .collect();
+        match found[..] {
+            [e] => e,
+            _ => panic!("{} {group} groups:\n{}", found.len(), self.explain()),
+        }
+    }
     pub fn names(&self) -> Vec<&str> {
         self.events.iter().map(|e| e.name.as_str()).collect()
     }

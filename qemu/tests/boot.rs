@@ -52,14 +52,7 @@ fn boots_to_ready_with_modules_and_powers_off() {
     // ext4 for the state partition in a group of its own, loaded alongside the local step;
     // it and its dependencies are carried gzip'd (.ko.gz) and inflated by the init.
     let groups = b.all("modules.loaded");
-    let group = |g: &str| {
-        let found: Vec<_> = groups
-            .iter()
-            .filter(|e| e.str("group") == Some(g))
-            .collect();
-        assert_eq!(found.len(), 1, "one {g} group:\n{}", b.explain());
-        names(&found[0].fields["loaded"])
-    };
+    let group = |g: &str| names(&b.modules_group(g).fields["loaded"]);
     assert!(group("network").contains(&"virtio_net".to_string()));
     for m in ["ext4", "jbd2", "mbcache", "crc16"] {
         assert!(
@@ -74,19 +67,14 @@ fn boots_to_ready_with_modules_and_powers_off() {
     assert!(group("entropy").contains(&"virtio_rng".to_string()));
     let held = names(&m.fields["held"]);
     assert_eq!(held.len(), 1, "{}", m.fields);
-    let entropy = groups.iter().find(|e| e.str("group") == Some("entropy"));
-    assert_eq!(
-        entropy.map(|e| names(&e.fields["bound"])),
-        Some(held),
-        "{}",
-        b.explain()
-    );
+    let entropy = b.modules_group("entropy");
+    assert_eq!(names(&entropy.fields["bound"]), held, "{}", b.explain());
     assert!(!names(&m.fields["loaded"]).contains(&"virtio_rng".to_string()));
     // A boot that looks for a disk binds the RNG only once the local step is done (its PCI
     // probe would hold the root back on one vCPU); a diskless one binds it before the NIC
     // (network.rs).
     let waited = b.expect("disk.waited").t_ms;
-    let rng_from = entropy.and_then(|e| e.fields["from_ms"].as_u64());
+    let rng_from = entropy.fields["from_ms"].as_u64();
     assert!(rng_from.is_some_and(|r| waited <= r), "{}", b.explain());
     // No loop device is attached on this path, so loop is not loaded at all.
     assert_eq!(groups.len(), 4, "{}", b.explain());

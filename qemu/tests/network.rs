@@ -122,16 +122,7 @@ fn assert_diskless_boot(b: &Boot) {
 /// thread: the two PCI probes never overlap (at once they contend in the kernel's ACPI
 /// interpreter), and DHCP's first `getrandom` finds the RNG bound. Both before `net.up`.
 fn assert_rng_bound_before_the_nic(b: &Boot) {
-    let groups = b.all("modules.loaded");
-    let group = |g: &str| {
-        let found: Vec<_> = groups
-            .iter()
-            .filter(|e| e.str("group") == Some(g))
-            .collect();
-        assert_eq!(found.len(), 1, "one {g} group:\n{}", b.explain());
-        found[0]
-    };
-    let (entropy, network) = (group("entropy"), group("network"));
+    let (entropy, network) = (b.modules_group("entropy"), b.modules_group("network"));
     let bound = |e: &phase_qemu::Event| e.fields["bound"].as_array().map_or(0, |a| a.len());
     assert_eq!((bound(entropy), bound(network)), (1, 1), "{}", b.explain());
     let span = |e: &phase_qemu::Event| (e.fields["from_ms"].as_u64(), e.fields["to_ms"].as_u64());
