@@ -13,16 +13,21 @@ set -euo pipefail
 # (qemu-utils) makes the qcow2. faketime runs `make test` with the clock moved ahead
 # (docs/testing.md, "No time bomb").
 pkgs=(lz4 xz-utils grub-common grub-efi-amd64-bin grub-pc-bin grub-efi-ia32-bin ipxe-qemu qemu-system-x86 qemu-utils ovmf ovmf-ia32 musl-tools cpio zstd e2fsprogs cryptsetup-bin file fdisk squashfs-tools iproute2 python3 python3-venv dnsmasq-base avahi-daemon tcpdump faketime)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+missing_pkgs() { for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"; done; }
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-if [ ${#missing[@]} -gt 0 ]; then
+# Twice at most: installing one package can remove another that conflicts with it (a
+# backported qemu-utils goes when Debian's qemu-system-x86 comes), which then comes back
+# at the version that fits.
+for pass in 1 2; do
+  mapfile -t missing < <(missing_pkgs)
+  [ ${#missing[@]} -eq 0 ] && break
   echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
+  [ $pass = 1 ] && $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+done
+mapfile -t missing < <(missing_pkgs)
+[ ${#missing[@]} -eq 0 ] || { echo "setup: still not installed: ${missing[*]}" >&2; exit 1; }
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   echo "setup: adding rust target x86_64-unknown-linux-musl"
   rustup target add x86_64-unknown-linux-musl
