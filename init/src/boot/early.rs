@@ -2,7 +2,8 @@
 
 use super::{Boot, StepError};
 use crate::events::Event;
-use crate::sys::mount::{mount, Mount, Mounted};
+use crate::sys::mount::{mount, Mount, MountError, Mounted};
+use rustix::io::Errno;
 use rustix::mount::MountFlags as F;
 
 /// The pseudo filesystems, in mount order (each target's parent is mounted first).
@@ -35,12 +36,15 @@ pub const PSEUDO: &[Mount] = &[
         flags: F::NOSUID.union(F::NOEXEC),
         data: "gid=5,mode=0620,ptmxmode=0666",
     },
+    // A fetched release lands in /run/phase/release: huge pages where a file fills them
+    // (`within_size`) spare the kernel allocating and charging 512 pages one at a time,
+    // most of the cost of storing a rootfs (docs/bench.md); small files stay in 4 KiB pages.
     Mount {
         source: "tmpfs",
         target: "/run",
         fstype: "tmpfs",
         flags: F::NOSUID.union(F::NODEV),
-        data: "mode=0755",
+        data: "mode=0755,huge=within_size",
     },
     Mount {
         source: "tmpfs",
@@ -130,7 +134,20 @@ fn attach_kmsg(boot: &Boot) {
 pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     let mut failed = Vec::new();
     for m in PSEUDO {
-        match mount(m) {
+        match mount(m).or_else(|e| match (&e, without_huge_pages(m)) {
+            // A kernel without transparent huge pages refuses the option: plain pages.
+            (
+                MountError::Mount {
+                    errno: Errno::INVAL,
+                    ..
+                },
+                Some(plain),
+            ) => {
+                tracing::info!("{e}: {} without huge pages", m.target);
+                mount(&plain)
+            }
+            _ => Err(e),
+        }) {
             Ok(Mounted::Now) => tracing::debug!("mounted {m}"),
             Ok(Mounted::AlreadyThere) => tracing::debug!("already mounted: {m}"),
             Err(e) => {
@@ -160,9 +177,24 @@ pub fn run(boot: &mut Boot) -> Result<(), StepError> {
     }
 }
 
+/// `m` with its `huge=` option left off, if it has one.
+fn without_huge_pages(m: &Mount) -> Option<Mount> {
+    let (plain, _) = m.data.split_once(",huge=")?;
+    Some(Mount { data: plain, ..*m })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_falls_back_to_plain_pages_and_keeps_its_mode() {
+        let run = PSEUDO.iter().find(|m| m.target == "/run").unwrap();
+        assert_eq!(run.data, "mode=0755,huge=within_size");
+        assert_eq!(without_huge_pages(run).unwrap().data, "mode=0755");
+        let proc = PSEUDO.iter().find(|m| m.target == "/proc").unwrap();
+        assert!(without_huge_pages(proc).is_none());
+    }
 
     #[test]
     fn parents_mount_before_children() {
