@@ -36,6 +36,11 @@ pub enum Event {
         /// start, the clock of `t_ms`); `t_ms` is when a step waited for it.
         from_ms: u64,
         to_ms: u64,
+        /// `left_off_not_enforced`: the kernel does not enforce module signatures, so the
+        /// init left them off and the kernel did not hash the modules (`kmod_sig`);
+        /// `checked`: it enforces them; `checked_unsigned_refused`: it refused a module
+        /// without one (lockdown), and every module since went signed.
+        signatures: &'static str,
     },
     /// The trust anchor in the initramfs verified.
     #[serde(rename = "trust.ready")]
@@ -554,6 +559,7 @@ mod tests {
                 bound: vec![],
                 from_ms: 0,
                 to_ms: 0,
+                signatures: "checked",
             },
             Event::TaskDone {
                 task: "t".into(),

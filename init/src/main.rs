@@ -62,6 +62,7 @@ mod handover;
 mod kexec;
 mod kmod;
 mod kmod_gz;
+mod kmod_sig;
 mod log;
 mod net;
 #[cfg(feature = "executor")]

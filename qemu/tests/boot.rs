@@ -41,6 +41,17 @@ fn boots_to_ready_with_modules_and_powers_off() {
     }
     assert!(names(&m.fields["failed"]).is_empty(), "{}", m.fields);
     assert!(names(&m.fields["missing"]).is_empty(), "{}", m.fields);
+    // Debian's kernel does not enforce module signatures unless told to: the init leaves
+    // them off, so the kernel does not hash every module (kmod_sig.rs; the kernel's own
+    // check is tested in modules_go_signed_where_the_kernel_checks_signatures).
+    for g in b.all("modules.loaded") {
+        assert_eq!(
+            g.str("signatures"),
+            Some("left_off_not_enforced"),
+            "{}",
+            g.fields
+        );
+    }
     // The local group first, with each module's load time; network drivers in a group of
     // their own, waited for by the network step (no disk here: the state group is waited
     // for at init.ready).
@@ -142,6 +153,42 @@ fn boots_to_ready_with_modules_and_powers_off() {
         "{}",
         b.explain()
     );
+}
+
+/// Where the kernel checks module signatures, every module goes to it signed and loads:
+/// with `module.sig_enforce=1` the init reads so and keeps them; under lockdown (which
+/// leaves `sig_enforce` at N) the kernel refuses the first module without its signature,
+/// and the init loads that one and every later one signed.
+#[test]
+fn modules_go_signed_where_the_kernel_checks_signatures() {
+    let boot = |words: &'static str| {
+        std::thread::spawn(move || {
+            Vm::default_artifacts()
+                .append(words)
+                .append("phase.poweroff=init.ready")
+                .run()
+                .expect("qemu runs")
+        })
+    };
+    let enforced = boot("module.sig_enforce=1");
+    let lockdown = boot("lockdown=integrity");
+    for (b, want) in [
+        (enforced.join().expect("enforced boot"), "checked"),
+        (
+            lockdown.join().expect("lockdown boot"),
+            "checked_unsigned_refused",
+        ),
+    ] {
+        b.assert_order(&["init.start", "modules.loaded", "init.ready", "shutdown"]);
+        b.assert_clean_poweroff();
+        let groups = b.all("modules.loaded");
+        assert_eq!(groups.len(), 4, "{}", b.explain());
+        for g in groups {
+            assert_eq!(g.str("signatures"), Some(want), "{}", b.explain());
+            assert!(names(&g.fields["failed"]).is_empty(), "{}", b.explain());
+            assert!(!names(&g.fields["loaded"]).is_empty(), "{}", g.fields);
+        }
+    }
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn report(boot: &Boot, need: Need, r: Report) -> Result<(), StepError> {
         bound: r.bound,
         from_ms: r.from_ms,
         to_ms: r.to_ms,
+        signatures: crate::sys::module::signatures().name(),
     });
     result
 }

@@ -1,8 +1,12 @@
 //! Kernel module loading: `finit_module` of a `.ko` file, or `init_module` of a `.ko.gz`
-//! file's image inflated by [`crate::kmod_gz`].
+//! file's image inflated by [`crate::kmod_gz`]. Where the kernel does not enforce module
+//! signatures, a signed image goes to `init_module` without its signature
+//! ([`crate::kmod_sig`] says why); the first refusal of one (lockdown) ends that for good.
 
+use crate::kmod_sig;
 use rustix::io::Errno;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// `MODULE_INIT_COMPRESSED_FILE`: let the kernel decompress `.ko.xz`/`.ko.zst`.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
@@ -48,6 +52,13 @@ pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
     if crate::kmod_gz::is_gzip(&path.to_string_lossy()) {
         return load_gzip(path);
     }
+    if path.extension().is_some_and(|e| e == "ko") && signatures() == Signatures::LeftOff {
+        let image = std::fs::read(path).map_err(|source| ModuleError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        return load_image(path, &image);
+    }
     let file = std::fs::File::open(path).map_err(|source| ModuleError::Open {
         path: path.display().to_string(),
         source,
@@ -86,9 +97,82 @@ fn load_gzip(path: &Path) -> Result<Loaded, ModuleError> {
         path: name.clone(),
         source,
     })?;
-    match rustix::system::init_module(&image, c"") {
+    load_image(path, &image)
+}
+
+/// Whether the init hands the kernel signed modules without their signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signatures {
+    /// The kernel would load a module whose signature fails: the signatures are left off.
+    LeftOff,
+    /// The kernel checks each module's signature: it enforces them (or has no module
+    /// signing, then there is nothing to check).
+    Checked,
+    /// `sig_enforce` said no, but the kernel refused an image without its signature
+    /// (lockdown): every module since went with its signature.
+    Refused,
+}
+
+impl Signatures {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signatures::LeftOff => "left_off_not_enforced",
+            Signatures::Checked => "checked",
+            Signatures::Refused => "checked_unsigned_refused",
+        }
+    }
+}
+
+/// 0: not read yet; 1, 2, 3: [`Signatures::LeftOff`], `Checked`, `Refused`.
+static SIGNATURES: AtomicU8 = AtomicU8::new(0);
+
+/// What this boot does with module signatures: read once from the kernel's `sig_enforce`.
+pub fn signatures() -> Signatures {
+    match SIGNATURES.load(Ordering::Relaxed) {
+        1 => Signatures::LeftOff,
+        2 => Signatures::Checked,
+        3 => Signatures::Refused,
+        _ => {
+            let param = std::fs::read_to_string("/sys/module/module/parameters/sig_enforce");
+            let off = kmod_sig::not_enforced(param.ok().as_deref());
+            // Another thread may have seen a refusal meanwhile: that stands.
+            let first = if off { 1 } else { 2 };
+            let _ = SIGNATURES.compare_exchange(0, first, Ordering::Relaxed, Ordering::Relaxed);
+            signatures()
+        }
+    }
+}
+
+/// `init_module` of an image in memory: without its signature while they are left off; if
+/// the kernel refuses that (`EPERM` under lockdown, `EKEYREJECTED` when enforcing), with it,
+/// and with every module after it.
+fn load_image(path: &Path, image: &[u8]) -> Result<Loaded, ModuleError> {
+    let bare = match signatures() {
+        Signatures::LeftOff => kmod_sig::unsigned(image),
+        Signatures::Checked | Signatures::Refused => None,
+    };
+    if let Some(bare) = bare {
+        match rustix::system::init_module(bare, c"") {
+            Err(Errno::PERM | Errno::KEYREJECTED) => {
+                SIGNATURES.store(3, Ordering::Relaxed);
+                tracing::warn!(
+                    module = %path.display(),
+                    "the kernel refused a module without its signature (lockdown): every module goes signed from now on"
+                );
+            }
+            other => return loaded(path, other),
+        }
+    }
+    loaded(path, rustix::system::init_module(image, c""))
+}
+
+fn loaded(path: &Path, result: Result<(), Errno>) -> Result<Loaded, ModuleError> {
+    match result {
         Ok(()) => Ok(Loaded::Now),
         Err(Errno::EXIST) => Ok(Loaded::Already),
-        Err(errno) => Err(ModuleError::LoadImage { path: name, errno }),
+        Err(errno) => Err(ModuleError::LoadImage {
+            path: path.display().to_string(),
+            errno,
+        }),
     }
 }
