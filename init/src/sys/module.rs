@@ -46,25 +46,21 @@ pub enum ModuleError {
     },
 }
 
-/// `finit_module(open(path), "", flags)`; a `.ko.gz` is inflated and given to
-/// `init_module(image, "")`; other compressed files are handed to the kernel as-is.
+/// `finit_module(open(path), "", flags)`; a `.ko` whose signature is left off, or a `.ko.gz`
+/// inflated, goes to `init_module(image, "")`; other compressed files are handed to the
+/// kernel as-is.
 pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
-    if crate::kmod_gz::is_gzip(&path.to_string_lossy()) {
+    let name = path.to_string_lossy();
+    if crate::kmod_gz::is_gzip(&name) {
         return load_gzip(path);
     }
-    if path.extension().is_some_and(|e| e == "ko") && signatures() == Signatures::LeftOff {
-        let image = std::fs::read(path).map_err(|source| ModuleError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let plain = name.ends_with(".ko");
+    if plain && signatures() == Signatures::LeftOff {
+        let image = std::fs::read(path).map_err(opening(path))?;
         return load_image(path, &image);
     }
-    let file = std::fs::File::open(path).map_err(|source| ModuleError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let name = path.to_string_lossy();
-    let flags = if name.ends_with(".ko") {
+    let file = std::fs::File::open(path).map_err(opening(path))?;
+    let flags = if plain {
         0
     } else {
         MODULE_INIT_COMPRESSED_FILE
@@ -79,6 +75,13 @@ pub fn load(path: &Path) -> Result<Loaded, ModuleError> {
     }
 }
 
+fn opening(path: &Path) -> impl FnOnce(std::io::Error) -> ModuleError + '_ {
+    move |source| ModuleError::Open {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 /// `/sys/module/<name>/initstate` reads `live` or `coming`: the module is loaded or being
 /// loaded. The kernel's own duplicate check comes only after it has hashed the whole file
 /// for its signature, so a caller asks this first.
@@ -88,13 +91,9 @@ pub fn present(name: &str) -> bool {
 }
 
 fn load_gzip(path: &Path) -> Result<Loaded, ModuleError> {
-    let name = path.display().to_string();
-    let gz = std::fs::read(path).map_err(|source| ModuleError::Open {
-        path: name.clone(),
-        source,
-    })?;
+    let gz = std::fs::read(path).map_err(opening(path))?;
     let image = crate::kmod_gz::inflate(&gz).map_err(|source| ModuleError::Inflate {
-        path: name.clone(),
+        path: path.display().to_string(),
         source,
     })?;
     load_image(path, &image)
