@@ -259,17 +259,7 @@ async fn connection(
         cfg.send_window,
         tokio::time::Instant::now(),
     );
-    let file = file.into_std().await;
-    let sent = send_file(&s, &file, start, count, &mut pace, cfg.idle_timeout).await;
-    let sent = match sent {
-        Ok(Spliced::Refused) => {
-            let mut file = tokio::fs::File::from_std(file);
-            file.seek(std::io::SeekFrom::Start(start)).await?;
-            send_copied(&mut s, &mut file, count, &mut pace, cfg.idle_timeout).await
-        }
-        Ok(Spliced::Sent) => Ok(()),
-        Err(e) => Err(e),
-    };
+    let sent = send_body(&mut s, file, start, count, &mut pace, cfg.idle_timeout).await;
     if let Err(e) = sent {
         // Reset rather than close: the bytes still queued for a slow reader are
         // dropped with its slot, not trickled out for another minute.
@@ -277,6 +267,27 @@ async fn connection(
         return Err(e);
     }
     s.shutdown().await
+}
+
+/// `count` bytes of `file` from `start`: by sendfile(2), or copied through this process
+/// where sendfile refuses the source.
+async fn send_body(
+    s: &mut TcpStream,
+    file: tokio::fs::File,
+    start: u64,
+    count: u64,
+    pace: &mut Pace,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let file = file.into_std().await;
+    match send_file(s, &file, start, count, pace, idle).await? {
+        Spliced::Sent => Ok(()),
+        Spliced::Refused => {
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            send_copied(s, &mut file, count, pace, idle).await
+        }
+    }
 }
 
 /// Bytes one blocking-pool job may move (a handoff per chunk, not per socket buffer).
@@ -553,5 +564,78 @@ impl Sha256Stream {
     }
     fn hex(self) -> String {
         phase_release::hex::encode(&self.0.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends of a loopback connection: the client's, the server's.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    fn pace() -> Pace {
+        Pace::new(0, Duration::from_secs(5), tokio::time::Instant::now())
+    }
+
+    /// The body `send_body` delivers of `path` from `start`, as a client on loopback reads
+    /// it; and what sendfile(2) alone made of the source (one byte, on a connection of its
+    /// own).
+    async fn served(path: &str, start: u64, count: u64) -> (Vec<u8>, Spliced) {
+        let idle = Duration::from_secs(5);
+        let (_c, probe) = pair().await;
+        let alone = std::fs::File::open(path).unwrap();
+        let spliced = send_file(&probe, &alone, start, 1, &mut pace(), idle)
+            .await
+            .unwrap();
+        let (mut client, mut server) = pair().await;
+        let file = tokio::fs::File::open(path).await.unwrap();
+        let sending = async {
+            send_body(&mut server, file, start, count, &mut pace(), idle)
+                .await
+                .unwrap();
+            server.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let (_, read) = tokio::join!(sending, client.read_to_end(&mut got));
+        read.unwrap();
+        (got, spliced)
+    }
+
+    #[tokio::test]
+    async fn a_source_sendfile_refuses_is_copied_from_its_offset() {
+        // /proc/self/status has no splice_read: sendfile(2) says EINVAL. Its first line
+        // (the process name) stays put while the test runs.
+        let path = "/proc/self/status";
+        let whole = std::fs::read(path).unwrap();
+        let (got, spliced) = served(path, 2, 10).await;
+        assert!(
+            matches!(spliced, Spliced::Refused),
+            "sendfile(2) took {path}: pick a source this kernel refuses"
+        );
+        assert_eq!(got, whole[2..12], "copied body");
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_goes_by_sendfile_from_its_offset() {
+        let path = std::env::temp_dir().join(format!("phase-sendfile-{}", std::process::id()));
+        let bytes: Vec<u8> = (0..3 * SENDFILE_CHUNK as u32 / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let start = 4097u64;
+        let count = (bytes.len() as u64) - start - 3;
+        let (got, spliced) = served(path.to_str().unwrap(), start, count).await;
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(spliced, Spliced::Sent));
+        assert!(
+            got == bytes[start as usize..][..count as usize],
+            "sent body"
+        );
     }
 }
